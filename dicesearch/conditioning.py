@@ -1,0 +1,86 @@
+"""How the timestep and class label reach the blocks.
+
+A conditioning method (a plugin, e.g. adaLN-Zero or TD-LN) is built once per model. Per
+forward pass it turns the timestep ``t`` and label ``y`` into a :class:`ConditionSignal`.
+Each block asks it, at build time, for a :class:`Modulator` covering the block's
+normalised sub-layers; at run time the block writes its residual branches as::
+
+    mod = self.modulator(signal)                       # one Modulation per call
+    x = x + mod.gate(0, self.mixer(mod.norm(0, x)))    # sub-layer 0
+    x = x + mod.gate(1, self.mlp(mod.norm(1, x)))      # sub-layer 1
+
+``norm(i, x)`` is the i-th conditioned normalisation and ``gate(i, h)`` the i-th residual
+gate (identity for methods without gates). Blocks never see ``t`` or ``y`` themselves.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ConditionSignal:
+    """What one forward pass knows about its conditioning.
+
+    t: (B,) float diffusion timesteps (0 = clean, num_train_timesteps - 1 = pure noise).
+    y: (B,) int64 class labels, or None for an unconditional model; the index
+       ``num_classes`` is the "null" label used by classifier-free guidance.
+    embedding: (B, E) a conditioning vector, for methods that make one (adaLN-Zero), else None.
+    """
+
+    t: torch.Tensor
+    y: torch.Tensor | None
+    embedding: torch.Tensor | None = None
+
+
+class Modulation(ABC):
+    """The conditioned norms and gates of one block for one forward pass."""
+
+    @abstractmethod
+    def norm(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        """Normalise ``x`` (B, ..., C) over C and apply sub-layer ``index``'s conditioning."""
+
+    @abstractmethod
+    def gate(self, index: int, h: torch.Tensor) -> torch.Tensor:
+        """Scale the residual branch ``h`` (B, ..., C) of sub-layer ``index``."""
+
+
+class Modulator(nn.Module, ABC):
+    """Owns a block's conditioning parameters; produces a :class:`Modulation` per call."""
+
+    @abstractmethod
+    def forward(self, signal: ConditionSignal) -> Modulation: ...
+
+
+class ConditioningMethod(nn.Module, ABC):
+    """A model-wide conditioning method (built by a ``ConditioningType`` plugin)."""
+
+    @abstractmethod
+    def forward(self, t: torch.Tensor, y: torch.Tensor | None) -> ConditionSignal:
+        """Embed timesteps ``t`` (B,) and labels ``y`` (B,) once per forward pass."""
+
+    @abstractmethod
+    def modulator(self, dim: int, sublayers: int, gated: bool = True) -> Modulator:
+        """A new modulator for a block of width ``dim`` with ``sublayers`` conditioned norms.
+
+        ``gated=False`` asks for norms only (used by output heads), where the method has
+        gates at all.
+        """
+
+    def stage_input(self, dim: int) -> nn.Module | None:
+        """Optional module ``(x (B, H, W, dim), signal) -> x`` applied to each stage's input.
+
+        Methods whose blocks do not see the class label use this to inject it (TD-LN).
+        """
+        return None
+
+
+def per_sample(vector: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """View a per-sample vector (B, C) so it broadcasts over ``like`` (B, ..., C)."""
+    if vector.shape[0] == 1 or vector.dim() == 1:
+        return vector.reshape(*([1] * (like.dim() - 1)), vector.shape[-1])
+    return vector.reshape(vector.shape[0], *([1] * (like.dim() - 2)), vector.shape[-1])

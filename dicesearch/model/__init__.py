@@ -1,0 +1,5 @@
+"""The composer: builds denoisers from specs."""
+
+from dicesearch.model.denoiser import Denoiser, build_model
+
+__all__ = ["Denoiser", "build_model"]

@@ -1,0 +1,138 @@
+"""One stage of a denoiser: patchify, blocks (with optional long skips), noise head."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from dicesearch.conditioning import ConditioningMethod, ConditionSignal
+from dicesearch.layers import channels_first, channels_last, sincos_position_embedding
+from dicesearch.plugin_api import BlockContext
+
+
+class FeatureConnector(nn.Module):
+    """DiMR's feature-cascade link (Eq. 2): coarse features -> this stage's grid.
+
+    LayerNorm, a linear map to ``dim * ratio^2`` channels, pixel shuffle by ``ratio``,
+    LayerNorm (as DiMR's official code). (B, h, w, F) -> (B, h*ratio, w*ratio, dim).
+    """
+
+    def __init__(self, in_features: int, dim: int, ratio: int):
+        super().__init__()
+        self.ratio = ratio
+        self.norm_in = nn.LayerNorm(in_features)
+        self.proj = nn.Linear(in_features, dim * ratio * ratio)
+        self.norm_out = nn.LayerNorm(dim)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        x = self.proj(self.norm_in(features))  # (B, h, w, dim * r^2)
+        x = F.pixel_shuffle(channels_first(x), self.ratio)  # (B, dim, h*r, w*r)
+        return self.norm_out(channels_last(x))
+
+
+class StageHead(nn.Module):
+    """Conditioned norm, then a noise prediction.
+
+    conv3x3 (DiMR): a 3x3 convolution at the stage's grid -> (B, out, h, w).
+    linear (DiT): a linear map to patch_size^2 * out values per token, unpatchified to
+    the input resolution -> (B, out, h * p, w * p).
+    """
+
+    def __init__(self, kind: str, dim: int, out_channels: int, patch_size: int, conditioning: ConditioningMethod):
+        super().__init__()
+        self.kind, self.patch_size, self.out_channels = kind, patch_size, out_channels
+        self.modulator = conditioning.modulator(dim, sublayers=1, gated=False)
+        if kind == "conv3x3":
+            self.proj = nn.Conv2d(dim, out_channels, 3, padding=1)
+        else:
+            self.proj = nn.Linear(dim, patch_size * patch_size * out_channels)
+
+    def forward(self, x: torch.Tensor, signal: ConditionSignal) -> torch.Tensor:
+        x = self.modulator(signal).norm(0, x)  # (B, h, w, C)
+        if self.kind == "conv3x3":
+            return self.proj(channels_first(x))
+        b, h, w, _ = x.shape
+        p, c = self.patch_size, self.out_channels
+        x = self.proj(x).reshape(b, h, w, p, p, c)
+        return x.permute(0, 5, 1, 3, 2, 4).reshape(b, c, h * p, w * p)
+
+
+class Stage(nn.Module):
+    """Blocks on a patchified grid, U-ViT long skips optional, ending in a noise head.
+
+    forward(x (B, C_in, H, W), signal, coarse_features (B, h', w', F) | None)
+        -> prediction (B, out, h or H, w or W), features (B, h, w, F_out) | None
+    """
+
+    def __init__(
+        self,
+        spec,
+        index: int,
+        conditioning: ConditioningMethod,
+        registry,
+        out_channels: int,
+        coarse_features: int | None,
+        collect: str | None,
+    ):
+        super().__init__()
+        stage = spec.stages[index]
+        geometry = spec.geometry(index)
+        dim, p = stage.channels, stage.patch_size
+        self.collect = collect  # None, "last_block" or "all_blocks": what forward returns as features
+        self.gradient_checkpointing = False
+        self.patchify = nn.Conv2d(spec.input.channels, dim, p, stride=p)
+        if stage.position_embedding == "sincos":  # fixed, kept as a frozen parameter as DiT does
+            table = sincos_position_embedding(geometry.height, geometry.width, dim)
+            self.position = nn.Parameter(table, requires_grad=False)
+        elif stage.position_embedding == "learned":
+            self.position = nn.Parameter(torch.zeros(geometry.height, geometry.width, dim))
+        else:
+            self.position = None
+        self.label_input = conditioning.stage_input(dim)
+        if coarse_features is not None:
+            ratio = spec.grid(index) // spec.grid(index - 1)
+            self.connector = FeatureConnector(coarse_features, dim, ratio)
+        else:
+            self.connector = None
+        block_type = registry.block(stage.block.kind)
+        self.blocks = nn.ModuleList(
+            block_type.build(stage.block, BlockContext(geometry, conditioning, i, stage.depth))
+            for i in range(stage.depth)
+        )
+        skips = stage.depth // 2 if stage.long_skip else 0
+        self.skip_projections = nn.ModuleList(nn.Linear(2 * dim, dim) for _ in range(skips))
+        self.head = StageHead(stage.head, dim, out_channels, p, conditioning)
+
+    def reset_special_parameters(self) -> None:
+        if self.position is not None and self.position.requires_grad:
+            nn.init.normal_(self.position, std=0.02)
+
+    def _run(self, block: nn.Module, x: torch.Tensor, signal: ConditionSignal) -> torch.Tensor:
+        if self.gradient_checkpointing and torch.is_grad_enabled():
+            return checkpoint(block, x, signal, use_reentrant=False)
+        return block(x, signal)
+
+    def forward(self, x, signal: ConditionSignal, coarse_features=None):
+        x = channels_last(self.patchify(x))  # (B, h, w, C)
+        if self.position is not None:
+            x = x + self.position
+        if self.label_input is not None:
+            x = self.label_input(x, signal)
+        if self.connector is not None:
+            x = x + self.connector(coarse_features)
+        outputs = [x] if self.collect == "all_blocks" else None
+        skips = len(self.skip_projections)  # in-blocks 0..skips-1 feed out-blocks depth-skips..depth-1
+        saved = []
+        depth = len(self.blocks)
+        for i, block in enumerate(self.blocks):
+            if i >= depth - skips:
+                x = self.skip_projections[i - (depth - skips)](torch.cat([x, saved.pop()], dim=-1))
+            x = self._run(block, x, signal)
+            if i < skips:
+                saved.append(x)
+            if outputs is not None:
+                outputs.append(x)
+        features = torch.cat(outputs, dim=-1) if outputs is not None else (x if self.collect else None)
+        return self.head(x, signal), features

@@ -1,0 +1,112 @@
+"""What a plugin author uses: the types a plugin registers and what its builder receives.
+
+A block plugin provides a :class:`BlockType`: a name, a pydantic model of its parameters
+(subclass :class:`BlockParams`), a builder ``build(params, ctx) -> nn.Module`` and,
+optionally, a ``check(params, geometry)`` that rejects impossible configurations before
+anything is built. The built module maps channels-last features::
+
+    forward(x: (B, H, W, C), signal: ConditionSignal) -> (B, H, W, C)
+
+and gets its conditioning through ``ctx.conditioning.modulator(...)``
+(see :mod:`dicesearch.conditioning`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+from dicesearch.conditioning import ConditioningMethod
+from dicesearch.hookspecs import hookimpl
+
+__all__ = [
+    "BlockContext",
+    "BlockParams",
+    "BlockType",
+    "ConditioningContext",
+    "ConditioningParams",
+    "ConditioningType",
+    "StageGeometry",
+    "hookimpl",
+]
+
+
+class BlockParams(BaseModel):
+    """Base of every block's parameter model: frozen, unknown keys rejected.
+
+    Do not declare a ``kind`` field: the registry adds it (the block's name).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ConditioningParams(BaseModel):
+    """Base of every conditioning method's parameter model (``kind`` is added for you)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+@dataclass(frozen=True)
+class StageGeometry:
+    """The feature map a stage's blocks work on."""
+
+    channels: int
+    height: int
+    width: int
+
+    @property
+    def tokens(self) -> int:
+        return self.height * self.width
+
+
+@dataclass(frozen=True)
+class BlockContext:
+    """What a block builder is told besides its own parameters."""
+
+    geometry: StageGeometry
+    conditioning: ConditioningMethod
+    index: int  # position of this block in its stage, 0-based
+    depth: int  # number of blocks in the stage
+
+
+@dataclass(frozen=True)
+class BlockType:
+    """A block a plugin contributes.
+
+    name:   the ``kind`` users write in a spec (a Python identifier, e.g. ``"dice"``).
+    params: the pydantic model of the block's parameters (subclass of ``BlockParams``).
+    build:  ``build(params, ctx: BlockContext) -> nn.Module``.
+    check:  optional ``check(params, geometry: StageGeometry) -> None`` that raises
+            ``ValueError("field: what is wrong; how to fix it")`` for configurations the
+            block cannot take (e.g. channels not divisible by heads).
+    """
+
+    name: str
+    params: type[BlockParams]
+    build: Callable[[BlockParams, BlockContext], nn.Module]
+    description: str = ""
+    check: Callable[[BlockParams, StageGeometry], None] | None = None
+
+
+@dataclass(frozen=True)
+class ConditioningContext:
+    """What a conditioning builder is told about the model it conditions."""
+
+    num_classes: int  # 0 for an unconditional model
+    stage_channels: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ConditioningType:
+    """A conditioning method a plugin contributes.
+
+    build: ``build(params, ctx: ConditioningContext) -> ConditioningMethod``.
+    """
+
+    name: str
+    params: type[ConditioningParams]
+    build: Callable[[ConditioningParams, ConditioningContext], ConditioningMethod]
+    description: str = ""

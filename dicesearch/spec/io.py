@@ -1,0 +1,146 @@
+"""Read and write model specs as YAML, and find the shipped presets."""
+
+from __future__ import annotations
+
+import importlib.resources
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from dicesearch.errors import SpecError
+from dicesearch.spec.messages import format_errors
+
+PRESET_PACKAGE = "dicesearch.presets"
+
+
+# -- presets ---------------------------------------------------------------------------
+
+
+def _preset_key(name: str) -> str:
+    """'DiT-XL/2' -> 'dit-xl-2' (file stem)."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def list_presets() -> dict[str, Path]:
+    """Preset display names (from each file's ``name:``) -> file path."""
+    presets = {}
+    for entry in importlib.resources.files(PRESET_PACKAGE).iterdir():
+        if entry.name.endswith(".yaml"):
+            path = Path(str(entry))
+            data = yaml.safe_load(path.read_text()) or {}
+            presets[data.get("name", path.stem)] = path
+    return dict(sorted(presets.items()))
+
+
+def preset_path(name: str) -> Path | None:
+    key = _preset_key(name)
+    for display, path in list_presets().items():
+        if _preset_key(display) == key or path.stem == key:
+            return path
+    return None
+
+
+# -- YAML with line numbers --------------------------------------------------------------
+
+
+def read_yaml(text: str, source: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpecError(f"{where}: malformed YAML: {problem} (check the indentation and the ':' after each key)") from None
+
+
+def yaml_locator(text: str):
+    """A function mapping a field path to the 1-based line where it is written."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        root = None
+
+    def locate(path) -> int | None:
+        node, line = root, None
+        for part in path:
+            if isinstance(node, yaml.MappingNode):
+                match = next((v for k, v in node.value if k.value == str(part)), None)
+                key = next((k for k, v in node.value if k.value == str(part)), None)
+                if match is None:
+                    break
+                line, node = key.start_mark.line + 1, match
+            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+                node = node.value[part]
+                line = node.start_mark.line + 1
+            else:
+                break
+        return line
+
+    return locate
+
+
+# -- specs -------------------------------------------------------------------------------
+
+
+def _registry(registry):
+    if registry is None:
+        from dicesearch.registry import default_registry
+
+        registry = default_registry()
+    return registry
+
+
+def parse_spec(data: Any, source: str = "<spec>", registry=None, text: str | None = None):
+    """Validate already-parsed YAML data into a ModelSpec (raises SpecError, one line)."""
+    registry = _registry(registry)
+    model_spec = registry.spec_types.ModelSpec
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: expected a mapping with keys such as input, conditioning, stages; got {type(data).__name__}")
+    try:
+        return model_spec.model_validate(data)
+    except ValidationError as exc:
+        lines = format_errors(exc, model_spec, source, yaml_locator(text) if text else None)
+        more = f" (and {len(lines) - 1} more; run `dicesearch validate {source}` to list them)" if len(lines) > 1 else ""
+        error = SpecError(lines[0] + more)
+        error.lines = lines
+        raise error from None
+
+
+def load_spec(name_or_path: str | Path, registry=None):
+    """Load a spec from a YAML file or a preset name (e.g. ``DiT-XL/2``)."""
+    path = Path(name_or_path)
+    if not path.is_file():
+        preset = preset_path(str(name_or_path))
+        if preset is None:
+            known = ", ".join(list_presets())
+            raise SpecError(f"{name_or_path}: no such file or preset; presets: {known}")
+        path = preset
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read: {exc.strerror}") from None
+    data = read_yaml(text, str(path))
+    return parse_spec(data, str(path), registry, text)
+
+
+def _kind_first(value: Any) -> Any:
+    if isinstance(value, dict):
+        ordered = {"kind": value["kind"]} if "kind" in value else {}
+        ordered.update((k, _kind_first(v)) for k, v in value.items() if k != "kind")
+        return ordered
+    if isinstance(value, (list, tuple)):
+        return [_kind_first(v) for v in value]
+    return value
+
+
+def spec_to_dict(spec: BaseModel) -> dict:
+    """Every field, defaults included, JSON-compatible, ``kind`` first in each mapping."""
+    return _kind_first(spec.model_dump(mode="json"))
+
+
+def dump_spec(spec: BaseModel) -> str:
+    """YAML text that ``load_spec`` reads back to an equal spec."""
+    return yaml.safe_dump(spec_to_dict(spec), sort_keys=False, default_flow_style=None, width=100)

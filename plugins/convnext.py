@@ -1,0 +1,52 @@
+"""ConvNeXt block as DiMR uses it (Liu et al. 2022; DiMR Sec. 4.1, 4.3).
+
+    x = x + gate_0 * MLP(norm_0(DWConv_kxk(x)))
+
+A k x k depthwise convolution (k = 7), a conditioned LayerNorm, then the inverted
+bottleneck MLP (4x with GELU, or GeGLU with hidden 2x as in DiMR Sec. 4.3).
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field, PositiveFloat, PositiveInt
+from torch import nn
+
+from dicesearch.conditioning import ConditionSignal
+from dicesearch.layers import Activation, FeedForward, channels_first, channels_last, check_odd_kernel
+from dicesearch.plugin_api import BlockContext, BlockParams, BlockType, hookimpl
+
+
+class ConvNeXtParams(BlockParams):
+    kernel_size: PositiveInt = Field(7, description="Depthwise kernel size (odd).")
+    mlp_ratio: PositiveFloat = Field(4.0, description="MLP hidden width / channels.")
+    glu: bool = Field(False, description="GeGLU MLP (DiMR Sec. 4.3) instead of the plain MLP.")
+    activation: Activation = Field("gelu", description="MLP activation.")
+
+
+class ConvNeXtBlock(nn.Module):
+    def __init__(self, params: ConvNeXtParams, ctx: BlockContext):
+        super().__init__()
+        dim, k = ctx.geometry.channels, params.kernel_size
+        self.dwconv = nn.Conv2d(dim, dim, k, padding=k // 2, groups=dim)
+        self.modulator = ctx.conditioning.modulator(dim, sublayers=1)
+        self.mlp = FeedForward(dim, int(dim * params.mlp_ratio), params.glu, params.activation)
+
+    def forward(self, x: torch.Tensor, signal: ConditionSignal) -> torch.Tensor:
+        # x: (B, H, W, C)
+        h = channels_last(self.dwconv(channels_first(x)))
+        mod = self.modulator(signal)
+        return x + mod.gate(0, self.mlp(mod.norm(0, h)))
+
+
+@hookimpl
+def dicesearch_block_types():
+    return [
+        BlockType(
+            name="convnext",
+            params=ConvNeXtParams,
+            build=ConvNeXtBlock,
+            check=check_odd_kernel,
+            description="ConvNeXt: 7x7 depthwise conv, LayerNorm, 4x GELU MLP (optional GeGLU, DiMR).",
+        )
+    ]

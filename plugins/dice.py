@@ -1,0 +1,80 @@
+"""DICE signal-extraction ConvNeXt block (DICE Sec. 3.2-3.3, Fig. 5 and 10).
+
+The 7x7 depthwise convolution is duplicated into "left" and "right" candidate features,
+merged by the signal-extraction function (Fig. 5), then the ConvNeXt inverted bottleneck::
+
+    f(l, r) = (l + r) / (1 + exp(lambda * (l - r)^2))        lambda learnable
+    x = x + gate_0 * MLP(norm_0(f(DWConv_left(x), DWConv_right(x))))
+
+Matching left/right signals pass (a hill for positive, a trough for negative values);
+disagreeing ones are damped, more sharply as lambda grows.
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field, PositiveFloat, PositiveInt
+from torch import nn
+
+from dicesearch.conditioning import ConditionSignal
+from dicesearch.layers import Activation, FeedForward, channels_last, check_odd_kernel
+from dicesearch.plugin_api import BlockContext, BlockParams, BlockType, hookimpl
+
+
+def signal_merge(left: torch.Tensor, right: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    """DICE Fig. 5: (l + r) / (1 + exp(lambda (l - r)^2)), numerically safe in fp16.
+
+    Written as (l + r) * sigmoid(-lambda (l - r)^2) and evaluated in float32: in fp16,
+    (l - r)^2 overflows for |l - r| > 256 and exp(.) overflows far earlier, which would give
+    inf / inf = NaN in the backward pass. The result is cast back to the input dtype.
+    """
+    dtype = left.dtype
+    l, r = left.float(), right.float()
+    out = (l + r) * torch.sigmoid(-lam.float() * (l - r).square())
+    return out.to(dtype)
+
+
+class DiceParams(BlockParams):
+    kernel_size: PositiveInt = Field(7, description="Depthwise kernel size of both convolutions (odd).")
+    lambda_init: float = Field(1.0, description="Initial value of the learnable lambda of the merge function.")
+    lambda_per_channel: bool = Field(False, description="One lambda per channel instead of one per block.")
+    mlp_ratio: PositiveFloat = Field(4.0, description="MLP hidden width / channels.")
+    glu: bool = Field(False, description="GeGLU MLP instead of the plain MLP.")
+    activation: Activation = Field("gelu", description="MLP activation.")
+
+
+class DiceBlock(nn.Module):
+    def __init__(self, params: DiceParams, ctx: BlockContext):
+        super().__init__()
+        dim, k = ctx.geometry.channels, params.kernel_size
+        self.lambda_init = params.lambda_init
+        # both depthwise convolutions in one grouped conv: output channel 2c is left_c, 2c+1 right_c
+        self.dwconv_pair = nn.Conv2d(dim, 2 * dim, k, padding=k // 2, groups=dim)
+        self.lam = nn.Parameter(torch.full((dim if params.lambda_per_channel else 1,), params.lambda_init))
+        self.modulator = ctx.conditioning.modulator(dim, sublayers=1)
+        self.mlp = FeedForward(dim, int(dim * params.mlp_ratio), params.glu, params.activation)
+
+    def reset_special_parameters(self) -> None:
+        with torch.no_grad():
+            self.lam.fill_(self.lambda_init)
+
+    def forward(self, x: torch.Tensor, signal: ConditionSignal) -> torch.Tensor:
+        b, h, w, c = x.shape
+        pair = self.dwconv_pair(x.permute(0, 3, 1, 2)).reshape(b, c, 2, h, w)
+        left, right = pair[:, :, 0], pair[:, :, 1]  # (B, C, H, W) each
+        merged = signal_merge(left, right, self.lam.view(1, -1, 1, 1))
+        mod = self.modulator(signal)
+        return x + mod.gate(0, self.mlp(mod.norm(0, channels_last(merged))))
+
+
+@hookimpl
+def dicesearch_block_types():
+    return [
+        BlockType(
+            name="dice",
+            params=DiceParams,
+            build=DiceBlock,
+            check=check_odd_kernel,
+            description="DICE: duplicated 7x7 depthwise conv merged by (l+r)/(1+exp(lambda(l-r)^2)), then ConvNeXt MLP.",
+        )
+    ]
