@@ -24,13 +24,14 @@ from dicesearch.plugin_api import BlockContext, BlockParams, BlockType, hookimpl
 def signal_merge(left: torch.Tensor, right: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
     """DICE Fig. 5: (l + r) / (1 + exp(lambda (l - r)^2)), numerically safe in fp16.
 
-    Written as (l + r) * sigmoid(-lambda (l - r)^2) and evaluated in float32: in fp16,
+    Written as (l + r) * sigmoid(-lambda (l - r)^2) and evaluated in at least float32: in fp16,
     (l - r)^2 overflows for |l - r| > 256 and exp(.) overflows far earlier, which would give
     inf / inf = NaN in the backward pass. The result is cast back to the input dtype.
     """
     dtype = left.dtype
-    l, r = left.float(), right.float()
-    out = (l + r) * torch.sigmoid(-lam.float() * (l - r).square())
+    compute = torch.promote_types(dtype, torch.float32)  # fp16/bf16 -> fp32; fp64 stays fp64
+    l, r = left.to(compute), right.to(compute)
+    out = (l + r) * torch.sigmoid(-lam.to(compute) * (l - r).square())
     return out.to(dtype)
 
 

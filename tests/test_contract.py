@@ -1,0 +1,84 @@
+"""Every registered block x every conditioning method honours the block contract."""
+
+import pytest
+import torch
+
+from dicesearch.registry import default_registry
+from dicesearch.testing import (
+    check_finite,
+    check_gradients_reach_every_parameter,
+    check_output_shapes,
+    check_seeded_determinism,
+    check_spec_round_trip,
+    tiny_spec,
+)
+from dicesearch.testing.contract import LAYOUTS
+
+_registry = default_registry()
+CASES = [
+    (block, conditioning, layout)
+    for block in sorted(_registry.blocks)
+    for conditioning in sorted(_registry.conditionings)
+    for layout in LAYOUTS
+]
+
+
+@pytest.fixture(params=CASES, ids=["-".join(c) for c in CASES])
+def spec(request):
+    block, conditioning, layout = request.param
+    return tiny_spec(block, conditioning, layout=layout)
+
+
+def test_output_shapes(spec):
+    check_output_shapes(spec)
+
+
+def test_every_parameter_gets_a_gradient(spec):
+    check_gradients_reach_every_parameter(spec)
+
+
+def test_finite_in_fp32(spec):
+    check_finite(spec)
+
+
+def test_finite_under_cpu_bf16_autocast(spec):
+    check_finite(spec, torch.bfloat16)
+
+
+def test_seeded_determinism(spec):
+    check_seeded_determinism(spec)
+
+
+def test_spec_round_trip(spec):
+    check_spec_round_trip(spec)
+
+
+def test_the_checks_catch_a_broken_block():
+    """The kit must fail a block whose parameter never reaches the output."""
+    from pydantic import Field
+    from torch import nn
+
+    from dicesearch.plugin_api import BlockParams, BlockType, hookimpl
+    from dicesearch.registry import Registry
+    import dicesearch_plugins.adaln_zero as adaln_zero
+
+    class LazyParams(BlockParams):
+        width: int = Field(2)
+
+    class LazyBlock(nn.Module):
+        def __init__(self, params, ctx):
+            super().__init__()
+            self.unused = nn.Linear(4, 4)
+
+        def forward(self, x, signal):
+            return x
+
+    class Plugin:
+        @hookimpl
+        def dicesearch_block_types(self):
+            return [BlockType(name="lazy", params=LazyParams, build=LazyBlock)]
+
+    registry = Registry.from_plugins(Plugin(), adaln_zero)
+    spec = tiny_spec("lazy", registry=registry)
+    with pytest.raises(AssertionError, match="no gradient reaches .*unused"):
+        check_gradients_reach_every_parameter(spec, registry)

@@ -1,0 +1,113 @@
+"""The plugin registry: discovery through entry points, collisions, broken plugins."""
+
+import sys
+import types
+from importlib.metadata import EntryPoint
+
+import pytest
+
+from dicesearch import registry as registry_module
+from dicesearch.errors import PluginError, SpecError
+from dicesearch.plugin_api import BlockParams, BlockType, hookimpl
+from dicesearch.registry import Registry, closest
+
+
+def test_builtins_register_through_the_entry_point_group(registry):
+    assert set(registry.blocks) >= {"dice", "convnext", "attention"}
+    assert set(registry.conditionings) >= {"adaln_zero", "tdln"}
+    for entry in [*registry.blocks.values(), *registry.conditionings.values()]:
+        if entry.name in {"dice", "convnext", "attention", "adaln_zero", "tdln"}:
+            assert entry.distribution == "dicesearch"
+            assert entry.source.startswith("dicesearch_plugins.")
+    assert registry.load_errors == []
+
+
+class _Params(BlockParams):
+    width: int = 2
+
+
+def _plugin(name: str, block_name: str = "dice") -> types.ModuleType:
+    module = types.ModuleType(name)
+
+    @hookimpl
+    def dicesearch_block_types():
+        return [BlockType(name=block_name, params=_Params, build=lambda p, c: None)]
+
+    module.dicesearch_block_types = dicesearch_block_types
+    return module
+
+
+def test_a_name_registered_twice_names_both_distributions():
+    registry = Registry()
+    registry.add_plugin(_plugin("first"), name="first", distribution="dist-one")
+    with pytest.raises(PluginError) as error:
+        registry.add_plugin(_plugin("second"), name="second", distribution="dist-two")
+    message = str(error.value)
+    assert "'dice'" in message and "dist-one" in message and "dist-two" in message
+
+
+def test_a_class_as_plugin_is_refused_with_the_reason():
+    class NotAModule:
+        pass
+
+    with pytest.raises(PluginError, match="is a class; point the entry point at a module"):
+        Registry().add_plugin(NotAModule, name="cls", distribution="dist")
+
+
+def test_a_misspelled_hook_is_reported_and_the_plugin_skipped():
+    module = types.ModuleType("typo")
+
+    @hookimpl
+    def dicesearch_block_type():  # missing the final s
+        return []
+
+    module.dicesearch_block_type = dicesearch_block_type
+    registry = Registry()
+    with pytest.warns(UserWarning, match="typo"):
+        registry.add_plugin(module, name="typo", distribution="typo-dist")
+    assert "typo-dist" in registry.load_errors[0] and "dicesearch_block_type" in registry.load_errors[0]
+
+
+def test_a_hook_without_the_decorator_is_reported():
+    module = types.ModuleType("undecorated")
+    module.dicesearch_block_types = lambda: []
+    registry = Registry()
+    with pytest.warns(UserWarning):
+        registry.add_plugin(module, name="undecorated", distribution="u-dist")
+    assert "lacks the @hookimpl decorator" in registry.load_errors[0]
+
+
+def test_a_hook_with_a_wrong_signature_is_reported():
+    module = types.ModuleType("badsig")
+
+    @hookimpl
+    def dicesearch_block_types(config):  # the hookspec takes no arguments
+        return []
+
+    module.dicesearch_block_types = dicesearch_block_types
+    registry = Registry()
+    with pytest.warns(UserWarning):
+        registry.add_plugin(module, name="badsig", distribution="b-dist")
+    assert "b-dist" in registry.load_errors[0]
+
+
+def test_a_plugin_that_fails_to_import_is_reported_and_the_others_load(monkeypatch):
+    good = types.ModuleType("good_plugin_for_test")
+    good.__dict__.update(_plugin("good_plugin_for_test", block_name="good_block").__dict__)
+    monkeypatch.setitem(sys.modules, "good_plugin_for_test", good)
+    fake = [
+        EntryPoint(name="broken", value="no_such_module_for_dicesearch_test", group="dicesearch.plugins"),
+        EntryPoint(name="good", value="good_plugin_for_test", group="dicesearch.plugins"),
+    ]
+    monkeypatch.setattr(registry_module, "entry_points", lambda group: fake)
+    with pytest.warns(UserWarning, match="failed to import"):
+        registry = Registry.from_entry_points()
+    assert "good_block" in registry.blocks
+    assert "'broken'" in registry.load_errors[0] and "ModuleNotFoundError" in registry.load_errors[0]
+
+
+def test_unknown_names_list_the_known_ones_and_the_closest(registry):
+    with pytest.raises(SpecError, match=r"unknown block 'convnxt'; known: .*did you mean 'convnext'"):
+        registry.block("convnxt")
+    assert closest("adaln", ["tdln", "adaln_zero"]) == "adaln_zero"
+    assert closest("zzzzzz", ["tdln", "adaln_zero"]) is None
