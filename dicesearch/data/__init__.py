@@ -1,8 +1,34 @@
 """The data layer: what a trial trains on.
 
 - ``spec``: ``DataSpec``, the ``data:`` section (``digits`` | ``folder`` | ``latents``).
+- ``datasets``: the torch datasets and ``load_dataset(spec)``.
+- ``vae``: the local AutoencoderKL (images <-> scaled latents).
+- ``latentfile``: the latent file format.
+
+Importing this package does not import diffusers; ``vae`` does so only when loading.
 """
 
+from dicesearch.data.datasets import DiffusionDataset, DigitsDataset, FolderDataset, LatentsDataset, load_dataset
+from dicesearch.data.latentfile import LatentFile, read_latent_file, write_latent_file
 from dicesearch.data.spec import DataSpec, DigitsSpec, FolderSpec, LatentsSpec, parse_data_spec
+from dicesearch.data.vae import Vae, VaeInfo, inspect_vae, load_vae
 
-__all__ = ["DataSpec", "DigitsSpec", "FolderSpec", "LatentsSpec", "parse_data_spec"]
+__all__ = [
+    "DataSpec",
+    "DiffusionDataset",
+    "DigitsDataset",
+    "DigitsSpec",
+    "FolderDataset",
+    "FolderSpec",
+    "LatentFile",
+    "LatentsDataset",
+    "LatentsSpec",
+    "Vae",
+    "VaeInfo",
+    "inspect_vae",
+    "load_dataset",
+    "load_vae",
+    "parse_data_spec",
+    "read_latent_file",
+    "write_latent_file",
+]
