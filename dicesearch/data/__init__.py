@@ -1,13 +1,15 @@
-"""The data layer: what a trial trains on.
+"""The data layer: what a trial trains on, in a fixed, seeded order.
 
 - ``spec``: ``DataSpec``, the ``data:`` section (``digits`` | ``folder`` | ``latents``).
 - ``datasets``: the torch datasets and ``load_dataset(spec)``.
+- ``batches``: ``fixed_batches``, the seeded, resumable training order (DICE Sec. 4.1).
 - ``vae``: the local AutoencoderKL (images <-> scaled latents).
 - ``latentfile``: the latent file format.
 
 Importing this package does not import diffusers; ``vae`` does so only when loading.
 """
 
+from dicesearch.data.batches import fixed_batches, step_plan
 from dicesearch.data.datasets import DiffusionDataset, DigitsDataset, FolderDataset, LatentsDataset, load_dataset
 from dicesearch.data.latentfile import LatentFile, read_latent_file, write_latent_file
 from dicesearch.data.spec import DataSpec, DigitsSpec, FolderSpec, LatentsSpec, parse_data_spec
@@ -25,10 +27,12 @@ __all__ = [
     "LatentsSpec",
     "Vae",
     "VaeInfo",
+    "fixed_batches",
     "inspect_vae",
     "load_dataset",
     "load_vae",
     "parse_data_spec",
     "read_latent_file",
+    "step_plan",
     "write_latent_file",
 ]

@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dicesearch.data import FolderSpec, load_dataset
+from dicesearch.data import FolderSpec, fixed_batches, load_dataset, step_plan
 from dicesearch.data.crop import adm_center_crop, pil_to_tensor
 from dicesearch.errors import DataError
 
@@ -61,6 +61,28 @@ def test_tall_images_are_cropped_top_and_bottom():
     crop = pil_to_tensor(adm_center_crop(tall, 16))[0]  # (16, 16)
     expected = torch.tensor(8.0 * np.arange(8, 24) + 2) / 127.5 - 1
     torch.testing.assert_close(crop[:, 0], expected.float())
+
+
+def test_flips_are_seeded_and_only_horizontal(image_folder):
+    dataset = load_dataset(FolderSpec(kind="folder", path=image_folder, resolution=16))
+    runs = [list(fixed_batches(dataset, 4, seed=3, num_steps=5)) for _ in range(2)]
+    for (x1, y1), (x2, y2) in zip(*runs):
+        assert torch.equal(x1, x2) and torch.equal(y1, y2)
+    flipped_seen = 0
+    for step, (x, _) in enumerate(runs[0]):
+        indices, flips = step_plan(len(dataset), 4, seed=3, step=step)
+        for item, index, flip in zip(x, indices.tolist(), flips.tolist()):
+            original = dataset[index][0]
+            assert torch.equal(item, original.flip(-1) if flip else original)
+            flipped_seen += flip
+    assert 0 < flipped_seen < 20
+
+
+def test_hflip_false_never_flips(image_folder):
+    dataset = load_dataset(FolderSpec(kind="folder", path=image_folder, resolution=16, hflip=False))
+    for step, (x, _) in enumerate(fixed_batches(dataset, 4, seed=3, num_steps=5)):
+        indices, _ = step_plan(len(dataset), 4, seed=3, step=step)
+        assert torch.equal(x, torch.stack([dataset[i][0] for i in indices.tolist()]))
 
 
 def test_fingerprint_stable_and_sensitive(image_folder):
