@@ -4,6 +4,7 @@
 - ``datasets``: the torch datasets and ``load_dataset(spec)``.
 - ``batches``: ``fixed_batches``, the seeded, resumable training order (DICE Sec. 4.1).
 - ``vae``: the local AutoencoderKL (images <-> scaled latents).
+- ``encode``: ``encode_folder``, an image folder -> a latent file.
 - ``latentfile``: the latent file format.
 
 Importing this package does not import diffusers; ``vae`` does so only when loading.
@@ -11,6 +12,7 @@ Importing this package does not import diffusers; ``vae`` does so only when load
 
 from dicesearch.data.batches import fixed_batches, step_plan
 from dicesearch.data.datasets import DiffusionDataset, DigitsDataset, FolderDataset, LatentsDataset, load_dataset
+from dicesearch.data.encode import encode_folder
 from dicesearch.data.latentfile import LatentFile, read_latent_file, write_latent_file
 from dicesearch.data.spec import DataSpec, DigitsSpec, FolderSpec, LatentsSpec, parse_data_spec
 from dicesearch.data.vae import Vae, VaeInfo, inspect_vae, load_vae
@@ -27,6 +29,7 @@ __all__ = [
     "LatentsSpec",
     "Vae",
     "VaeInfo",
+    "encode_folder",
     "fixed_batches",
     "inspect_vae",
     "load_dataset",
