@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from dicesearch.data._text import unwrap_worker_errors
 from dicesearch.errors import DataError
 
 __all__ = ["fixed_batches", "step_plan"]
@@ -145,4 +146,4 @@ def fixed_batches(
         raise DataError(f"num_steps {num_steps}: must be >= 0; ask for a non-negative number of steps")
     steps = _Steps(size, batch_size, seed, start_step, num_steps, bool(getattr(dataset, "hflip", False)))
     loader = DataLoader(_Flipping(dataset), batch_sampler=steps, num_workers=num_workers)
-    return iter(loader)
+    return unwrap_worker_errors(iter(loader))

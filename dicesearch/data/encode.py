@@ -14,10 +14,11 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from dicesearch.data._text import unwrap_worker_errors
 from dicesearch.data.datasets import FolderDataset
 from dicesearch.data.latentfile import SUFFIXES, write_latent_file
 from dicesearch.data.spec import FolderSpec
-from dicesearch.data.vae import load_vae, resolve_device
+from dicesearch.data.vae import load_vae
 from dicesearch.errors import DataError
 
 __all__ = ["encode_folder"]
@@ -62,7 +63,7 @@ def encode_folder(
     if seed < 0:
         raise DataError(f"seed {seed}: must be >= 0; set a non-negative seed")
     dataset = FolderDataset(folder)
-    vae = load_vae(vae_dir, device=resolve_device(device))
+    vae = load_vae(vae_dir, device=device)
     if folder.resolution % vae.info.downsample:
         raise DataError(
             f"data.resolution {folder.resolution}: not a multiple of the VAE's downsampling factor "
@@ -75,7 +76,7 @@ def encode_folder(
     labels = torch.empty(len(dataset), dtype=torch.int64)  # (N,)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     start = 0
-    for x, y in tqdm(loader, desc=f"encode {folder.path.name}", unit="batch", disable=not progress):
+    for x, y in unwrap_worker_errors(tqdm(loader, desc=f"encode {folder.path.name}", unit="batch", disable=not progress)):
         # x: (B, 3, R, R) in [-1, 1] -> (B, C, R/f, R/f)
         z = vae.encode(x, posterior=posterior, generator=generator, batch_size=batch_size)
         latents[start : start + len(z)] = z

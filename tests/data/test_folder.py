@@ -141,3 +141,13 @@ def test_unreadable_image(tmp_path, one_line_error):
     with pytest.raises(DataError) as excinfo:
         dataset[0]
     assert "cannot be read" in one_line_error(excinfo, broken)
+
+
+def test_unreadable_image_in_a_worker_is_still_one_line(tmp_path, one_line_error):
+    (tmp_path / "a").mkdir()
+    broken = tmp_path / "a" / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    dataset = load_dataset(FolderSpec(kind="folder", path=tmp_path))
+    with pytest.raises(DataError) as excinfo:
+        next(fixed_batches(dataset, 2, seed=0, num_workers=1))
+    assert one_line_error(excinfo, broken).startswith(f"image {broken}: cannot be read")
