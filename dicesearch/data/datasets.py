@@ -182,12 +182,19 @@ class LatentsDataset(DiffusionDataset):
                 f"vae {vae.path}: makes {vae.latent_channels}-channel latents but {self.path} holds {self.channels}; "
                 "give data.vae the VAE the file was encoded with"
             )
-        recorded = self.metadata.get("scaling_factor")
-        if recorded is not None and abs(float(recorded) - vae.scaling_factor) > 1e-6 * abs(vae.scaling_factor):
-            raise DataError(
-                f"vae {vae.path}: scaling_factor {vae.scaling_factor} but {self.path} was encoded with {recorded}; "
-                "give data.vae the VAE the file was encoded with"
-            )
+        for key in ("scaling_factor", "shift_factor"):
+            expected, recorded = getattr(vae, key), self.metadata.get(key)
+            if recorded is None:
+                continue
+            try:
+                matches = abs(float(recorded) - expected) <= 1e-6 * max(abs(expected), 1.0)
+            except ValueError:
+                raise DataError(f"latent file {self.path}: metadata {key}={recorded!r} is not a number; re-encode it with `dicesearch encode`") from None
+            if not matches:
+                raise DataError(
+                    f"vae {vae.path}: {key} {expected} but {self.path} was encoded with {recorded}; "
+                    "give data.vae the VAE the file was encoded with"
+                )
 
     def __len__(self) -> int:
         return len(self.labels)

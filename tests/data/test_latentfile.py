@@ -137,3 +137,12 @@ def test_latents_dataset_checks_its_vae(vae_dir, tmp_path, one_line_error):
     with pytest.raises(DataError) as excinfo:
         load_dataset(LatentsSpec(kind="latents", path=out, vae=wide))
     assert "16-channel" in one_line_error(excinfo, wide)
+    shifted = _vae_copy(vae_dir, tmp_path, "shifted")
+    (shifted / "config.json").write_text(json.dumps({**config, "shift_factor": 0.1}))
+    with pytest.raises(DataError) as excinfo:
+        load_dataset(LatentsSpec(kind="latents", path=write_latent_file(tmp_path / "s.npz", latents, labels, {"shift_factor": "0.0"}), vae=shifted))
+    assert "shift_factor 0.1" in one_line_error(excinfo, shifted)
+    garbled = write_latent_file(tmp_path / "g.npz", latents, labels, {"scaling_factor": "abc"})
+    with pytest.raises(DataError) as excinfo:
+        load_dataset(LatentsSpec(kind="latents", path=garbled, vae=vae_dir))
+    assert "not a number" in one_line_error(excinfo, garbled)
