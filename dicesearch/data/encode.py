@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from dicesearch.data._text import unwrap_worker_errors
 from dicesearch.data.datasets import FolderDataset
-from dicesearch.data.latentfile import SUFFIXES, write_latent_file
+from dicesearch.data.latentfile import check_latent_path, write_latent_file
 from dicesearch.data.spec import FolderSpec
 from dicesearch.data.vae import load_vae
 from dicesearch.errors import DataError
@@ -50,8 +50,7 @@ def encode_folder(
     Returns the path written.
     """
     out = Path(out_path).expanduser()
-    if out.suffix not in SUFFIXES:
-        raise DataError(f"output {out}: unsupported suffix {out.suffix!r}; name it *.safetensors or *.npz")
+    check_latent_path(out)
     if out.exists() and not overwrite:
         raise DataError(f"output {out}: already exists; choose another path or pass overwrite=True (--overwrite)")
     if batch_size < 1:

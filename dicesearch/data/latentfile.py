@@ -30,7 +30,7 @@ import torch
 from dicesearch.data._text import one_line
 from dicesearch.errors import DataError
 
-__all__ = ["FORMAT", "SUFFIXES", "LatentFile", "read_latent_file", "write_latent_file"]
+__all__ = ["FORMAT", "SUFFIXES", "LatentFile", "check_latent_path", "read_latent_file", "write_latent_file"]
 
 FORMAT = "dicesearch-latents/1"
 SUFFIXES = (".safetensors", ".npz")
@@ -53,7 +53,8 @@ class LatentFile:
         return int(self.labels.max()) + 1
 
 
-def _check_suffix(path: Path) -> None:
+def check_latent_path(path: Path) -> None:
+    """Raise ``DataError`` unless ``path`` has a latent-file suffix (cheap: call it before encoding)."""
     if path.suffix not in SUFFIXES:
         raise DataError(f"latent file {path}: unsupported suffix {path.suffix!r}; name it *.safetensors or *.npz")
 
@@ -61,7 +62,7 @@ def _check_suffix(path: Path) -> None:
 def write_latent_file(path: str | os.PathLike, latents: torch.Tensor, labels: torch.Tensor, metadata: dict[str, str]) -> Path:
     """Write atomically: a temporary file in the same folder, then a rename over ``path``."""
     path = Path(path)
-    _check_suffix(path)
+    check_latent_path(path)
     meta = {"format": FORMAT, **{str(k): str(v) for k, v in metadata.items()}}
     latents = latents.detach().cpu().contiguous()  # (N, C, h, w)
     labels = labels.detach().cpu().to(torch.int64).contiguous()  # (N,)
@@ -121,7 +122,7 @@ def read_latent_file(path: str | os.PathLike) -> LatentFile:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"latent file {path}: no such file; check data.path or create it with `dicesearch encode`")
-    _check_suffix(path)
+    check_latent_path(path)
     tensors, metadata = _read_arrays(path)
     missing = [key for key in ("latents", "labels") if key not in tensors]
     if missing:

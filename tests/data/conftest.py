@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 from pathlib import Path
 
@@ -75,6 +76,16 @@ def no_network(monkeypatch):
 
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+@pytest.fixture
+def vae_copy(vae_dir: Path, tmp_path: Path):
+    """``vae_copy(name)``: a fresh copy of the tiny VAE folder under ``tmp_path``, to break."""
+
+    def copy(name: str) -> Path:
+        return Path(shutil.copytree(vae_dir, tmp_path / name))
+
+    return copy
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -112,13 +111,7 @@ def test_write_rejects_bfloat16_npz_and_unknown_suffix(tmp_path, one_line_error)
     assert list(tmp_path.iterdir()) == []
 
 
-def _vae_copy(vae_dir, tmp_path, name):
-    copy = tmp_path / name
-    shutil.copytree(vae_dir, copy)
-    return copy
-
-
-def test_latents_dataset_checks_its_vae(vae_dir, tmp_path, one_line_error):
+def test_latents_dataset_checks_its_vae(vae_dir, vae_copy, tmp_path, one_line_error):
     latents, labels = _latents()
     out = write_latent_file(tmp_path / "z.npz", latents, labels, {"scaling_factor": "0.18215"})
     assert load_dataset(LatentsSpec(kind="latents", path=out, vae=vae_dir)).vae.path == vae_dir
@@ -126,18 +119,18 @@ def test_latents_dataset_checks_its_vae(vae_dir, tmp_path, one_line_error):
     with pytest.raises(DataError) as excinfo:
         load_dataset(LatentsSpec(kind="latents", path=out, vae=missing))
     one_line_error(excinfo, missing)
-    rescaled = _vae_copy(vae_dir, tmp_path, "rescaled")
+    rescaled = vae_copy("rescaled")
     config = json.loads((rescaled / "config.json").read_text())
     (rescaled / "config.json").write_text(json.dumps({**config, "scaling_factor": 0.5}))
     with pytest.raises(DataError) as excinfo:
         load_dataset(LatentsSpec(kind="latents", path=out, vae=rescaled))
     assert "encoded with 0.18215" in one_line_error(excinfo, rescaled)
-    wide = _vae_copy(vae_dir, tmp_path, "wide")
+    wide = vae_copy("wide")
     (wide / "config.json").write_text(json.dumps({**config, "latent_channels": 16}))
     with pytest.raises(DataError) as excinfo:
         load_dataset(LatentsSpec(kind="latents", path=out, vae=wide))
     assert "16-channel" in one_line_error(excinfo, wide)
-    shifted = _vae_copy(vae_dir, tmp_path, "shifted")
+    shifted = vae_copy("shifted")
     (shifted / "config.json").write_text(json.dumps({**config, "shift_factor": 0.1}))
     with pytest.raises(DataError) as excinfo:
         load_dataset(LatentsSpec(kind="latents", path=write_latent_file(tmp_path / "s.npz", latents, labels, {"shift_factor": "0.0"}), vae=shifted))

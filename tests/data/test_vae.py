@@ -66,21 +66,15 @@ def test_bad_devices(device, one_line_error):
     one_line_error(excinfo, f"device {device!r}")
 
 
-def _broken_copy(vae_dir, tmp_path, name):
-    broken = tmp_path / name
-    shutil.copytree(vae_dir, broken)
-    return broken
-
-
-def test_bad_vae_directories(vae_dir, tmp_path, one_line_error):
+def test_bad_vae_directories(vae_dir, vae_copy, tmp_path, one_line_error):
     missing = tmp_path / "missing"
-    no_config = _broken_copy(vae_dir, tmp_path, "no-config")
+    no_config = vae_copy("no-config")
     (no_config / "config.json").unlink()
-    bad_json = _broken_copy(vae_dir, tmp_path, "bad-json")
+    bad_json = vae_copy("bad-json")
     (bad_json / "config.json").write_text("{not json")
-    unet = _broken_copy(vae_dir, tmp_path, "unet")
+    unet = vae_copy("unet")
     (unet / "config.json").write_text(json.dumps({"_class_name": "UNet2DModel"}))
-    no_weights = _broken_copy(vae_dir, tmp_path, "no-weights")
+    no_weights = vae_copy("no-weights")
     (no_weights / "diffusion_pytorch_model.safetensors").unlink()
     pipeline = tmp_path / "pipeline"
     shutil.copytree(vae_dir, pipeline / "vae")
@@ -99,8 +93,8 @@ def test_bad_vae_directories(vae_dir, tmp_path, one_line_error):
             assert expected in one_line_error(excinfo, path)
 
 
-def test_corrupt_weights_fail_at_load(vae_dir, tmp_path, one_line_error, no_network):
-    corrupt = _broken_copy(vae_dir, tmp_path, "corrupt")
+def test_corrupt_weights_fail_at_load(vae_copy, one_line_error, no_network):
+    corrupt = vae_copy("corrupt")
     (corrupt / "diffusion_pytorch_model.safetensors").write_bytes(b"\x00" * 64)
     inspect_vae(corrupt)  # the cheap check only looks at the layout
     with pytest.raises(DataError) as excinfo:
