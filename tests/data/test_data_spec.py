@@ -30,7 +30,7 @@ def test_specs_are_frozen_and_round_trip():
     assert parse_data_spec(spec.model_dump(mode="json")) == spec
 
 
-def test_datasepc_embeds_in_a_larger_spec():
+def test_dataspec_embeds_in_a_larger_spec():
     class Run(BaseModel):
         data: DataSpec = DigitsSpec()
 
