@@ -22,12 +22,21 @@ def format_path(path: Path) -> str:
     return out or "(top level)"
 
 
-def _union_members(annotation: Any) -> list[type[BaseModel]] | None:
+def _union_members(annotation: Any) -> list[tuple[type[BaseModel], str | None]] | None:
+    """Members of a (possibly Annotated) union of models, each with its tag if it has one."""
     if typing.get_origin(annotation) is typing.Annotated:
         annotation = typing.get_args(annotation)[0]
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        return [a for a in typing.get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
-    return None
+    if typing.get_origin(annotation) not in (typing.Union, types.UnionType):
+        return None
+    members = []
+    for arg in typing.get_args(annotation):
+        tag = None
+        if typing.get_origin(arg) is typing.Annotated:
+            arg, *meta = typing.get_args(arg)
+            tag = next((m.tag for m in meta if hasattr(m, "tag")), None)
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            members.append((arg, tag if tag is not None else _kind_of(arg)))
+    return members
 
 
 def _kind_of(model: type[BaseModel]) -> str | None:
@@ -56,7 +65,7 @@ def walk(root: type[BaseModel], loc: Path) -> tuple[Path, type[BaseModel] | None
             continue
         members = _union_members(current)
         if members is not None:
-            chosen = next((m for m in members if _kind_of(m) == part), None)
+            chosen = next((m for m, tag in members if tag == part), None)
             if chosen is not None:  # pydantic's tag entry: consume it, don't show it
                 current = chosen
                 continue
@@ -65,6 +74,10 @@ def walk(root: type[BaseModel], loc: Path) -> tuple[Path, type[BaseModel] | None
             continue
         if typing.get_origin(current) is tuple and isinstance(part, int):
             current = typing.get_args(current)[0]
+            path.append(part)
+            continue
+        if typing.get_origin(current) is dict:
+            current = typing.get_args(current)[1]
             path.append(part)
             continue
         path.append(part)
