@@ -172,3 +172,29 @@ def profile(spec: str, steps: int, batch_size: int, timed_forwards: int, device:
         stages.add_row(str(s.index), s.block, f"{s.grid}x{s.grid}", str(s.channels), str(s.depth), _count(s.parameters))
     stages.add_row("shared", "conditioning", "", "", "", _count(p.shared_parameters))
     console.print(stages)
+
+
+@main.command()
+@click.argument("search_space", type=click.Path(dir_okay=False))
+@click.option("--trials", type=click.IntRange(min=1), help="Override the file's number of trials.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), help="Trial folders and plots (default runs/<study>).")
+@click.option("--storage", help="Optuna storage URL (default: the file's, else sqlite:///optuna.db).")
+@click.option("--tracking-uri", help="MLflow tracking URI (default: the file's, else sqlite:///mlflow.db; an http:// server works too).")
+@click.option("--device", default="auto", show_default=True, help="Where trials train: auto, cpu, cuda.")
+def sweep(search_space: str, trials: int | None, out_dir: Path | None, storage: str | None, tracking_uri: str | None, device: str) -> None:
+    """Run (or resume) the sweep a search-space file describes."""
+    from dicesearch.sweep.cli import run_sweep
+
+    run_sweep(search_space, console, trials=trials, out_dir=out_dir, storage=storage, tracking_uri=tracking_uri, device=device)
+
+
+@main.command()
+@click.argument("search_space", type=click.Path(dir_okay=False))
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=Path("best.yaml"), show_default=True)
+@click.option("--trial", "trial_number", type=int, help="Export this trial (e.g. a Pareto point) instead of the best.")
+@click.option("--storage", help="Optuna storage URL, if not the search space's.")
+def export(search_space: str, output: Path, trial_number: int | None, storage: str | None) -> None:
+    """Write the best trial's (or a chosen trial's) full spec to YAML for `dicesearch train`."""
+    from dicesearch.sweep.cli import export_best
+
+    export_best(search_space, output, trial_number, storage, console)

@@ -37,6 +37,7 @@ from pydantic import (
 )
 
 from dicesearch.data import DataSpec, DigitsSpec
+from dicesearch.objective import Budget
 from dicesearch.sweep.paths import Token, format_tokens, get, parse_path
 
 
@@ -148,19 +149,6 @@ class Objective(_Frozen):
         return [DIRECTIONS[m] for m in self.metrics]
 
 
-class TrialBudget(_Frozen):
-    """The short run every trial gets (the same for every trial, so FIDs compare)."""
-
-    train_steps: PositiveInt = 300
-    batch_size: PositiveInt = 64
-    lr: PositiveFloat = 1e-3
-    fid_samples: PositiveInt = 200
-    sampling_steps: PositiveInt = 25
-    sampler: Literal["ddpm", "ddim", "dpmsolver++"] = "ddim"
-    report_every: PositiveInt = Field(25, description="Steps between intermediate values fed to the pruner.")
-    time_limit_s: PositiveFloat | None = Field(None, description="Stop and record a trial that runs longer than this.")
-
-
 class MemoryBudget(_Frozen):
     """The budget configurations must fit: full-length training on the target GPU."""
 
@@ -176,7 +164,8 @@ class SweepSpec(_Frozen):
     data: DataSpec = Field(default_factory=DigitsSpec)
     parameters: dict[str, Distribution]
     objective: Objective = Field(default_factory=Objective)
-    budget: TrialBudget = Field(default_factory=TrialBudget)
+    budget: Budget = Field(default_factory=Budget)
+    trial_time_limit_s: PositiveFloat | None = Field(None, description="Stop and record a trial that runs longer than this.")
     memory: MemoryBudget = Field(default_factory=MemoryBudget)
     backend: Literal["optuna", "ray"] = "optuna"
     trials: PositiveInt = 6
@@ -217,7 +206,6 @@ __all__ = [
     "MemoryBudget",
     "Objective",
     "SweepSpec",
-    "TrialBudget",
     "format_tokens",
     "get",
 ]

@@ -1,0 +1,66 @@
+"""What ``dicesearch sweep`` and ``dicesearch export`` do, kept out of the click layer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+
+
+
+def _data_args(space) -> str:
+    data = space.sweep.data
+    if data.kind == "digits":
+        return " --data-kind digits"
+    return f" --data-kind {data.kind} --data-path {data.path}"
+
+
+def run_sweep(path: str, console: Console, *, trials=None, out_dir=None, storage=None, tracking_uri=None, device="auto") -> None:
+    from dicesearch.sweep.load import load_search_space
+    from dicesearch.sweep.report import ranked_table, save_plots
+    from dicesearch.sweep.runner import OptunaSweep, SweepPaths, objective_metric_names
+
+    space = load_search_space(path)
+    if trials is not None:
+        space.sweep = space.sweep.model_copy(update={"trials": trials})
+    paths = SweepPaths.for_space(space, out_dir, storage, tracking_uri)
+    sweep = space.sweep
+    console.print(
+        f"sweep [bold]{sweep.resolved_study_name}[/]: {sweep.trials} trials ({sweep.backend}), objective "
+        f"{', '.join(sweep.objective.metrics)}; study in {paths.storage_url}, MLflow in {paths.tracking_uri}",
+        highlight=False,
+    )
+    if sweep.backend == "ray":
+        from dicesearch.sweep.ray_backend import RaySweep
+
+        runner = RaySweep(space, paths, console, device)
+    else:
+        runner = OptunaSweep(space, paths, console, device)
+    try:
+        result = runner.run()
+    except KeyboardInterrupt:
+        console.print(f"\n[yellow]interrupted.[/] Completed trials are saved; run the same command to resume:\n  dicesearch sweep {path}")
+        raise SystemExit(130) from None
+    keys = objective_metric_names(space)
+    console.print(ranked_table(result.study, keys))
+    plots = save_plots(result.study, paths.out_dir / "plots", keys)
+    runner.tracker.end_sweep("FINISHED", plots)
+    if result.mlflow_failures:
+        console.print(f"[yellow]warning:[/] {result.mlflow_failures} MLflow call(s) failed; re-run the command to mirror the missing trials")
+    ui = f"mlflow ui --backend-store-uri {paths.tracking_uri}" if paths.tracking_uri.startswith("sqlite") else f"open {paths.tracking_uri}"
+    console.print(f"\nCompare trials:  {ui}   (then open http://127.0.0.1:5000)")
+    console.print(f"Plots:           {paths.out_dir / 'plots'}")
+    console.print(f"Export the best: dicesearch export {path} -o best.yaml")
+
+
+def export_best(path: str, output: Path, trial_number, storage, console: Console) -> None:
+    from dicesearch.sweep.export import export_trial, load_study
+    from dicesearch.sweep.load import load_search_space
+    from dicesearch.sweep.runner import SweepPaths
+
+    space = load_search_space(path)
+    paths = SweepPaths.for_space(space, storage=storage)
+    study = load_study(space.sweep.resolved_study_name, paths.storage_url)
+    out, trial = export_trial(study, output, trial_number, _data_args(space))
+    console.print(f"wrote {out} (trial {trial.number}); train it at full length:\n  dicesearch train {out}{_data_args(space)}")
+

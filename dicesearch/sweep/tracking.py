@@ -1,0 +1,214 @@
+"""MLflow mirror of a sweep: one parent run, one nested run per trial.
+
+The Optuna storage is the source of truth: every finished trial keeps its metrics, loss
+curve, resolved spec and status reason in its user attributes. This module mirrors that
+into MLflow and never lets MLflow stop a sweep: every call is guarded, a failure is
+reported once and retried later, and :meth:`SweepTracker.reconcile` (run at the start
+and end of every sweep) backfills trials MLflow missed and closes runs a killed sweep
+left RUNNING. So ``mlflow ui`` ends up showing every trial, whatever happened on the way.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+# Optuna trial user-attribute keys the sweep writes and this module reads
+ATTR_METRICS = "metrics"  # dict[str, float]
+ATTR_CURVE = "loss_curve"  # list[[step, loss]]
+ATTR_SPEC = "spec_yaml"  # the resolved model spec
+ATTR_REASON = "reason"  # why a trial failed, was pruned or rejected
+ATTR_STATUS = "status"  # complete | pruned | rejected | failed | interrupted
+ATTR_SAMPLES = "samples_png"  # path of the trial's sample grid
+ATTR_PARAMS = "params"  # the sampled values (also Optuna's own params)
+
+EXPERIMENT = "dicesearch"
+
+
+def mlflow_key(name: str) -> str:
+    """MLflow keys allow letters, digits, _ - . space : /; 'stages[0].depth' -> 'stages.0.depth'."""
+    name = name.replace("[*]", ".all").replace("[", ".").replace("]", "")
+    return re.sub(r"[^\w.\- :/]", "_", name)
+
+
+class SweepTracker:
+    """Best-effort MLflow logging for one sweep (study)."""
+
+    def __init__(self, tracking_uri: str, study_name: str, sweep_source: str):
+        self.tracking_uri = tracking_uri
+        self.study_name = study_name
+        self.sweep_source = sweep_source
+        self._client = None
+        self._experiment_id: str | None = None
+        self.parent_run_id: str | None = None
+        self._trial_runs: dict[int, str] = {}
+        self._warned = False
+        self.failures = 0
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _safe(self, what: str, call: Callable[[], Any]) -> Any:
+        try:
+            return call()
+        except Exception as exc:  # MLflow down, disk full, network: never stop the sweep
+            self.failures += 1
+            if not self._warned:
+                warnings.warn(
+                    f"MLflow logging failed while trying to {what} ({type(exc).__name__}: {exc}); the sweep goes on, "
+                    "results stay in the Optuna storage and are mirrored to MLflow when it is reachable again",
+                    stacklevel=2,
+                )
+                self._warned = True
+            return None
+
+    def _connect(self):
+        if self._client is None:
+            from mlflow import MlflowClient
+
+            client = MlflowClient(tracking_uri=self.tracking_uri)
+            experiment = client.get_experiment_by_name(EXPERIMENT)
+            self._experiment_id = experiment.experiment_id if experiment else client.create_experiment(EXPERIMENT)
+            self._client = client
+        return self._client
+
+    def _runs_of_sweep(self) -> list:
+        client = self._connect()
+        return client.search_runs(
+            [self._experiment_id], filter_string=f"tags.`dicesearch.study` = '{self.study_name}'", max_results=5000
+        )
+
+    # -- parent run ------------------------------------------------------------------------------
+
+    def start_sweep(self, params: dict[str, Any], space_yaml: str) -> None:
+        """Find this study's parent run (a resumed sweep reuses it) or create it."""
+
+        def start():
+            client = self._connect()
+            runs = self._runs_of_sweep()
+            parent = next((r for r in runs if r.data.tags.get("dicesearch.role") == "sweep"), None)
+            if parent is None:
+                parent = client.create_run(
+                    self._experiment_id,
+                    run_name=self.study_name,
+                    tags={"dicesearch.study": self.study_name, "dicesearch.role": "sweep", "dicesearch.source": self.sweep_source},
+                )
+                from mlflow.entities import Param
+
+                client.log_batch(parent.info.run_id, params=[Param(mlflow_key(k), str(v)[:6000]) for k, v in list(params.items())[:100]])
+                client.log_text(parent.info.run_id, space_yaml, "search_space.yaml")
+            else:
+                client.update_run(parent.info.run_id, status="RUNNING")
+            self.parent_run_id = parent.info.run_id
+            for run in runs:
+                if run.data.tags.get("dicesearch.role") == "trial":
+                    self._trial_runs[int(run.data.tags["dicesearch.trial"])] = run.info.run_id
+
+        self._safe("start the sweep's parent run", start)
+
+    def end_sweep(self, status: str, artifacts: list[Path] = ()) -> None:
+        def end():
+            client = self._connect()
+            if self.parent_run_id is None:
+                return
+            for path in artifacts:
+                client.log_artifact(self.parent_run_id, str(path), "plots")
+            client.set_terminated(self.parent_run_id, status)
+
+        self._safe("close the sweep's parent run", end)
+
+    # -- trial runs ------------------------------------------------------------------------------
+
+    def _trial_tags(self, number: int) -> dict[str, str]:
+        tags = {"dicesearch.study": self.study_name, "dicesearch.role": "trial", "dicesearch.trial": str(number)}
+        if self.parent_run_id:
+            tags["mlflow.parentRunId"] = self.parent_run_id
+        return tags
+
+    def start_trial(self, number: int, params: dict[str, Any], summary: dict[str, Any], spec_yaml: str) -> None:
+        """A RUNNING nested run, so the UI shows trials in progress."""
+
+        def start():
+            client = self._connect()
+            if self.parent_run_id is None:
+                return
+            from mlflow.entities import Param
+
+            run = client.create_run(self._experiment_id, run_name=f"trial-{number}", tags=self._trial_tags(number))
+            self._trial_runs[number] = run.info.run_id
+            values = {**{mlflow_key(k): v for k, v in params.items()}, **summary}
+            client.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in list(values.items())[:100]])
+            client.log_text(run.info.run_id, spec_yaml, "spec.yaml")
+
+        self._safe(f"start trial {number}'s run", start)
+
+    def log_loss(self, number: int, step: int, loss: float) -> None:
+        run_id = self._trial_runs.get(number)
+        if run_id is None:
+            return
+        self._safe(f"log trial {number}'s loss", lambda: self._connect().log_metric(run_id, "loss", loss, step=step))
+
+    def finish_trial(self, frozen_trial) -> None:
+        """Log a finished trial from what the Optuna storage holds, and close its run."""
+        self._safe(f"log trial {frozen_trial.number}", lambda: self._write_trial(frozen_trial))
+
+    def _write_trial(self, trial) -> None:
+        from mlflow.entities import Metric, Param, RunTag
+
+        client = self._connect()
+        attrs = trial.user_attrs
+        number = trial.number
+        run_id = self._trial_runs.get(number)
+        created = run_id is None
+        if created:
+            run = client.create_run(self._experiment_id, run_name=f"trial-{number}", tags=self._trial_tags(number))
+            run_id = self._trial_runs[number] = run.info.run_id
+            params = {mlflow_key(k): v for k, v in (attrs.get(ATTR_PARAMS) or trial.params).items()}
+            client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in list(params.items())[:100]])
+            if attrs.get(ATTR_SPEC):
+                client.log_text(run_id, attrs[ATTR_SPEC], "spec.yaml")
+        now = int(time.time() * 1000)
+        metrics = [Metric(mlflow_key(k), float(v), now, 0) for k, v in (attrs.get(ATTR_METRICS) or {}).items() if v is not None]
+        curve = [Metric("loss", float(loss), now, int(step)) for step, loss in (attrs.get(ATTR_CURVE) or [])]
+        existing = client.get_run(run_id).data.metrics
+        if "loss" in existing and not created:
+            curve = []  # streamed while the trial ran
+        status = attrs.get(ATTR_STATUS, trial.state.name.lower())
+        tags = [RunTag("dicesearch.status", status)]
+        if attrs.get(ATTR_REASON):
+            tags.append(RunTag("dicesearch.reason", str(attrs[ATTR_REASON])[:5000]))
+        for start in range(0, len(metrics + curve), 900):
+            client.log_batch(run_id, metrics=(metrics + curve)[start : start + 900], tags=tags if start == 0 else [])
+        if not metrics and not curve:
+            client.log_batch(run_id, tags=tags)
+        samples = attrs.get(ATTR_SAMPLES)
+        if samples and Path(samples).is_file():
+            client.log_artifact(run_id, samples, "samples")
+        client.set_terminated(run_id, {"complete": "FINISHED", "interrupted": "KILLED"}.get(status, "FAILED"))
+
+    # -- reconciliation ---------------------------------------------------------------------------
+
+    def reconcile(self, trials: list) -> int:
+        """Backfill finished trials missing in MLflow; close runs left RUNNING. Returns runs fixed."""
+
+        def run():
+            fixed = 0
+            by_number = {}
+            for r in self._runs_of_sweep():
+                if r.data.tags.get("dicesearch.role") == "trial":
+                    by_number[int(r.data.tags["dicesearch.trial"])] = r
+            for trial in trials:
+                if not trial.state.is_finished():
+                    continue
+                mirrored = by_number.get(trial.number)
+                if mirrored is None or mirrored.info.status == "RUNNING":
+                    if mirrored is not None:
+                        self._trial_runs[trial.number] = mirrored.info.run_id
+                    self._write_trial(trial)
+                    fixed += 1
+            return fixed
+
+        return self._safe("reconcile MLflow with the Optuna storage", run) or 0
