@@ -62,7 +62,18 @@ What is not modelled:
 * GradScaler's few scalars, the learned-sigma (VLB) term's elementwise temporaries on a
   (B, C, H, W) tensor, data-loader pinned memory, gradient accumulation over several
   micro-batches, and ``fused=True`` AdamW (which needs no foreach intermediates, so it
-  peaks 4 B per parameter lower when the optimizer step is the peak).
+  peaks 4 B per parameter lower when the optimizer step is the peak);
+* CPU autocast applied inside composite operators: the policy classifies a Python-level
+  function by its own name, so e.g. ``x.square()`` on fp16 (an fp32 ``pow`` inside on
+  CUDA) stays fp16 here. The built-in blocks do such maths in fp32 explicitly.
+
+Caveats. ``MemTracker`` lives in a private PyTorch module (``torch.distributed._tools``)
+and the trimmed tracker overrides two of its private methods; a PyTorch that changes
+them makes tracing fail, and the estimate falls back to closed forms rather than break.
+MemTracker's module and optimizer hooks are process-global while it runs: do not
+estimate while another thread of the same process trains or estimates. The first
+estimate in a process pays a few seconds of one-off warm-up of PyTorch's meta and
+fake-tensor machinery.
 
 PyTorch's own tests hold ``MemTracker``'s peak within 10 % of the CUDA allocator's
 active bytes. If tracing fails (an operator without a fake-tensor kernel in a
