@@ -37,6 +37,9 @@ from dicesearch.sweep.tracking import (
 from dicesearch.sweep.worker import TrialOutcome, run_trial
 
 
+_ESTIMATE_LOCK = threading.Lock()
+
+
 @dataclass(frozen=True)
 class SweepPaths:
     """Where a sweep writes (all relative to the working directory by default)."""
@@ -232,9 +235,10 @@ class OptunaSweep:
         from dicesearch.analysis.memory import estimate_training_memory
 
         memory = self.space.sweep.memory
-        estimate = estimate_training_memory(
-            spec, self._memory_batch(), memory.precision, ema=True, gradient_checkpointing=memory.gradient_checkpointing
-        )
+        with _ESTIMATE_LOCK:  # MemTracker's hooks are process-global: one estimate at a time
+            estimate = estimate_training_memory(
+                spec, self._memory_batch(), memory.precision, ema=True, gradient_checkpointing=memory.gradient_checkpointing
+            )
         if not estimate.known:
             return {}
         return {"memory_estimated_gb": estimate.total / 2**30}  # GiB: a "24 GB" card has 24 GiB
