@@ -127,3 +127,31 @@ def frechet_distance(
 def frechet_distance_between(a: GaussianStats, b: GaussianStats) -> float:
     """``frechet_distance`` for two fitted ``GaussianStats``."""
     return frechet_distance(a.mu, a.sigma, b.mu, b.sigma)
+
+
+def frechet_distance_to_samples(features: np.ndarray, reference: GaussianStats) -> float:
+    """Fréchet distance between the Gaussian fitted to ``features`` (N, D) and ``reference``.
+
+    Same value as ``frechet_distance_between(gaussian_stats(features), reference)``. With
+    fewer samples than dimensions (500 generated images, 2048 features) the fitted
+    covariance is S = A^T A with A the centred samples over sqrt(N - 1), (N, D), and the
+    nonzero eigenvalues of S R equal those of the small symmetric PSD matrix A R A^T
+    (N, N): one N x N eigendecomposition instead of two D x D ones, and no null space
+    whose rounding noise could leak into the square roots.
+    """
+    stats = gaussian_stats(features)  # validates; mu (D,), sigma (D, D)
+    feats = np.asarray(features, dtype=np.float64)  # (N, D)
+    n, dim = feats.shape
+    if dim != reference.dim:
+        raise ValueError(f"features have {dim} dimensions, the reference {reference.dim}")
+    if n - 1 >= dim:
+        return frechet_distance_between(stats, reference)
+    a = (feats - stats.mu) / np.sqrt(n - 1)  # (N, D)
+    ref_sigma = _symmetrize(np.asarray(reference.sigma, dtype=np.float64))  # (D, D)
+    small = _symmetrize(a @ ref_sigma @ a.T)  # (N, N)
+    eigvals = np.linalg.eigvalsh(small)  # (N,)
+    _check_psd(eigvals, "the covariance product")
+    diff = stats.mu - reference.mu  # (D,)
+    value = float(diff @ diff) + float(np.sum(a * a)) + float(np.trace(ref_sigma))
+    value -= 2.0 * float(np.sqrt(_denoised(eigvals)).sum())
+    return max(value, 0.0)

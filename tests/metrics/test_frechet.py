@@ -10,6 +10,7 @@ from dicesearch.errors import DataError
 from dicesearch.metrics.frechet import (
     frechet_distance,
     frechet_distance_between,
+    frechet_distance_to_samples,
     gaussian_stats,
     trace_sqrt_product,
 )
@@ -102,3 +103,14 @@ def test_bad_inputs_raise_one_line_errors():
         frechet_distance(np.zeros(3), np.eye(3), np.zeros(4), np.eye(4))
     with pytest.raises(ValueError, match="positive semi-definite"):
         frechet_distance(np.zeros(2), -np.eye(2), np.zeros(2), np.eye(2))
+
+
+@pytest.mark.parametrize(("n", "d"), [(12, 200), (300, 20)])  # N x N route, then D x D
+def test_distance_to_samples_equals_distance_between_fitted_gaussians(n, d):
+    rng = np.random.default_rng(n + d)
+    x = np.abs(_correlated(rng, n, d))
+    ref = gaussian_stats(np.abs(_correlated(rng, 3 * d, d, shift=0.2)))
+    expected = frechet_distance_between(gaussian_stats(x), ref)
+    assert frechet_distance_to_samples(x, ref) == pytest.approx(expected, rel=1e-9)
+    same = gaussian_stats(x)
+    assert frechet_distance_to_samples(x, same) == pytest.approx(0.0, abs=1e-10 * np.trace(same.sigma))
