@@ -1,0 +1,149 @@
+"""Image-quality metrics of generated images against cached real-image statistics.
+
+Metric names carry the number of generated images: ``fid_500``, ``sfid_5k``,
+``precision_50k``, ``recall_50k``. FID and sFID are biased estimators whose bias shrinks
+roughly like 1/N, and precision/recall also move with N, so only values with the same
+suffix (and the same reference statistics) are comparable. The DICE paper (Sec. 4)
+evaluates 500 samples drawn with a fixed seed; its numbers are ``*_500`` here.
+
+- FID: Heusel et al. 2017, Fréchet distance of Inception pool features (2048-d).
+- sFID: Nash et al. 2021, Fréchet distance of the first 7 channels of mixed_6/conv
+  (7 x 17 x 17 = 2023-d), the layer ADM's evaluator uses.
+- precision/recall: Kynkäänniemi et al. 2019, k = 3 nearest-neighbour manifolds of the
+  pool features.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dicesearch.errors import DataError
+from dicesearch.metrics.features import Images, extract_features
+from dicesearch.metrics.frechet import frechet_distance_to_samples
+from dicesearch.metrics.inception import InceptionNetwork, load_inception
+from dicesearch.metrics.precision_recall import DEFAULT_K, precision_recall
+from dicesearch.metrics.reference import ReferenceKey, ReferenceStats, cached_reference_stats
+
+
+def count_suffix(n: int) -> str:
+    """500 -> "500", 5000 -> "5k", 50000 -> "50k", 1500 -> "1500"."""
+    if n < 1:
+        raise DataError(f"a sample count must be >= 1, got {n}")
+    return f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else str(n)
+
+
+def metric_names(n: int) -> dict[str, str]:
+    """Plain metric -> name carrying the count, e.g. {"fid": "fid_500", ...}."""
+    suffix = count_suffix(n)
+    return {m: f"{m}_{suffix}" for m in ("fid", "sfid", "precision", "recall")}
+
+
+def image_metrics(
+    generated: Images,
+    reference: ReferenceStats,
+    n: int,
+    *,
+    network: InceptionNetwork | None = None,
+    k: int = DEFAULT_K,
+    batch_size: int = 50,
+    progress: bool | None = None,
+) -> dict[str, float]:
+    """FID, sFID, precision and recall of the first ``n`` generated images.
+
+    generated: a (N, C, H, W) tensor or an iterable of batches, float in [-1, 1] (or
+        uint8), C in {1, 3}; exactly the first ``n`` images are used.
+    reference: statistics of real images under the same network
+        (``reference_stats_from_dataset``).
+    Returns {"fid_<n>", "sfid_<n>", "precision_<n>", "recall_<n>"} as floats; sFID is
+    left out when the reference has no spatial statistics.
+    """
+    if n < max(2, k + 1):
+        raise DataError(f"image metrics need at least {max(2, k + 1)} images, got n={n}")
+    net = network if network is not None else load_inception()
+    if reference.key.network != net.fingerprint:
+        raise DataError(
+            f"reference statistics were computed with network {reference.key.network}, "
+            f"not {net.fingerprint} ({net.path}); recompute them with this network"
+        )
+    want_spatial = reference.spatial is not None
+    feats = extract_features(
+        generated, net, n=n, spatial=want_spatial, batch_size=batch_size, progress=progress
+    )
+    names = metric_names(n)
+    out = {names["fid"]: frechet_distance_to_samples(feats.pool, reference.pool)}
+    if want_spatial and feats.spatial is not None:
+        out[names["sfid"]] = frechet_distance_to_samples(feats.spatial, reference.spatial)
+    precision, recall = precision_recall(reference.pool_features, feats.pool, k=k)
+    out[names["precision"]] = precision
+    out[names["recall"]] = recall
+    return out
+
+
+def _image_of(item: Any) -> torch.Tensor:
+    image = item[0] if isinstance(item, (tuple, list)) else item
+    if not isinstance(image, torch.Tensor) or image.ndim != 3:
+        raise DataError(
+            "a reference dataset item must be a (C, H, W) tensor or a tuple starting with "
+            f"one, got {type(image).__name__}"
+            + (f" of shape {tuple(image.shape)}" if isinstance(image, torch.Tensor) else "")
+        )
+    return image
+
+
+def subsample_indices(source_size: int, n: int, seed: int) -> np.ndarray:
+    """Sorted indices (n,) of a seeded subsample without replacement; all if n == size."""
+    if n > source_size:
+        raise DataError(f"asked for {n} reference images but the dataset has {source_size}")
+    if n == source_size:
+        return np.arange(source_size)
+    return np.sort(np.random.default_rng(seed).choice(source_size, size=n, replace=False))
+
+
+def _dataset_batches(dataset: Sequence, indices: np.ndarray, batch_size: int) -> Iterator:
+    for start in range(0, len(indices), batch_size):
+        images = [_image_of(dataset[int(i)]) for i in indices[start : start + batch_size]]
+        try:
+            yield torch.stack(images)  # (B, C, H, W)
+        except RuntimeError as exc:
+            raise DataError(
+                "reference images must share one shape to be batched: "
+                + str(exc).splitlines()[0]
+            ) from exc
+
+
+def reference_stats_from_dataset(
+    dataset: Sequence,
+    n: int,
+    dataset_id: str,
+    *,
+    seed: int = 0,
+    network: InceptionNetwork | None = None,
+    cache_dir: str | Path | None = None,
+    batch_size: int = 50,
+    progress: bool | None = None,
+) -> ReferenceStats:
+    """Reference statistics of a seeded subsample of ``n`` images of ``dataset``, cached.
+
+    dataset: map-style (``len`` and integer indexing), each item a (C, H, W) image tensor
+        in [-1, 1] (or uint8) or a tuple whose first element is one (e.g. (image, label)).
+    dataset_id: a stable name for the data (it names the cache file together with n,
+        seed, the dataset size and the network fingerprint).
+    """
+    net = network if network is not None else load_inception()
+    size = len(dataset)
+    key = ReferenceKey(dataset_id=dataset_id, n=n, network=net.fingerprint, seed=seed,
+                       source_size=size)  # fmt: skip
+    indices = subsample_indices(size, n, seed)  # (n,)
+
+    def compute():
+        batches = _dataset_batches(dataset, indices, batch_size)
+        return extract_features(
+            batches, net, n=n, spatial=net.has_spatial, batch_size=batch_size, progress=progress
+        )
+
+    return cached_reference_stats(key, compute, cache_dir)
