@@ -3,20 +3,46 @@
 - ``config``: ``TrainConfig``, ``SamplingConfig`` (frozen, YAML-loadable).
 - ``diffusion``: the forward process and the loss (DiMR multi-scale ε-MSE + improved
   DDPM's learned-variance VLB).
+- ``seeding``: every random draw as a function of (seed, step) or (seed, sample index).
+- ``trainer``: ``train(spec, data_spec, config, out_dir, callbacks, resume)``.
+- ``callbacks``: the events a run reports through; progress bar and JSONL log.
+- ``checkpoint``, ``rundir``: safetensors checkpoints and the run folder around them.
+- ``ema``, ``precision``: weight EMA; autocast and GradScaler choices.
 """
 
 from dicesearch.errors import TrainingDiverged, TrainingError
+from dicesearch.train.callbacks import Callback, EvalEvent, JsonlLog, LogEvent, ProgressBar, StartEvent, StopTraining
+from dicesearch.train.checkpoint import CheckpointInfo, latest_checkpoint, list_checkpoints, read_checkpoint_info, read_weights
 from dicesearch.train.config import ConfigError, SamplingConfig, TrainConfig, load_config
 from dicesearch.train.diffusion import LossTerms, NoiseSchedule, diffusion_loss
+from dicesearch.train.rundir import RunDir, TrainedModel, load_trained
+from dicesearch.train.trainer import TrainResult, train
 
 __all__ = [
+    "Callback",
+    "CheckpointInfo",
     "ConfigError",
+    "EvalEvent",
+    "JsonlLog",
+    "LogEvent",
     "LossTerms",
     "NoiseSchedule",
+    "ProgressBar",
+    "RunDir",
     "SamplingConfig",
+    "StartEvent",
+    "StopTraining",
     "TrainConfig",
+    "TrainResult",
+    "TrainedModel",
     "TrainingDiverged",
     "TrainingError",
     "diffusion_loss",
+    "latest_checkpoint",
+    "list_checkpoints",
     "load_config",
+    "load_trained",
+    "read_checkpoint_info",
+    "read_weights",
+    "train",
 ]
