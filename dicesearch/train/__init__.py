@@ -9,6 +9,7 @@
 - ``checkpoint``, ``rundir``: safetensors checkpoints and the run folder around them.
 - ``ema``, ``precision``: weight EMA; autocast and GradScaler choices.
 - ``sampling``: DDPM / DDIM / DPM-Solver++ with classifier-free guidance; ``grid``: PNGs.
+- ``inputs``: the spec, data, config and folder a training command asks for.
 
 Importing this package does not import diffusers; the schedulers do so when built.
 """
