@@ -143,3 +143,19 @@ def test_sampling_latents_without_a_vae_is_one_line(one_line, make_spec, tmp_pat
     result = _invoke("sample", out, "-o", tmp_path / "g.png", "--quiet")
     assert result.exit_code == 2
     assert "data.vae: the model was trained on latents" in one_line(result.stderr)
+
+
+def test_a_data_file_resolves_paths_relative_to_itself(make_spec, vae_dir, tmp_path):
+    from dicesearch.train.inputs import load_data_file
+
+    (tmp_path / "data").mkdir()
+    write_latent_file(tmp_path / "data" / "latents.safetensors", torch.randn(4, 4, 8, 8), torch.tensor([0, 1, 0, 1]), {})
+    data_file = tmp_path / "data" / "data.yaml"
+    data_file.write_text(f"data:\n  kind: latents\n  path: latents.safetensors\n  vae: {vae_dir}\n  hflip: false\n")
+    data = load_data_file(data_file)
+    assert data.path == tmp_path / "data" / "latents.safetensors" and data.vae == vae_dir and not data.hflip
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(dump_spec(make_spec(channels=4, resolution=8, num_classes=2)))
+    result = _invoke("train", spec_path, "--data", data_file, "--steps", 1, "--out", tmp_path / "run", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert load_data_file(tmp_path / "run" / "data.yaml") == data
