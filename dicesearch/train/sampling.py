@@ -12,8 +12,9 @@ Every sampler uses the training schedule (linear betas 1e-4..2e-2, 1000 steps, �
   order, deterministic, diffusers' default ``linspace`` timesteps.
 
 For pixel data the predicted x_0 is clipped to [-1, 1] at every step (ADM's
-``clip_denoised``); latents are not clipped. DDIM and DPM-Solver++ use only the ε half of a
-learned-sigma model's output.
+``clip_denoised``; DDIM then re-derives ε from the clipped x_0, as ADM's DDIM does);
+latents are not clipped. DDIM and DPM-Solver++ use only the ε half of a learned-sigma
+model's output.
 
 Classifier-free guidance (Ho & Salimans 2022): ε = ε_∅ + s (ε_y − ε_∅), the conditional
 and null-label passes batched together; the variance half comes from the conditional pass.
@@ -45,6 +46,15 @@ _TRAINING_SCHEDULE = dict(
 )
 
 
+# Per-step arguments. DDIM re-derives ε from the clipped x_0 (ADM's DDIM does; without it a
+# clipped x_0 and the unclipped ε disagree and the samples drift far from the ODE's).
+_STEP_OPTIONS = {
+    "ddpm": lambda generators: {"generator": generators},
+    "ddim": lambda generators: {"eta": 0.0, "use_clipped_model_output": True},
+    "dpmsolver++": lambda generators: {},
+}
+
+
 def make_scheduler(sampler: str, learn_sigma: bool, clip_denoised: bool):
     """A fresh diffusers scheduler for one sampling run (schedulers keep per-run state)."""
     from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
@@ -59,7 +69,10 @@ def make_scheduler(sampler: str, learn_sigma: bool, clip_denoised: bool):
     if sampler == "ddim":
         return DDIMScheduler(**_TRAINING_SCHEDULE, clip_sample=clip_denoised, timestep_spacing="trailing", set_alpha_to_one=True)
     if sampler == "dpmsolver++":
-        return DPMSolverMultistepScheduler(**_TRAINING_SCHEDULE, algorithm_type="dpmsolver++", solver_order=2)
+        # thresholding with sample_max_value 1 is plain clipping of x_0 to [-1, 1]
+        return DPMSolverMultistepScheduler(
+            **_TRAINING_SCHEDULE, algorithm_type="dpmsolver++", solver_order=2, thresholding=clip_denoised, sample_max_value=1.0
+        )
     raise DicesearchError(f"sampler {sampler!r}: unknown; use ddpm, ddim or dpmsolver++")
 
 
@@ -110,7 +123,7 @@ def _sample_batch(
             out = guided_prediction(model, x_in, t_batch, y, config.cfg_scale, spec.input.num_classes)  # (b, C_out, H, W)
         if config.sampler != "ddpm":
             out = out[:, :channels]
-        step_options = {"generator": generators} if config.sampler == "ddpm" else {}
+        step_options = _STEP_OPTIONS[config.sampler](generators)
         x = scheduler.step(out, t, x, **step_options).prev_sample  # (b, C, H, W)
         if on_step is not None:
             on_step()

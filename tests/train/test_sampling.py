@@ -110,3 +110,10 @@ def test_every_sampler_recovers_gaussian_data_from_the_exact_denoiser(make_spec,
     if sampler == "ddpm":  # a learned variance at its lower end is the fixed posterior variance
         learned = sample(_GaussianOracle(0.3, 0.5, True), make_spec(num_classes=0, learn_sigma=True), config, clip_denoised=False)
         torch.testing.assert_close(learned, x)
+
+
+def test_the_two_ode_solvers_agree_on_pixels_with_clipping(model, spec):
+    config = SamplingConfig(steps=50, num_samples=4)
+    ddim = sample(model, spec, config.model_copy(update={"sampler": "ddim"}), clip_denoised=True)
+    dpm = sample(model, spec, config.model_copy(update={"sampler": "dpmsolver++"}), clip_denoised=True)
+    assert float((ddim - dpm).abs().mean()) < 0.05, "DDIM must re-derive eps from the clipped x_0, as ADM does"
