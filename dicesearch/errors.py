@@ -24,3 +24,21 @@ class PluginError(DicesearchError):
 
 class DataError(DicesearchError):
     """A dataset, latent file or VAE directory that cannot be used."""
+
+
+class TrainingError(DicesearchError):
+    """A training run that cannot start or go on (e.g. a run folder that holds another run)."""
+
+
+class TrainingDiverged(TrainingError):
+    """The loss became NaN or infinite at optimiser step ``step`` (1-based)."""
+
+    def __init__(self, step: int, loss: float):
+        super().__init__(step, loss)  # args survive pickling (sweep workers send errors back)
+        self.step, self.loss = step, loss
+
+    def __str__(self) -> str:
+        return (
+            f"training diverged at step {self.step}: the loss is {self.loss}; lower the learning rate, "
+            "set grad_clip, or train in fp32/bf16 (the last checkpoint before it is intact)"
+        )

@@ -1,0 +1,241 @@
+"""The training loop: ``train(spec, data_spec, config) -> TrainResult``.
+
+One step k (1-based; its batch and draws are index i = k - 1):
+
+1. batch i of ``fixed_batches`` (images, labels, flips) and ``step_draws`` (timesteps,
+   noise, label-dropout coins): a pure function of (seed, i), the same for every model;
+2. labels dropped to the null label ``num_classes`` with probability ``class_dropout``;
+3. ``forward_stages`` under autocast, in a torch RNG state seeded by (seed, i);
+4. ``diffusion_loss`` (multi-scale ε-MSE + learned-variance VLB) in fp32; a NaN or
+   infinite loss raises ``TrainingDiverged`` before the weights are touched;
+5. backward (through a GradScaler in fp16), optional clipping, AdamW at ``lr_at(k)``;
+6. EMA update with ``ema_decay_at(k)``;
+7. checkpoint (every ``checkpoint_every`` and after the last step), then the callbacks:
+   ``on_step``, ``on_log`` every ``log_every``, ``on_eval`` every ``eval_every``.
+
+The initial weights come from ``build_model`` under ``torch.manual_seed(seed)``. Since no
+other state is random, a run resumed from checkpoint k replays steps k+1.. exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from dicesearch.data import DataSpec, DiffusionDataset, fixed_batches, load_dataset
+from dicesearch.data.vae import resolve_device
+from dicesearch.errors import DataError, TrainingDiverged
+from dicesearch.train.callbacks import Callback, EvalEvent, LogEvent, ProgressBar, StartEvent, StopTraining
+from dicesearch.train.checkpoint import checkpoint_path, load_checkpoint, prune_checkpoints, remove_partial_files, save_checkpoint
+from dicesearch.train.config import TrainConfig
+from dicesearch.train.diffusion import NoiseSchedule, diffusion_loss
+from dicesearch.train.ema import create_ema, update_ema
+from dicesearch.train.precision import resolve_precision
+from dicesearch.train.rundir import RunDir, prepare_run
+from dicesearch.train.seeding import seeded_step, step_draws
+
+__all__ = ["TrainResult", "check_data_fits", "train"]
+
+
+@dataclass
+class TrainResult:
+    """What a run produced (the checkpoints, if any, are on disk)."""
+
+    model: nn.Module  # the trained weights, eval mode
+    ema: nn.Module  # their EMA, eval mode: what to evaluate and sample from
+    step: int  # optimiser steps done in all
+    start_step: int  # steps already done when this call began (> 0 after a resume)
+    losses: list[float] = field(default_factory=list)  # loss of steps start_step+1 .. step
+    stopped_early: bool = False  # a callback raised StopTraining
+    run_dir: RunDir | None = None
+    last_checkpoint: Path | None = None
+
+
+def check_data_fits(spec, dataset: DiffusionDataset, data_spec: DataSpec) -> None:
+    """The data must have the model's input shape and no more classes than it embeds."""
+    expected = (spec.input.channels, spec.input.resolution, spec.input.resolution)
+    x, _ = dataset[0]
+    if tuple(x.shape) != expected:
+        what = "latents" if dataset.kind == "latents" else "images"
+        raise DataError(
+            f"data {getattr(data_spec, 'path', data_spec.kind)}: {what} are {'x'.join(map(str, x.shape))} but the "
+            f"spec {spec.name!r} takes {'x'.join(map(str, expected))} (input.channels x input.resolution^2); "
+            "give matching data or change the spec's input"
+        )
+    if spec.input.num_classes and dataset.num_classes > spec.input.num_classes:
+        raise DataError(
+            f"data {getattr(data_spec, 'path', data_spec.kind)}: {dataset.num_classes} classes but the spec "
+            f"{spec.name!r} embeds {spec.input.num_classes}; set input.num_classes >= {dataset.num_classes}"
+        )
+
+
+def _device(device: str | torch.device) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return resolve_device(device)
+
+
+class _Emitter:
+    """Calls one hook on every callback, in order."""
+
+    def __init__(self, callbacks: Sequence[Callback]):
+        self.callbacks = list(callbacks)
+
+    def __call__(self, hook: str, *args) -> None:
+        for callback in self.callbacks:
+            getattr(callback, hook)(*args)
+
+
+def train(
+    spec,
+    data_spec: DataSpec,
+    config: TrainConfig = TrainConfig(),
+    out_dir: str | os.PathLike | None = None,
+    callbacks: Sequence[Callback] = (),
+    resume: bool = False,
+    *,
+    device: str | torch.device = "auto",
+    progress: bool = False,
+    dataset: DiffusionDataset | None = None,
+) -> TrainResult:
+    """Train ``spec`` on ``data_spec`` for ``config.steps`` optimiser steps.
+
+    ``out_dir``: where the run files and checkpoints go (None: keep nothing on disk).
+    ``resume``: continue the run in ``out_dir`` from its latest checkpoint (from step 0 if
+    it has none). ``callbacks`` receive the run's events; ``progress`` adds a tqdm bar.
+    ``dataset``: an already loaded ``load_dataset(data_spec)``, to share between runs.
+    """
+    from dicesearch.model import build_model
+
+    device = _device(device)
+    precision = resolve_precision(config.precision, device)
+    dataset = dataset if dataset is not None else load_dataset(data_spec)
+    check_data_fits(spec, dataset, data_spec)
+    run, resume_from = (None, None) if out_dir is None else prepare_run(out_dir, spec, data_spec, config, resume)
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = build_model(spec)
+    model = model.to(device).train()
+    model.set_gradient_checkpointing(config.gradient_checkpointing)
+    ema = create_ema(model)
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
+    )
+    scaler = precision.grad_scaler()
+    start = 0
+    if resume_from is not None:
+        remove_partial_files(run.checkpoints)
+        start = load_checkpoint(resume_from, model=model, ema=ema, optimizer=optimizer, grad_scaler=scaler).step
+
+    result = TrainResult(model=model, ema=ema, step=start, start_step=start, run_dir=run, last_checkpoint=resume_from)
+    emit = _Emitter(list(callbacks) + ([ProgressBar(spec.name)] if progress else []))
+    loop = _Loop(spec, data_spec, dataset, config, device, precision, model, ema, optimizer, scaler, run, emit, result)
+    try:
+        emit("on_train_start", StartEvent(step=start, steps=config.steps, out_dir=run.root if run else None, device=device, precision=precision.name))
+        loop.run(start)
+    except StopTraining:
+        result.stopped_early = True
+        if result.step > start and loop.saved_step != result.step:
+            loop.checkpoint(result.step)
+    model.eval()
+    emit("on_train_end", result)
+    return result
+
+
+class _Loop:
+    """The state one run's steps share; ``run`` does steps start+1 .. config.steps."""
+
+    def __init__(self, spec, data_spec, dataset, config, device, precision, model, ema, optimizer, scaler, run, emit, result):
+        self.spec, self.data_spec, self.dataset, self.config = spec, data_spec, dataset, config
+        self.device, self.precision = device, precision
+        self.model, self.ema, self.optimizer, self.scaler = model, ema, optimizer, scaler
+        self.run_dir, self.emit, self.result = run, emit, result
+        self.schedule = NoiseSchedule()
+        self.weights = spec.resolved_loss_weights()
+        self.decoder = "latents" if dataset.kind == "latents" else "pixels"
+        self.null_label = spec.input.num_classes
+        self.saved_step = result.step if result.last_checkpoint is not None else None
+
+    def run(self, start: int) -> None:
+        config = self.config
+        if start >= config.steps:
+            return
+        batches = fixed_batches(self.dataset, config.batch_size, config.seed, start_step=start, num_steps=config.steps - start, num_workers=config.num_workers)
+        window_losses: list[float] = []
+        window_start = time.perf_counter()
+        for step, (x0, y) in enumerate(batches, start=start + 1):
+            loss, terms, grad_norm = self.step(step, x0, y)
+            self.result.step = step
+            self.result.losses.append(loss)
+            window_losses.append(loss)
+            if step % config.checkpoint_every == 0 or step == config.steps:
+                self.checkpoint(step)
+            self.emit("on_step", step, loss)
+            if step % config.log_every == 0 or step == config.steps:
+                elapsed = time.perf_counter() - window_start
+                self.emit("on_log", LogEvent(
+                    step=step,
+                    loss=sum(window_losses) / len(window_losses),
+                    steps_per_second=len(window_losses) / elapsed if elapsed > 0 else float("inf"),
+                    lr=config.lr_at(step),
+                    mse=tuple(terms.mse.tolist()),
+                    vlb=None if terms.vlb is None else float(terms.vlb),
+                    grad_norm=grad_norm,
+                ))  # fmt: skip
+                window_losses, window_start = [], time.perf_counter()
+            if config.eval_every and step % config.eval_every == 0:
+                self.emit("on_eval", EvalEvent(
+                    step=step, ema=self.ema, model=self.model, spec=self.spec, data_spec=self.data_spec,
+                    dataset=self.dataset, device=self.device, out_dir=self.run_dir.root if self.run_dir else None,
+                ))  # fmt: skip
+
+    def step(self, step: int, x0: torch.Tensor, y: torch.Tensor):
+        """One optimiser step; returns (loss, its LossTerms, grad norm or None)."""
+        config, index = self.config, step - 1
+        draws = step_draws(config.seed, index, x0.shape[0], tuple(x0.shape[1:]), self.schedule.num_timesteps, config.class_dropout)
+        x0 = x0.to(self.device, non_blocking=True)  # (B, C, H, W)
+        t = draws.t.to(self.device)  # (B,)
+        noise = draws.noise.to(self.device)  # (B, C, H, W)
+        labels = None
+        if self.null_label:
+            labels = torch.where(draws.drop, torch.full_like(y, self.null_label), y).to(self.device)  # (B,)
+        x_t = self.schedule.q_sample(x0, t, noise)  # (B, C, H, W)
+        with seeded_step(config.seed, index, self.device):
+            with self.precision.autocast():
+                predictions = self.model.forward_stages(x_t, t, labels)  # coarse to fine
+            terms = diffusion_loss(self.schedule, predictions, x0, x_t, t, noise, self.weights, self.spec.input.learn_sigma, self.decoder)
+            loss = terms.total.item()
+            if not math.isfinite(loss):
+                raise TrainingDiverged(step, loss)
+            for group in self.optimizer.param_groups:
+                group["lr"] = config.lr_at(step)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(terms.total).backward()
+        grad_norm = None
+        if config.grad_clip is not None:
+            self.scaler.unscale_(self.optimizer)
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        update_ema(self.ema, self.model, config.ema_decay_at(step))
+        return loss, terms, grad_norm
+
+    def checkpoint(self, step: int) -> None:
+        if self.run_dir is None:
+            return
+        path = save_checkpoint(
+            checkpoint_path(self.run_dir.checkpoints, step),
+            step=step, seed=self.config.seed, model=self.model, ema=self.ema, optimizer=self.optimizer, grad_scaler=self.scaler,
+        )  # fmt: skip
+        prune_checkpoints(self.run_dir.checkpoints, self.config.keep_checkpoints)
+        self.saved_step = step
+        self.result.last_checkpoint = path
+        self.emit("on_checkpoint", step, path)
