@@ -1,0 +1,199 @@
+"""Bidirectional WKV (Bi-WKV), the token mixer of Bi-RWKV blocks.
+
+Diffusion-RWKV (Fei et al., 2024, Sec. 2.2, "Bi-directional RWKV block") builds on
+Vision-RWKV [its ref. 11] and takes the bidirectional WKV from there. The Diffusion-RWKV
+text itself only writes out the causal RWKV recurrence (its Eq. 7-8, without a decay
+term), so the equation implemented here is Vision-RWKV's Bi-WKV
+(Duan et al., 2024, arXiv:2403.02308, Sec. 3, "linear complexity bidirectional
+attention"). For every channel c (the channel index is left implicit):
+
+    wkv_t = ( sum_{i != t} exp(-(|t-i| - 1)/T * w + k_i) v_i  +  exp(u + k_t) v_t )
+            / ( sum_{i != t} exp(-(|t-i| - 1)/T * w + k_i)      +  exp(u + k_t)     )
+
+with T the sequence length, w the per-channel spatial decay and u the per-channel bonus
+of the current token.
+
+Conventions, checked against Vision-RWKV's paper and released code:
+
+* The 1/T scaling of the decay is part of the equation and is applied here: pass the
+  raw decay ``w``, not ``w / T``.
+* ``w`` need not be positive. Vision-RWKV keeps it unconstrained (its "fancy" init
+  spreads it over [-5, 3], and its maintainers describe dropping RWKV's exp(-exp(w))
+  and adding the 1/T factor "to avoid potential overflow"). Every real ``w`` is
+  supported. A block that wants a strictly decaying kernel can pass ``exp(w_raw)``.
+* The released Vision-RWKV code also divides the bonus by T (it passes
+  ``spatial_first / T``). The equation does not, so ``u`` is used as given here; pass
+  ``u / T`` to reproduce the code.
+* The released CUDA kernel adds 1e-6 to the denominator. The equation does not, and
+  none is needed here: after stabilisation the denominator is at least 1.
+
+Algorithm (memory linear in T, no Python loop over tokens). The sum splits into a strict
+causal part F_t = sum_{i<t} exp(-(t-1-i) s + k_i) v_i with s = w / T, an anti-causal
+part G_t (the same thing on the reversed sequence) and the bonus term. F is computed
+one chunk of ``chunk_size`` tokens at a time. Inside a chunk a small dense
+(chunk+1) x chunk weight matrix is used. Between chunks a carried state is passed:
+(n, d, p) stands for the numerator exp(p) * n and the denominator exp(p) * d, where p
+is a running maximum of exponents, as in RWKV's log-sum-exp trick. Every
+exponential is taken after its row maximum has been subtracted, so no exponent is
+positive whatever the size of |k| or |w|. The maxima are detached: the value each
+(n, d, p) triple stands for does not depend on the choice of p, so the gradients stay
+exact. Both directions run in one sweep by stacking the reversed sequence on the batch
+dimension. Under autograd each chunk step is checkpointed. Only its inputs (views of
+k and v plus a (B, C) state) are kept, and the (chunk+1) x chunk weights are rebuilt
+one chunk at a time during backward. Peak extra memory is O(B*T*C + B*chunk^2*C).
+
+Half-precision inputs (fp16/bf16, or anything under autocast) are computed in fp32 and
+cast back. float64 inputs stay in float64.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.utils.checkpoint import checkpoint
+
+__all__ = ["bi_wkv", "bi_wkv_reference"]
+
+DEFAULT_CHUNK_SIZE = 32
+
+
+def _compute_dtype(*tensors: Tensor) -> torch.dtype:
+    """float64 if any input is float64, else float32 (fp16/bf16 are upcast)."""
+    if any(t.dtype == torch.float64 for t in tensors):
+        return torch.float64
+    return torch.float32
+
+
+def _check_shapes(w: Tensor, u: Tensor, k: Tensor, v: Tensor) -> None:
+    if k.dim() != 3 or k.shape != v.shape:
+        raise ValueError(f"k and v must both be (B, T, C); got {tuple(k.shape)} and {tuple(v.shape)}")
+    channels = k.shape[-1]
+    if w.shape != (channels,) or u.shape != (channels,):
+        raise ValueError(
+            f"w and u must be ({channels},) to match C of k; got {tuple(w.shape)} and {tuple(u.shape)}"
+        )
+
+
+def _chunk_step(
+    decay_exp: Tensor,  # (n+1, n, C) exponent -(tau-1-j)*s, -inf where j >= tau
+    state_decay: Tensor,  # (n+1, C)    tau * s
+    k: Tensor,  # (B2, n, C)
+    v: Tensor,  # (B2, n, C)
+    n_in: Tensor,  # (B2, C)
+    d_in: Tensor,  # (B2, C)
+    p_in: Tensor,  # (B2, C)      detached log-scale of the carried state
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """One chunk of the strict causal sum F, returned in stabilised form.
+
+    Row tau (0 <= tau <= n) of the result is F at chunk position tau, i.e. the sum over
+    every earlier token. Row n, one past the chunk, is the state carried into the next
+    chunk.
+    """
+    length = k.shape[1]
+    exps = decay_exp[: length + 1, :length] + k[:, None]  # (B2, n+1, n, C)
+    exps_state = p_in[:, None] - state_decay[: length + 1]  # (B2, n+1, C)
+    row_max = torch.maximum(exps.amax(dim=2), exps_state).detach()  # (B2, n+1, C)
+    weights = torch.exp(exps - row_max[:, :, None])  # (B2, n+1, n, C), zero where masked
+    carried = torch.exp(exps_state - row_max)  # (B2, n+1, C)
+    num = (weights * v[:, None]).sum(dim=2) + carried * n_in[:, None]  # (B2, n+1, C)
+    den = weights.sum(dim=2) + carried * d_in[:, None]  # (B2, n+1, C)
+    return (
+        num[:, :length],
+        den[:, :length],
+        row_max[:, :length],
+        num[:, length],
+        den[:, length],
+        row_max[:, length],
+    )
+
+
+def _strict_causal_sweep(s: Tensor, k: Tensor, v: Tensor, chunk_size: int) -> tuple[Tensor, Tensor, Tensor]:
+    """F_t = sum_{i<t} exp(-(t-1-i) s + k_i) v_i as (num, den, log-scale), each (B2, T, C).
+
+    F_t = exp(p_t) * num_t and its denominator is exp(p_t) * den_t.
+    """
+    batch, length, channels = k.shape
+    n = min(chunk_size, length)
+    tau = torch.arange(n + 1, device=k.device, dtype=k.dtype)  # (n+1,)
+    col = torch.arange(n, device=k.device, dtype=k.dtype)  # (n,)
+    gap = tau[:, None] - 1.0 - col[None, :]  # (n+1, n), tau-1-j
+    decay_exp = (-gap[..., None] * s).masked_fill((gap < 0)[..., None], float("-inf"))  # (n+1, n, C)
+    state_decay = tau[:, None] * s  # (n+1, C)
+
+    # An empty sum: num = den = 0 with a very negative (finite, so no inf - inf) scale.
+    n_state = k.new_zeros(batch, channels)
+    d_state = k.new_zeros(batch, channels)
+    p_state = k.new_full((batch, channels), torch.finfo(k.dtype).min / 4)
+
+    use_checkpoint = torch.is_grad_enabled() and any(t.requires_grad for t in (s, k, v))
+    nums, dens, scales = [], [], []
+    for start in range(0, length, n):
+        args = (decay_exp, state_decay, k[:, start : start + n], v[:, start : start + n], n_state, d_state, p_state)
+        if use_checkpoint:
+            out = checkpoint(_chunk_step, *args, use_reentrant=False)
+        else:
+            out = _chunk_step(*args)
+        num, den, scale, n_state, d_state, p_state = out
+        nums.append(num)
+        dens.append(den)
+        scales.append(scale)
+    return torch.cat(nums, dim=1), torch.cat(dens, dim=1), torch.cat(scales, dim=1)
+
+
+def bi_wkv(w: Tensor, u: Tensor, k: Tensor, v: Tensor, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Tensor:
+    """Bidirectional WKV of Vision-RWKV / Diffusion-RWKV (see the module docstring).
+
+    Args:
+        w: (C,) spatial decay, any real value; divided by T inside, as in the equation.
+        u: (C,) bonus for the current token.
+        k: (B, T, C) keys.
+        v: (B, T, C) values.
+        chunk_size: tokens per dense block; trades Python overhead against
+            O(chunk) extra work per token. 32 suits CPUs; larger values suit GPUs.
+
+    Returns:
+        (B, T, C) in the dtype of ``k``/``v`` (computed in fp32 for fp16/bf16 inputs).
+    """
+    _check_shapes(w, u, k, v)
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    out_dtype = torch.promote_types(k.dtype, v.dtype)
+    dtype = _compute_dtype(w, u, k, v)
+    with torch.autocast(device_type=k.device.type, enabled=False):
+        w, u, k, v = (t.to(dtype) for t in (w, u, k, v))
+        batch, length, _ = k.shape
+        s = w / length  # (C,) the paper's 1/T scaling of the decay
+
+        # Forward direction on the batch's first half, reversed sequence on its second.
+        k2 = torch.cat([k, k.flip(1)], dim=0)  # (2B, T, C)
+        v2 = torch.cat([v, v.flip(1)], dim=0)  # (2B, T, C)
+        num2, den2, scale2 = _strict_causal_sweep(s, k2, v2, chunk_size)  # each (2B, T, C)
+        num_f, den_f, p_f = num2[:batch], den2[:batch], scale2[:batch]  # sum over i < t
+        num_b, den_b, p_b = num2[batch:].flip(1), den2[batch:].flip(1), scale2[batch:].flip(1)  # i > t
+
+        p_u = u + k  # (B, T, C) exponent of the current token's own term
+        top = torch.maximum(torch.maximum(p_f, p_b), p_u).detach()  # (B, T, C)
+        e_f, e_b, e_u = torch.exp(p_f - top), torch.exp(p_b - top), torch.exp(p_u - top)
+        num = e_f * num_f + e_b * num_b + e_u * v  # (B, T, C)
+        den = e_f * den_f + e_b * den_b + e_u  # (B, T, C), >= 1
+        out = num / den
+    return out.to(out_dtype)
+
+
+def bi_wkv_reference(w: Tensor, u: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """Bi-WKV written straight from the equation with a dense (T, T) weight tensor.
+
+    No stabilisation: exp() is applied to the raw exponents, so use it in float64 with
+    moderate values (|k| + |w| + |u| well below ~700). O(B*T^2*C) memory; tests only.
+    """
+    _check_shapes(w, u, k, v)
+    length = k.shape[1]
+    pos = torch.arange(length, device=k.device)
+    dist = (pos[:, None] - pos[None, :]).abs().to(k.dtype)  # (T, T) |t - i|
+    off_diag = torch.exp(-(dist[..., None] - 1.0) / length * w + k[:, None, :, :])  # (B, T_t, T_i, C)
+    on_diag = torch.exp(u + k)  # (B, T, C)
+    eye = torch.eye(length, dtype=torch.bool, device=k.device)[None, :, :, None]  # (1, T, T, 1)
+    weight = torch.where(eye, on_diag[:, :, None, :], off_diag)  # (B, T_t, T_i, C)
+    num = (weight * v[:, None, :, :]).sum(dim=2)  # (B, T, C)
+    den = weight.sum(dim=2)  # (B, T, C)
+    return num / den
