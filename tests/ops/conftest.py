@@ -31,6 +31,21 @@ class LargestTensorMode(TorchDispatchMode):
         return out
 
 
+class OpDtypeMode(TorchDispatchMode):
+    """Records (op name, dtype) of every floating-point tensor each aten op returns."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[tuple[str, torch.dtype]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        for leaf in tree_flatten(out)[0]:
+            if isinstance(leaf, torch.Tensor) and leaf.is_floating_point():
+                self.records.append((str(func), leaf.dtype))
+        return out
+
+
 def saved_tensor_bytes(fn: Callable[[], Any]) -> int:
     """Bytes of distinct storages that autograd saves for backward while running ``fn``."""
     storages: dict[int, int] = {}
@@ -48,6 +63,11 @@ def saved_tensor_bytes(fn: Callable[[], Any]) -> int:
 @pytest.fixture
 def largest_tensor_mode() -> type[LargestTensorMode]:
     return LargestTensorMode
+
+
+@pytest.fixture
+def op_dtype_recorder() -> type[OpDtypeMode]:
+    return OpDtypeMode
 
 
 @pytest.fixture
