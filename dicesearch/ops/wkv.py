@@ -1,11 +1,12 @@
 """Bidirectional WKV (Bi-WKV), the token mixer of Bi-RWKV blocks.
 
 Diffusion-RWKV (Fei et al., 2024, Sec. 2.2, "Bi-directional RWKV block") builds on
-Vision-RWKV [its ref. 11] and takes the bidirectional WKV from there. The Diffusion-RWKV
-text itself only writes out the causal RWKV recurrence (its Eq. 7-8, without a decay
-term), so the equation implemented here is Vision-RWKV's Bi-WKV
-(Duan et al., 2024, arXiv:2403.02308, Sec. 3, "linear complexity bidirectional
-attention"). For every channel c (the channel index is left implicit):
+Vision-RWKV [its ref. 11] and takes the bidirectional WKV from there. Its own text only
+writes out the causal RWKV recurrence (Eq. 7-8: "p_t = max(p_{t-1}, k_t)", "h_t =
+(exp(p_{t-1} - p_t) a_{t-1} + exp(k_t - p_t) v_t) / (...)", with no decay or bonus). The
+equation implemented here is therefore Vision-RWKV's Bi-WKV (Duan et al., 2024,
+arXiv:2403.02308, subsection "Linear Complexity Bidirectional Attention"). For every
+channel c (the channel index is left implicit):
 
     wkv_t = ( sum_{i != t} exp(-(|t-i| - 1)/T * w + k_i) v_i  +  exp(u + k_t) v_t )
             / ( sum_{i != t} exp(-(|t-i| - 1)/T * w + k_i)      +  exp(u + k_t)     )
@@ -13,17 +14,19 @@ attention"). For every channel c (the channel index is left implicit):
 with T the sequence length, w the per-channel spatial decay and u the per-channel bonus
 of the current token.
 
-Conventions, checked against Vision-RWKV's paper and released code:
+Conventions, checked against the released Vision-RWKV and Diffusion-RWKV code (both
+pass ``spatial_decay / T`` and ``spatial_first / T`` to the same CUDA kernel, which
+weights token i by exp(-(|t-i|-1) * w' + k_i) and the current token by exp(u' + k_t)):
 
 * The 1/T scaling of the decay is part of the equation and is applied here: pass the
-  raw decay ``w``, not ``w / T``.
-* ``w`` need not be positive. Vision-RWKV keeps it unconstrained (its "fancy" init
-  spreads it over [-5, 3], and its maintainers describe dropping RWKV's exp(-exp(w))
-  and adding the 1/T factor "to avoid potential overflow"). Every real ``w`` is
-  supported. A block that wants a strictly decaying kernel can pass ``exp(w_raw)``.
-* The released Vision-RWKV code also divides the bonus by T (it passes
-  ``spatial_first / T``). The equation does not, so ``u`` is used as given here; pass
-  ``u / T`` to reproduce the code.
+  raw decay ``w`` (their ``spatial_decay``), not ``w / T``.
+* ``w`` need not be positive. Both codebases leave it unconstrained (the "fancy" init
+  spreads it over [-5, 3]), and Vision-RWKV's maintainers describe dropping RWKV's
+  exp(-exp(w)) and adding the 1/T factor instead "to avoid potential overflow"
+  (OpenGVLab/Vision-RWKV issue #21). Every real ``w`` is supported here. A block that
+  wants a strictly decaying kernel can pass ``exp(w_raw)``.
+* Both codebases also divide the bonus by T. The equation does not, so ``u`` is used
+  as given here; pass ``spatial_first / T`` to reproduce the released models.
 * The released CUDA kernel adds 1e-6 to the denominator. The equation does not, and
   none is needed here: after stabilisation the denominator is at least 1.
 
@@ -42,8 +45,8 @@ dimension. Under autograd each chunk step is checkpointed. Only its inputs (view
 k and v plus a (B, C) state) are kept, and the (chunk+1) x chunk weights are rebuilt
 one chunk at a time during backward. Peak extra memory is O(B*T*C + B*chunk^2*C).
 
-Half-precision inputs (fp16/bf16, or anything under autocast) are computed in fp32 and
-cast back. float64 inputs stay in float64.
+fp16/bf16 inputs are computed in fp32 and the result is cast back. float64 stays float64.
+Autocast is disabled inside, so an autocast region never lowers the precision.
 """
 
 from __future__ import annotations
@@ -79,7 +82,7 @@ def _check_shapes(w: Tensor, u: Tensor, k: Tensor, v: Tensor) -> None:
 
 def _chunk_step(
     decay_exp: Tensor,  # (n+1, n, C) exponent -(tau-1-j)*s, -inf where j >= tau
-    state_decay: Tensor,  # (n+1, C)    tau * s
+    state_decay: Tensor,  # (n+1, C)    tau * s  (n = this chunk's length)
     k: Tensor,  # (B2, n, C)
     v: Tensor,  # (B2, n, C)
     n_in: Tensor,  # (B2, C)
@@ -93,8 +96,8 @@ def _chunk_step(
     chunk.
     """
     length = k.shape[1]
-    exps = decay_exp[: length + 1, :length] + k[:, None]  # (B2, n+1, n, C)
-    exps_state = p_in[:, None] - state_decay[: length + 1]  # (B2, n+1, C)
+    exps = decay_exp + k[:, None]  # (B2, n+1, n, C)
+    exps_state = p_in[:, None] - state_decay  # (B2, n+1, C)
     row_max = torch.maximum(exps.amax(dim=2), exps_state).detach()  # (B2, n+1, C)
     weights = torch.exp(exps - row_max[:, :, None])  # (B2, n+1, n, C), zero where masked
     carried = torch.exp(exps_state - row_max)  # (B2, n+1, C)
@@ -128,10 +131,25 @@ def _strict_causal_sweep(s: Tensor, k: Tensor, v: Tensor, chunk_size: int) -> tu
     d_state = k.new_zeros(batch, channels)
     p_state = k.new_full((batch, channels), torch.finfo(k.dtype).min / 4)
 
+    # split() rather than per-chunk slicing: its backward is one concatenation, whereas
+    # each slice's backward would allocate a zero (B2, T, C) gradient (O(T^2) in total).
+    k_chunks, v_chunks = k.split(n, dim=1), v.split(n, dim=1)
+    last = k_chunks[-1].shape[1]  # a shorter final chunk uses the top-left block
+    decay_last, state_decay_last = decay_exp[: last + 1, :last], state_decay[: last + 1]
+
     use_checkpoint = torch.is_grad_enabled() and any(t.requires_grad for t in (s, k, v))
     nums, dens, scales = [], [], []
-    for start in range(0, length, n):
-        args = (decay_exp, state_decay, k[:, start : start + n], v[:, start : start + n], n_state, d_state, p_state)
+    for index, (k_chunk, v_chunk) in enumerate(zip(k_chunks, v_chunks)):
+        final = index == len(k_chunks) - 1
+        args = (
+            decay_last if final else decay_exp,
+            state_decay_last if final else state_decay,
+            k_chunk,
+            v_chunk,
+            n_state,
+            d_state,
+            p_state,
+        )
         if use_checkpoint:
             out = checkpoint(_chunk_step, *args, use_reentrant=False)
         else:

@@ -13,13 +13,16 @@ from torch.utils._pytree import tree_flatten
 class LargestTensorMode(TorchDispatchMode):
     """Records the largest tensor (in elements) produced by any aten op while active.
 
-    Autograd's backward ops run through the dispatcher too, so a ``.backward()`` inside
-    the ``with`` block is covered.
+    With ``count_at_least`` it also counts the op outputs holding at least that many
+    elements. Autograd's backward ops run through the dispatcher too, so a
+    ``.backward()`` inside the ``with`` block is covered.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, count_at_least: int | None = None) -> None:
         super().__init__()
+        self.threshold = count_at_least
         self.max_numel = 0
+        self.n_at_least = 0
         self.calls = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None) -> Any:
@@ -28,6 +31,8 @@ class LargestTensorMode(TorchDispatchMode):
         for leaf in tree_flatten(out)[0]:
             if isinstance(leaf, torch.Tensor):
                 self.max_numel = max(self.max_numel, leaf.numel())
+                if self.threshold is not None and leaf.numel() >= self.threshold:
+                    self.n_at_least += 1
         return out
 
 

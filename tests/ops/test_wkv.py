@@ -111,18 +111,34 @@ def test_bad_shapes_are_rejected():
         bi_wkv(w, u, k, v[:, :2])
 
 
-def test_memory_is_linear_in_length(largest_tensor_mode):
-    # T = 16384: a T x T intermediate would hold 2.7e8 elements. Every tensor created
-    # in forward and backward must stay within a constant times B*T*C.
-    length, channels, chunk = 16384, 2, 128
+def _traced_fwd_bwd(mode, length, channels, chunk):
     w, u, k, v = (t.float().requires_grad_() for t in _inputs(1, length, channels, k_range=60.0))
-    with largest_tensor_mode() as mode:
+    with mode:
         out = bi_wkv(w, u, k, v, chunk_size=chunk)
         out.square().sum().backward()
     assert mode.calls > 0
     assert all(t.grad is not None and torch.isfinite(t.grad).all() for t in (w, u, k, v))
+    return mode
+
+
+def test_memory_is_linear_in_length(largest_tensor_mode):
+    # T = 16384: a T x T intermediate would hold 2.7e8 elements. Every tensor created in
+    # forward and backward must stay within a constant times B*T*C.
+    length, channels, chunk = 16384, 2, 128
+    mode = _traced_fwd_bwd(largest_tensor_mode(), length, channels, chunk)
     linear_bound = 2 * max(length * channels, (chunk + 1) * chunk * channels)  # 2B rows: both directions
     assert mode.max_numel <= linear_bound < length * length
+
+
+def test_full_length_tensors_do_not_scale_with_chunk_count(largest_tensor_mode):
+    # Per-chunk work must touch only its chunk. If every chunk allocated a (T, C) tensor
+    # (e.g. the zero-filled gradient of a slice), the run would cost O(T^2 / chunk).
+    length, channels = 2048, 3
+    counts = [
+        _traced_fwd_bwd(largest_tensor_mode(count_at_least=length * channels), length, channels, chunk).n_at_least
+        for chunk in (8, 16)  # 256 and 128 chunks; per-chunk blocks stay below T*C elements
+    ]
+    assert counts[0] == counts[1] < 100
 
 
 def test_saved_activations_are_linear_in_length(saved_bytes):
