@@ -190,9 +190,11 @@ class S4DKernel(nn.Module):
         self.log_dt = nn.Parameter(log_dt)  # (H,)
 
     def ssm(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """(A, B, C, log_dt): A, B, C complex (H, M); log_dt (H,)."""
-        a = torch.complex(-torch.exp(self.log_a_real), self.a_imag)
-        return a, torch.view_as_complex(self.b), torch.view_as_complex(self.c), self.log_dt
+        """(A, B, C, log_dt): A, B, C complex (H, M); log_dt (H,). At least fp32, even if the module was halved."""
+        real = _real_dtype(self.log_dt)
+        log_a_real, a_imag, b, c = (p.to(real) for p in (self.log_a_real, self.a_imag, self.b, self.c))
+        a = torch.complex(-torch.exp(log_a_real), a_imag)
+        return a, torch.view_as_complex(b), torch.view_as_complex(c), self.log_dt.to(real)
 
     def forward(self, length: int) -> Tensor:
         return s4d_kernel(*self.ssm(), length)  # (H, L)

@@ -183,3 +183,14 @@ def test_autocast_and_half_inputs_keep_fp32_fft():
 def test_bad_shapes_are_rejected():
     with pytest.raises(ValueError, match=r"kernel must be \(H, L\)"):
         fft_causal_conv(torch.zeros(1, 8, 3), torch.zeros(3, 7))
+
+
+def test_half_precision_module_still_builds_its_kernel_in_fp32():
+    torch.manual_seed(0)
+    layer = S4DLayer(d_model=4, d_state=8)
+    u = torch.randn(2, 64, 4).half()
+    want = layer(u.float())
+    got = layer.half()(u)
+    assert got.dtype == torch.float16 and torch.isfinite(got).all()
+    assert all(t.dtype in (torch.float32, torch.complex64) for t in layer.kernel.ssm())
+    torch.testing.assert_close(got.float(), want, rtol=2e-2, atol=2e-2)
