@@ -5,7 +5,8 @@ S4D [15], as our backbone model". It makes the SSM bidirectional "by concatenati
 outputs of two SSM layers ... to yield a L x 2D output" (Sec. 4.1, 4.2: Y =
 Bidirectional-SSM(U) in R^{L x 2D}). The SSM itself follows S4D (Gu, Gupta, Goel and Ré,
 "On the parameterization and initialization of diagonal state space models", NeurIPS
-2022), with DiffuSSM's Eq. x_k = Ā x_{k-1} + B̄ u_k, y_k = C̄ x_k:
+2022), discretised into DiffuSSM Sec. 4.1's recurrence x_k = Ā x_{k-1} + B̄ u_k,
+y_k = C̄ x_k:
 
 * Continuous diagonal SSM per channel h: x' = A x + B u, y = C x + D u, with A, B, C
   complex of size N/2. The conjugate modes are implied, so the real state size is N
@@ -16,14 +17,15 @@ Bidirectional-SSM(U) in R^{L x 2D}). The SSM itself follows S4D (Gu, Gupta, Goel
 * y = K * u, a causal convolution done with real FFTs padded to 2L, in O(L log L).
 
 Initialisation: S4D-Lin by default, A_n = -1/2 + i pi n. S4D-Inv,
-A_n = -1/2 + i (N/pi) (N/(2n+1) - 1), is available as ``init="inv"``. Lin is the
-default because it is closed-form. Its imaginary parts are evenly spaced (Fourier-like)
-frequencies, which fit non-causal image sequences with no preferred long-memory
-direction, and it is the initialisation of S4D's own minimal reference layer. Inv
-approximates S4-LegS's long-memory spectrum and is kept for search. (S4D-LegS proper
-needs an eigendecomposition of the HiPPO matrix and is not provided.) In both: the real
-part is parametrised as -exp(log_a_real), so it stays negative while training; B = 1; C
-is complex standard normal; log_dt ~ U[log dt_min, log dt_max]; the skip term D ~ N(0, 1).
+A_n = -1/2 + i (N/pi) (N/(2n+1) - 1), is available as ``init="inv"``. DiffuSSM does not
+say which it used. Lin is the default because it is the initialisation of S4D's own
+minimal reference layer, and because its evenly spaced imaginary parts (Fourier-like
+frequencies) spread the kernel over all frequencies without favouring long memory in
+one scan direction. Inv approximates the spectrum of
+S4(D)-LegS and is kept as a searchable alternative. (S4D-LegS proper needs an
+eigendecomposition of the HiPPO matrix and is not provided.) In both: the real part is
+parametrised as -exp(log_a_real), so it stays negative while training; B = 1; C is
+complex standard normal; log_dt ~ U[log dt_min, log dt_max]; the skip term D ~ N(0, 1).
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ def _real_dtype(*tensors: Tensor) -> torch.dtype:
 
 
 def s4d_init_a(d_state: int, init: S4DInit = "lin") -> Tensor:
-    """Diagonal A of S4D (Gu et al. 2022, Sec. 4): (d_state // 2,) complex64.
+    """Diagonal A of S4D (Gu et al. 2022): (d_state // 2,) complex64.
 
     ``"lin"``: A_n = -1/2 + i pi n. ``"inv"``: A_n = -1/2 + i (N/pi) (N/(2n+1) - 1).
     """
@@ -92,7 +94,7 @@ def zoh_discretize(a: Tensor, b: Tensor, log_dt: Tensor) -> tuple[Tensor, Tensor
 
 
 def s4d_kernel(a: Tensor, b: Tensor, c: Tensor, log_dt: Tensor, length: int) -> Tensor:
-    """S4D convolution kernel K (H, L), K_l = 2 Re(sum_n C_n B̄_n Ā_n^l) (S4D Eq. Vandermonde).
+    """S4D's Vandermonde convolution kernel K (H, L), K_l = 2 Re(sum_n C_n B̄_n Ā_n^l).
 
     a, b, c: (H, M) complex (M = d_state // 2 modes, conjugates implied);
     log_dt: (H,) real. The Vandermonde product is split as l = q*R + r with
@@ -203,7 +205,14 @@ class S4DKernel(nn.Module):
 class S4DLayer(nn.Module):
     """Causal S4D layer (B, L, D) -> (B, L, D): y = K * u + D u."""
 
-    def __init__(self, d_model: int, d_state: int = 64, init: S4DInit = "lin", dt_min: float = 1e-3, dt_max: float = 1e-1):
+    def __init__(
+        self,
+        d_model: int,  # D: channels of the input sequence
+        d_state: int = 64,  # N: real state size per channel (N // 2 complex modes)
+        init: S4DInit = "lin",  # S4D-Lin or S4D-Inv
+        dt_min: float = 1e-3,  # range of the initial step size dt
+        dt_max: float = 1e-1,
+    ) -> None:
         super().__init__()
         self.kernel = S4DKernel(d_model, d_state, init, dt_min, dt_max)
         self.skip = nn.Parameter(torch.randn(d_model))  # D, (D,)
@@ -221,7 +230,14 @@ class BidirectionalS4DLayer(nn.Module):
     Each direction has its own A, B, C, dt and skip D.
     """
 
-    def __init__(self, d_model: int, d_state: int = 64, init: S4DInit = "lin", dt_min: float = 1e-3, dt_max: float = 1e-1):
+    def __init__(
+        self,
+        d_model: int,  # D: channels of the input sequence
+        d_state: int = 64,  # N: real state size per channel (N // 2 complex modes)
+        init: S4DInit = "lin",  # S4D-Lin or S4D-Inv
+        dt_min: float = 1e-3,  # range of the initial step size dt
+        dt_max: float = 1e-1,
+    ) -> None:
         super().__init__()
         self.d_model = d_model
         self.kernel = S4DKernel(2 * d_model, d_state, init, dt_min, dt_max)  # forward, then backward

@@ -151,7 +151,7 @@ def _strict_causal_sweep(s: Tensor, k: Tensor, v: Tensor, chunk_size: int) -> tu
             p_state,
         )
         if use_checkpoint:
-            out = checkpoint(_chunk_step, *args, use_reentrant=False)
+            out = checkpoint(_chunk_step, *args, use_reentrant=False, preserve_rng_state=False)  # no randomness inside
         else:
             out = _chunk_step(*args)
         num, den, scale, n_state, d_state, p_state = out
