@@ -1,7 +1,8 @@
 """ReLU linear attention, the core of LiT's attention replacement.
 
-LiT (Wang et al., supplement, Sec. G, Alg. 1 "Linear Attention in LiT") uses the
-kernelised attention of Katharopoulos et al. (2020) with a ReLU feature map,
+LiT ("LiT: Delving into a Simple Linear Diffusion Transformer for Image Generation",
+supplement Sec. G, Alg. 1 "Linear Attention in LiT") uses the kernelised attention of
+Katharopoulos et al. (2020) with a ReLU feature map,
 phi(x) = ReLU(x) + 1e-6 (Alg. 1: ``q = self.kernel_function(q) + 1e-6``), and
 normalises with means over the N keys:
 
