@@ -1,7 +1,9 @@
 """Bidirectional WKV (Bi-WKV), the token mixer of Bi-RWKV blocks.
 
 Diffusion-RWKV (Fei et al., 2024, Sec. 2.2, "Bi-directional RWKV block") builds on
-Vision-RWKV [its ref. 11] and takes the bidirectional WKV from there. Its own text only
+Vision-RWKV and takes the bidirectional WKV from there (Sec. 1: "we employ Bi-RWKV [11]
+for backbone"; Sec. 2.2 cites [90], Vision Mamba, at that point but describes Vision-RWKV's
+quad-directional shift and bidirectional attention). Its own text only
 writes out the causal RWKV recurrence (Eq. 7-8: "p_t = max(p_{t-1}, k_t)", "h_t =
 (exp(p_{t-1} - p_t) a_{t-1} + exp(k_t - p_t) v_t) / (...)", with no decay or bonus). The
 equation implemented here is therefore Vision-RWKV's Bi-WKV (Duan et al., 2024,
