@@ -1,0 +1,80 @@
+"""Memory probes shared by the ops tests (as fixtures, so no test package is needed)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+
+class LargestTensorMode(TorchDispatchMode):
+    """Records the largest tensor (in elements) produced by any aten op while active.
+
+    With ``count_at_least`` it also counts the op outputs holding at least that many
+    elements. Autograd's backward ops run through the dispatcher too, so a
+    ``.backward()`` inside the ``with`` block is covered.
+    """
+
+    def __init__(self, count_at_least: int | None = None) -> None:
+        super().__init__()
+        self.threshold = count_at_least
+        self.max_numel = 0
+        self.n_at_least = 0
+        self.calls = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        self.calls += 1
+        for leaf in tree_flatten(out)[0]:
+            if isinstance(leaf, torch.Tensor):
+                self.max_numel = max(self.max_numel, leaf.numel())
+                if self.threshold is not None and leaf.numel() >= self.threshold:
+                    self.n_at_least += 1
+        return out
+
+
+class OpDtypeMode(TorchDispatchMode):
+    """Records (op name, dtype) of every floating-point tensor each aten op returns."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[tuple[str, torch.dtype]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        for leaf in tree_flatten(out)[0]:
+            if isinstance(leaf, torch.Tensor) and leaf.is_floating_point():
+                self.records.append((str(func), leaf.dtype))
+        return out
+
+
+def saved_tensor_bytes(fn: Callable[[], Any]) -> int:
+    """Bytes of distinct storages that autograd saves for backward while running ``fn``."""
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(storages.values())
+
+
+@pytest.fixture
+def largest_tensor_mode() -> type[LargestTensorMode]:
+    return LargestTensorMode
+
+
+@pytest.fixture
+def op_dtype_recorder() -> type[OpDtypeMode]:
+    return OpDtypeMode
+
+
+@pytest.fixture
+def saved_bytes() -> Callable[[Callable[[], Any]], int]:
+    return saved_tensor_bytes
