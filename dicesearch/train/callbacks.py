@@ -126,7 +126,10 @@ class ProgressBar(Callback):
             self.bar = None
 
     def __del__(self) -> None:  # a run stopped by an exception never reaches on_train_end
-        self.close()
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown may have torn tqdm down already
+            pass
 
 
 class JsonlLog(Callback):

@@ -76,10 +76,14 @@ class NoiseSchedule:
             "recip_sqrt_alphas_cumprod": (1.0 / alphas_cumprod).sqrt(),
             "sqrt_recip_alphas_cumprod_minus_one": (1.0 / alphas_cumprod - 1.0).sqrt(),
         }
+        self._on_device: dict[tuple[str, torch.device], torch.Tensor] = {}
 
     def at(self, name: str, t: torch.Tensor) -> torch.Tensor:
         """Table ``name`` at timesteps t (B,) -> (B, 1, 1, 1) float32 on t's device."""
-        return self.tables[name].to(t.device)[t].float().view(-1, 1, 1, 1)
+        key = (name, t.device)
+        if key not in self._on_device:  # one copy per device, not one transfer per step
+            self._on_device[key] = self.tables[name].to(t.device)
+        return self._on_device[key][t].float().view(-1, 1, 1, 1)
 
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """x_0 (B, C, H, W), t (B,), ε (B, C, H, W) -> x_t (B, C, H, W)."""

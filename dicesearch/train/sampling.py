@@ -136,15 +136,16 @@ def sample(
     spec,
     config: SamplingConfig = SamplingConfig(),
     *,
+    clip_denoised: bool,
     labels: torch.Tensor | None = None,
-    clip_denoised: bool = True,
     device: str | torch.device | None = None,
     progress: bool = False,
 ) -> torch.Tensor:
     """``config.num_samples`` samples (N, C, H, W) fp32 in the model's space (pixels or latents).
 
     ``labels`` (N,) int64 in [0, num_classes] (``num_classes`` = the null label: unconditional);
-    default ``default_labels``. ``clip_denoised``: clip predicted x_0 to [-1, 1] (pixels).
+    default ``default_labels``. ``clip_denoised``: clip predicted x_0 to [-1, 1] (true for
+pixels, false for latents; ``sample_images`` picks it from the data spec).
     ``model`` is put in eval mode; ``device`` defaults to the model's.
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device

@@ -25,6 +25,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -37,7 +38,7 @@ from dicesearch.train.checkpoint import checkpoint_path, load_checkpoint, prune_
 from dicesearch.train.config import TrainConfig
 from dicesearch.train.diffusion import NoiseSchedule, diffusion_loss
 from dicesearch.train.ema import create_ema, update_ema
-from dicesearch.train.precision import resolve_precision
+from dicesearch.train.precision import MixedPrecision, resolve_precision
 from dicesearch.train.rundir import RunDir, prepare_run
 from dicesearch.train.seeding import seeded_step, step_draws
 
@@ -137,7 +138,10 @@ def train(
 
     result = TrainResult(model=model, ema=ema, step=start, start_step=start, run_dir=run, last_checkpoint=resume_from)
     emit = _Emitter(list(callbacks) + ([ProgressBar(spec.name)] if progress else []))
-    loop = _Loop(spec, data_spec, dataset, config, device, precision, model, ema, optimizer, scaler, run, emit, result)
+    loop = _Loop(
+        spec=spec, data_spec=data_spec, dataset=dataset, config=config, device=device, precision=precision,
+        model=model, ema=ema, optimizer=optimizer, scaler=scaler, run_dir=run, emit=emit, result=result,
+    )  # fmt: skip
     try:
         emit("on_train_start", StartEvent(step=start, steps=config.steps, out_dir=run.root if run else None, device=device, precision=precision.name))
         loop.run(start)
@@ -150,19 +154,30 @@ def train(
     return result
 
 
+@dataclass
 class _Loop:
-    """The state one run's steps share; ``run`` does steps start+1 .. config.steps."""
+    """What one run's steps share; ``run`` does steps start+1 .. config.steps."""
 
-    def __init__(self, spec, data_spec, dataset, config, device, precision, model, ema, optimizer, scaler, run, emit, result):
-        self.spec, self.data_spec, self.dataset, self.config = spec, data_spec, dataset, config
-        self.device, self.precision = device, precision
-        self.model, self.ema, self.optimizer, self.scaler = model, ema, optimizer, scaler
-        self.run_dir, self.emit, self.result = run, emit, result
-        self.schedule = NoiseSchedule()
-        self.weights = spec.resolved_loss_weights()
-        self.decoder = "latents" if dataset.kind == "latents" else "pixels"
-        self.null_label = spec.input.num_classes
-        self.saved_step = result.step if result.last_checkpoint is not None else None
+    spec: Any  # ModelSpec
+    data_spec: DataSpec
+    dataset: DiffusionDataset
+    config: TrainConfig
+    device: torch.device
+    precision: MixedPrecision
+    model: nn.Module
+    ema: nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    run_dir: RunDir | None
+    emit: _Emitter
+    result: TrainResult
+    schedule: NoiseSchedule = field(default_factory=NoiseSchedule)
+
+    def __post_init__(self) -> None:
+        self.weights = self.spec.resolved_loss_weights()
+        self.decoder = "latents" if self.dataset.kind == "latents" else "pixels"
+        self.null_label = self.spec.input.num_classes
+        self.saved_step = self.result.step if self.result.last_checkpoint is not None else None
 
     def run(self, start: int) -> None:
         config = self.config

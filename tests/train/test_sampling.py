@@ -33,10 +33,10 @@ def test_each_sampler_gives_images_of_the_right_shape_in_range(model, spec, digi
 
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
 def test_a_sample_does_not_depend_on_the_batch_size(model, spec, sampler):
-    one_batch = sample(model, spec, SamplingConfig(sampler=sampler, steps=5, num_samples=5, batch_size=5))
-    small_batches = sample(model, spec, SamplingConfig(sampler=sampler, steps=5, num_samples=5, batch_size=2))
+    one_batch = sample(model, spec, SamplingConfig(sampler=sampler, steps=5, num_samples=5, batch_size=5), clip_denoised=True)
+    small_batches = sample(model, spec, SamplingConfig(sampler=sampler, steps=5, num_samples=5, batch_size=2), clip_denoised=True)
     torch.testing.assert_close(one_batch, small_batches, rtol=1e-4, atol=1e-4)
-    other_seed = sample(model, spec, SamplingConfig(sampler=sampler, steps=5, num_samples=5, seed=1))
+    other_seed = sample(model, spec, SamplingConfig(sampler=sampler, steps=5, num_samples=5, seed=1), clip_denoised=True)
     assert not torch.allclose(one_batch, other_seed)
 
 
@@ -53,16 +53,16 @@ def test_guidance_scale_one_is_the_conditional_model_and_scales_linearly(model):
 
 
 def test_guided_sampling_runs_and_differs_from_unguided(model, spec):
-    plain = sample(model, spec, SamplingConfig(sampler="ddim", steps=3, num_samples=2))
-    guided = sample(model, spec, SamplingConfig(sampler="ddim", steps=3, num_samples=2, cfg_scale=4.0))
+    plain = sample(model, spec, SamplingConfig(sampler="ddim", steps=3, num_samples=2), clip_denoised=True)
+    guided = sample(model, spec, SamplingConfig(sampler="ddim", steps=3, num_samples=2, cfg_scale=4.0), clip_denoised=True)
     assert guided.shape == plain.shape and not torch.allclose(plain, guided)
 
 
 def test_labels_default_to_every_class_in_turn_and_are_checked(model, spec):
     config = SamplingConfig(sampler="ddim", steps=2, num_samples=3)
-    torch.testing.assert_close(sample(model, spec, config), sample(model, spec, config, labels=torch.tensor([0, 1, 2])))
+    torch.testing.assert_close(sample(model, spec, config, clip_denoised=True), sample(model, spec, config, labels=torch.tensor([0, 1, 2]), clip_denoised=True))
     with pytest.raises(DicesearchError, match=r"labels: need 3 labels in \[0, 10\]"):
-        sample(model, spec, config, labels=torch.tensor([0, 11, 2]))
+        sample(model, spec, config, labels=torch.tensor([0, 11, 2]), clip_denoised=True)
 
 
 def test_latents_without_a_vae_fail_before_sampling(model, spec, tmp_path):

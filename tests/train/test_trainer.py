@@ -217,3 +217,26 @@ def test_train_config_defaults_follow_the_papers_where_it_matters():
     assert (config.lr, config.seed, config.class_dropout, config.weight_decay) == (1e-4, 42, 0.1, 0.0)
     assert config.ema_decay == 0.9999 and config.ema_decay_at(10) < 0.6 and config.ema_decay_at(10**6) == 0.9999
     assert TrainConfig(warmup_steps=4).lr_at(1) == pytest.approx(2.5e-5) and TrainConfig(warmup_steps=4).lr_at(4) == 1e-4
+
+
+def test_a_crash_while_writing_a_checkpoint_keeps_the_previous_one(spec, digits, config, tmp_path, monkeypatch):
+    import safetensors.torch
+
+    train(spec, digits, config.model_copy(update={"steps": 5}), tmp_path)
+    good = tmp_path / "checkpoints" / "step-00000005.safetensors"
+    before = good.read_bytes()
+    real_save = safetensors.torch.save_file
+
+    def crash_halfway(tensors, filename, metadata=None):
+        real_save(tensors, filename, metadata=metadata)
+        with open(filename, "r+b") as handle:  # a torn write: half the file, then the process dies
+            handle.truncate(len(before) // 2)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(safetensors.torch, "save_file", crash_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        train(spec, digits, config.model_copy(update={"checkpoint_every": 2}), tmp_path, resume=True)
+    monkeypatch.undo()
+    assert [step for step, _ in list_checkpoints(tmp_path / "checkpoints")] == [5]
+    assert good.read_bytes() == before
+    assert train(spec, digits, config, tmp_path, resume=True).start_step == 5
