@@ -47,8 +47,13 @@ def run_sweep(path: str, console: Console, *, trials=None, out_dir=None, storage
     runner.tracker.end_sweep("FINISHED", plots)
     if result.mlflow_failures:
         console.print(f"[yellow]warning:[/] {result.mlflow_failures} MLflow call(s) failed; re-run the command to mirror the missing trials")
-    ui = f"mlflow ui --backend-store-uri {paths.tracking_uri}" if paths.tracking_uri.startswith("sqlite") else f"open {paths.tracking_uri}"
-    console.print(f"\nCompare trials:  {ui}   (then open http://127.0.0.1:5000)")
+    if paths.tracking_uri == f"sqlite:///{Path('mlflow.db').absolute()}":
+        ui = "mlflow ui   (in this directory; it reads ./mlflow.db) and open http://127.0.0.1:5000"
+    elif paths.tracking_uri.startswith("sqlite"):
+        ui = f"mlflow ui --backend-store-uri {paths.tracking_uri}   and open http://127.0.0.1:5000"
+    else:
+        ui = f"open {paths.tracking_uri}"
+    console.print(f"\nCompare trials:  {ui}", highlight=False, soft_wrap=True)
     console.print(f"Plots:           {paths.out_dir / 'plots'}")
     console.print(f"Export the best: dicesearch export {path} -o best.yaml")
 

@@ -52,10 +52,19 @@ class SweepPaths:
     def for_space(cls, space: SearchSpace, out_dir: str | Path | None = None, storage: str | None = None, tracking_uri: str | None = None):
         sweep = space.sweep
         return cls(
-            out_dir=Path(out_dir or Path("runs") / sweep.resolved_study_name),
-            storage_url=storage or sweep.storage or "sqlite:///optuna.db",
-            tracking_uri=tracking_uri or sweep.tracking_uri or "sqlite:///mlflow.db",
+            out_dir=Path(out_dir or Path("runs") / sweep.resolved_study_name).absolute(),
+            storage_url=absolute_sqlite(storage or sweep.storage or "sqlite:///optuna.db"),
+            tracking_uri=absolute_sqlite(tracking_uri or sweep.tracking_uri or "sqlite:///mlflow.db"),
         )
+
+
+def absolute_sqlite(url: str) -> str:
+    """'sqlite:///x.db' -> 'sqlite:////abs/dir/x.db' (libraries cache stores by URI: a relative
+    path would keep pointing at the directory of the first use in a process)."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/"):
+        return prefix + str(Path(url[len(prefix):]).absolute())
+    return url
 
 
 def objective_metric_names(space: SearchSpace) -> list[str]:

@@ -1,0 +1,175 @@
+"""The Optuna backend end to end: real trial processes, sqlite storage, MLflow, real FID."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import optuna
+import pytest
+from click.testing import CliRunner
+from mlflow import MlflowClient
+from optuna.trial import TrialState
+
+from dicesearch.cli import main
+from dicesearch.spec import load_spec
+
+SPACE = """\
+name: {name}
+base:
+  input: {{channels: 1, resolution: 16, num_classes: 10}}
+  stages:
+    - {{patch_size: 2, channels: 16, depth: 1, block: {{kind: dice, mlp_ratio: 2.0}}}}
+    - {{patch_size: 1, channels: 16, depth: 1, block: {{kind: convnext, mlp_ratio: 2.0}}}}
+parameters:
+{parameters}
+budget: {{train_steps: {steps}, batch_size: 8, lr: {lr}, fid_samples: 8, sampling_steps: 3, report_every: 5}}
+memory: {{budget_gb: {budget_gb}, precision: fp16, batch_size: 8}}
+trials: {trials}
+{extra}
+"""
+
+
+def write_space(tmp_path, name="s", parameters="  stages[0].channels: {int: [16, 32], step: 16}", steps=10, lr=0.001,
+                budget_gb=24, trials=2, extra=""):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(SPACE.format(name=name, parameters=parameters, steps=steps, lr=lr, budget_gb=budget_gb, trials=trials, extra=extra))
+    return path
+
+
+def sweep(tmp_path, space, *args):
+    result = CliRunner().invoke(main, ["sweep", str(space), *args], catch_exceptions=False, terminal_width=200)
+    return result
+
+
+def trials_of(tmp_path, name):
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path}/optuna.db")
+    return study.get_trials(deepcopy=False)
+
+
+def mlflow_runs(tmp_path, name):
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.get_experiment_by_name("dicesearch")
+    return client.search_runs([experiment.experiment_id], filter_string=f"tags.`dicesearch.study` = '{name}'")
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_a_sweep_logs_every_trial_to_optuna_and_mlflow_and_exports_the_best(in_tmp):
+    space = write_space(in_tmp, "basic")
+    result = sweep(in_tmp, space)
+    assert result.exit_code == 0, result.output
+    assert "Compare trials:  mlflow ui   (in this directory; it reads ./mlflow.db)" in result.output
+    trials = trials_of(in_tmp, "basic")
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.COMPLETE]
+    for t in trials:
+        assert t.value == t.user_attrs["metrics"]["fid_8"] > 0
+        assert t.user_attrs["loss_curve"] and t.user_attrs["spec_yaml"].startswith("name:")
+    runs = mlflow_runs(in_tmp, "basic")
+    parent = [r for r in runs if r.data.tags["dicesearch.role"] == "sweep"]
+    children = [r for r in runs if r.data.tags["dicesearch.role"] == "trial"]
+    assert len(parent) == 1 and parent[0].info.status == "FINISHED"
+    assert len(children) == 2
+    for run in children:
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["mlflow.parentRunId"] == parent[0].info.run_id
+        assert run.data.metrics["fid_8"] > 0 and "loss" in run.data.metrics and "gmacs" in run.data.metrics
+        assert run.data.params["stage0.block"] == "dice"
+    assert (in_tmp / "runs" / "basic" / "plots" / "optimization_history.png").is_file()
+    assert (in_tmp / "runs" / "basic" / "trial-0" / "samples.png").is_file()
+
+    exported = CliRunner().invoke(main, ["export", str(space), "-o", "best.yaml"])
+    assert exported.exit_code == 0, exported.output
+    best = min(trials, key=lambda t: t.value)
+    assert load_spec(in_tmp / "best.yaml").stages[0].channels == best.params["stages[0].channels"]
+    assert "dicesearch train best.yaml --data-kind digits" in exported.output
+
+
+def test_an_over_budget_config_is_rejected_without_training(in_tmp):
+    space = write_space(in_tmp, "gate", budget_gb=0.01, trials=1)
+    result = sweep(in_tmp, space)
+    assert result.exit_code == 0, result.output
+    (trial,) = trials_of(in_tmp, "gate")
+    assert trial.state == TrialState.PRUNED
+    assert trial.user_attrs["status"] == "rejected"
+    assert "exceeds the 0.01 GB budget" in trial.user_attrs["reason"]
+    assert trial.user_attrs["metrics"]["memory_estimated_gb"] > 0.01
+    assert "loss_curve" not in trial.user_attrs  # not one training step
+    assert not (in_tmp / "runs" / "gate" / "trial-0").exists()
+    (run,) = [r for r in mlflow_runs(in_tmp, "gate") if r.data.tags["dicesearch.role"] == "trial"]
+    assert run.data.tags["dicesearch.status"] == "rejected" and run.info.status == "FAILED"
+
+
+def test_failing_trials_are_recorded_and_the_sweep_goes_on(in_tmp):
+    # 3-channel inputs do not fit the 1-channel digits: those trials fail inside the trial process
+    space = write_space(in_tmp, "faults", parameters="  input.channels: {choice: [1, 3]}", trials=4)
+    result = sweep(in_tmp, space)
+    assert result.exit_code == 0, result.output
+    trials = trials_of(in_tmp, "faults")
+    assert len(trials) == 4
+    for t in trials:
+        if t.params["input.channels"] == 3:
+            assert t.state == TrialState.FAIL and "images are 1x16x16 but the spec" in t.user_attrs["reason"]
+        else:
+            assert t.state == TrialState.COMPLETE
+
+
+def test_a_trial_whose_loss_diverges_is_recorded_as_failed(in_tmp):
+    space = write_space(in_tmp, "nan", lr=1e12, steps=20, trials=1)
+    result = sweep(in_tmp, space)
+    assert result.exit_code == 0, result.output
+    (trial,) = trials_of(in_tmp, "nan")
+    assert trial.state == TrialState.FAIL
+    assert trial.user_attrs["reason"].startswith("diverged")
+
+
+def test_a_trial_over_its_time_limit_is_stopped_and_recorded(in_tmp):
+    space = write_space(in_tmp, "slow", steps=100000, trials=1, extra="trial_time_limit_s: 8")
+    start = time.monotonic()
+    result = sweep(in_tmp, space)
+    assert result.exit_code == 0, result.output
+    assert time.monotonic() - start < 120
+    (trial,) = trials_of(in_tmp, "slow")
+    assert trial.state == TrialState.FAIL and trial.user_attrs["status"] == "timeout"
+
+
+def test_a_killed_sweep_resumes_with_the_same_command(in_tmp):
+    space = write_space(in_tmp, "resume", steps=400, trials=2)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-c", "from dicesearch.cli import main; main()", "sweep", str(space)]
+    proc = subprocess.Popen(command, cwd=in_tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:  # wait until trial 0 is training
+        time.sleep(1)
+        try:
+            running = [t for t in trials_of(in_tmp, "resume") if t.state == TrialState.RUNNING and t.user_attrs.get("spec_yaml")]
+        except Exception:
+            continue
+        if running:
+            time.sleep(3)
+            break
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    # the trial process is orphaned by SIGKILL; give it a moment to notice its pipe is gone
+    killed = [t for t in trials_of(in_tmp, "resume") if t.state == TrialState.RUNNING]
+    assert killed, "the sweep was killed before any trial started"
+
+    resumed = subprocess.run(command, cwd=in_tmp, env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "interrupted and will run again" in resumed.stdout
+    trials = trials_of(in_tmp, "resume")
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    interrupted = [t for t in trials if t.user_attrs.get("status") == "interrupted"]
+    assert len(complete) == 2 and len(interrupted) == 1
+    assert interrupted[0].state == TrialState.FAIL
+    assert any(t.user_attrs.get("retry_of") == interrupted[0].number for t in complete)
+    runs = mlflow_runs(in_tmp, "resume")
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    statuses = sorted(r.data.tags.get("dicesearch.status", "") for r in runs if r.data.tags["dicesearch.role"] == "trial")
+    assert statuses == ["complete", "complete", "interrupted"]
