@@ -226,7 +226,12 @@ def _set_threads(threads: int | None) -> None:
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1 or auto.")
 @click.option("--threads", type=int, help="CPU threads for torch (1 is often fastest for small models on a busy machine).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train_command(spec, data_file, data_kind, data_path, vae, config_file, steps, out, resume, device, threads, quiet) -> None:
+@click.option("--fid-every", type=click.IntRange(min=1), help="Score FID every N steps (overrides the config's eval_every).")
+@click.option("--fid-samples", default=500, show_default=True, type=click.IntRange(min=4), help="N of fid_N (DICE Sec. 4: 500).")
+@click.option("--fid-sampler", default="ddim", show_default=True, type=click.Choice(["ddpm", "ddim", "dpmsolver++"]))
+@click.option("--fid-steps", default=50, show_default=True, type=click.IntRange(min=1, max=1000), help="Sampling steps for FID.")
+def train_command(spec, data_file, data_kind, data_path, vae, config_file, steps, out, resume, device, threads, quiet,
+                  fid_every, fid_samples, fid_sampler, fid_steps) -> None:
     """Train SPEC (a file or preset; optional with --resume) with checkpoints and resume."""
     from dicesearch.train import Callback, JsonlLog, RunDir, train
     from dicesearch.train.inputs import resolve_train_inputs
@@ -244,9 +249,17 @@ def train_command(spec, data_file, data_kind, data_path, vae, config_file, steps
                 highlight=False, soft_wrap=True,
             )  # fmt: skip
 
+    config = inputs.config if fid_every is None else inputs.config.model_copy(update={"eval_every": fid_every})
+    callbacks = [Announce(), JsonlLog(run.log_file)]
+    if config.eval_every:
+        from dicesearch.train import SamplingConfig
+        from dicesearch.train.fid import PeriodicFid
+
+        sampling = SamplingConfig(sampler=fid_sampler, steps=fid_steps)
+        callbacks.append(PeriodicFid(fid_samples, sampling, seed=config.seed, report=lambda line: console.print(line, highlight=False)))
     try:
         result = train(
-            inputs.spec, inputs.data_spec, inputs.config, run.root, [Announce(), JsonlLog(run.log_file)],
+            inputs.spec, inputs.data_spec, config, run.root, callbacks,
             resume=resume, device=device, progress=not quiet,
         )  # fmt: skip
     except KeyboardInterrupt:
