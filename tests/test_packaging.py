@@ -23,3 +23,14 @@ def test_every_plugin_module_is_registered_through_the_entry_point_group():
     declared = set(config["project"]["entry-points"]["dicesearch.plugins"].values())
     modules = {f"dicesearch_plugins.{path.stem}" for path in (ROOT / "plugins").glob("*.py") if path.stem != "__init__"}
     assert modules == declared, f"declare in pyproject.toml: {sorted(modules - declared)}; stale: {sorted(declared - modules)}"
+
+
+def test_the_installed_entry_points_are_the_declared_ones():
+    """Tests exercise the installed package, as users (and sweep trial processes) do."""
+    from importlib.metadata import entry_points
+
+    from dicesearch.hookspecs import ENTRY_POINT_GROUP
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"][ENTRY_POINT_GROUP]
+    installed = {e.name: e.value for e in entry_points(group=ENTRY_POINT_GROUP) if e.dist and e.dist.name == "dicesearch"}
+    assert installed == declared, "the installed dicesearch is stale: run `bash scripts/setup.sh` (pip install -e .) again"
