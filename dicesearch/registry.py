@@ -109,8 +109,11 @@ class Registry:
             )
         try:
             self._pm.register(plugin, name=name)
-        except pluggy.PluginValidationError as exc:
-            self._report(f"plugin '{name}' from distribution '{distribution}' was skipped: {exc}")
+        except pluggy.PluginValidationError as exc:  # e.g. a hook that takes arguments its spec lacks
+            detail = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+            if "can not be found in the hookspec" in detail:
+                detail += " (dicesearch's hooks take no arguments; see dicesearch.hookspecs)"
+            self._report(f"plugin '{name}' from distribution '{distribution}' was skipped: {detail}")
             return
         except ValueError as exc:  # the same name or object registered twice
             raise PluginError(

@@ -65,7 +65,8 @@ def test_a_misspelled_hook_is_reported_and_the_plugin_skipped():
     registry = Registry()
     with pytest.warns(UserWarning, match="typo"):
         registry.add_plugin(module, name="typo", distribution="typo-dist")
-    assert "typo-dist" in registry.load_errors[0] and "dicesearch_block_type" in registry.load_errors[0]
+    assert "plugin 'typo' from distribution 'typo-dist'" in registry.load_errors[0]
+    assert "dicesearch_block_type" in registry.load_errors[0]
 
 
 def test_a_hook_without_the_decorator_is_reported():
@@ -74,6 +75,7 @@ def test_a_hook_without_the_decorator_is_reported():
     registry = Registry()
     with pytest.warns(UserWarning):
         registry.add_plugin(module, name="undecorated", distribution="u-dist")
+    assert "plugin 'undecorated' from distribution 'u-dist'" in registry.load_errors[0]
     assert "lacks the @hookimpl decorator" in registry.load_errors[0]
 
 
@@ -88,7 +90,12 @@ def test_a_hook_with_a_wrong_signature_is_reported():
     registry = Registry()
     with pytest.warns(UserWarning):
         registry.add_plugin(module, name="badsig", distribution="b-dist")
-    assert "b-dist" in registry.load_errors[0]
+    registry.add_plugin(_plugin("after_badsig", block_name="fine"), name="after_badsig", distribution="f-dist")
+    (message,) = registry.load_errors
+    assert "plugin 'badsig' from distribution 'b-dist' was skipped" in message
+    assert "dicesearch_block_types(config)" in message and "take no arguments" in message
+    assert "\n" not in message  # one line, as the CLI prints it
+    assert "fine" in registry.blocks  # the next plugin still loads
 
 
 def test_a_plugin_that_fails_to_import_is_reported_and_the_others_load(monkeypatch):
