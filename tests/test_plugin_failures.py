@@ -5,16 +5,20 @@ on ``sys.path``), so the distribution name comes from package metadata exactly a
 for a pip-installed plugin.
 """
 
+import os
+import subprocess
+import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
 
-from dicesearch.cli import main
 from dicesearch.errors import PluginError
-from dicesearch.registry import Registry, default_registry
+from dicesearch.registry import Registry
 from dicesearch.testing import tiny_spec
+
+ROOT = Path(__file__).parents[1]
 
 WRONG_SHAPE = '''
 from torch import nn
@@ -63,16 +67,14 @@ def install_fake_distribution(root, distribution: str, modules: dict[str, str], 
 
 
 @pytest.fixture
-def fresh_default_registry():
-    default_registry.cache_clear()
-    yield
-    default_registry.cache_clear()
+def wrong_shape_dist(tmp_path):
+    install_fake_distribution(tmp_path, "dicesearch-widens", {"widens_plugin": WRONG_SHAPE}, {"widens": "widens_plugin"})
+    return tmp_path
 
 
 @pytest.fixture
-def wrong_shape_plugin(tmp_path, monkeypatch, fresh_default_registry):
-    install_fake_distribution(tmp_path, "dicesearch-widens", {"widens_plugin": WRONG_SHAPE}, {"widens": "widens_plugin"})
-    monkeypatch.syspath_prepend(str(tmp_path))
+def wrong_shape_plugin(wrong_shape_dist, monkeypatch):
+    monkeypatch.syspath_prepend(str(wrong_shape_dist))
     return Registry.from_entry_points()
 
 
@@ -115,15 +117,19 @@ def test_the_contract_kit_reports_the_wrong_shape(wrong_shape_plugin):
         check_output_shapes(tiny_spec("widens", registry=wrong_shape_plugin), wrong_shape_plugin)
 
 
-def test_the_cli_prints_the_wrong_shape_as_one_line_and_exits_2(wrong_shape_plugin, tmp_path):
+def test_the_cli_prints_the_wrong_shape_as_one_line_and_exits_2(wrong_shape_dist, tmp_path):
+    # a separate process: the CLI uses the process-wide registry, which must not see this plugin afterwards
     spec = tmp_path / "widens.yaml"
     spec.write_text(
         "name: widens\ninput: {channels: 1, resolution: 8, num_classes: 2}\n"
         "stages:\n  - {patch_size: 1, channels: 16, depth: 1, block: {kind: widens}}\n"
     )
-    result = CliRunner().invoke(main, ["profile", str(spec), "--steps", "1", "--timed-forwards", "1"], terminal_width=300)
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert lines[-1].startswith("error: block 'widens' of plugin 'widens' from distribution 'dicesearch-widens'")
-    assert "returned shape (1, 8, 8, 32) for an input of shape (1, 8, 8, 16)" in lines[-1]
-    assert "Traceback" not in result.output
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(wrong_shape_dist), str(ROOT)]), "COLUMNS": "300"}
+    result = subprocess.run(
+        [sys.executable, "-c", "from dicesearch.cli import main; main()", "profile", str(spec), "--steps", "1", "--timed-forwards", "1"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.startswith("error: block 'widens' of plugin 'widens' from distribution 'dicesearch-widens': ")
+    assert "returned shape (1, 8, 8, 32) for an input of shape (1, 8, 8, 16)" in result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
