@@ -46,6 +46,25 @@ def test_a_name_registered_twice_names_both_distributions():
     assert "'dice'" in message and "dist-one" in message and "dist-two" in message
 
 
+def test_a_plugin_name_registered_twice_names_both_distributions():
+    registry = Registry()
+    registry.add_plugin(_plugin("first", "one"), name="same", distribution="dist-one")
+    with pytest.raises(PluginError) as error:
+        registry.add_plugin(_plugin("second", "two"), name="same", distribution="dist-two")
+    assert str(error.value) == (
+        "plugin name 'same' is registered twice: by distribution 'dist-one' and by distribution 'dist-two'; "
+        "rename one entry point in the dicesearch.plugins group, or uninstall one of them"
+    )
+    module = _plugin("third", "three")
+    registry.add_plugin(module, name="third", distribution="dist-three")
+    with pytest.raises(PluginError) as error:
+        registry.add_plugin(module, name="again", distribution="dist-four")
+    assert str(error.value).startswith(
+        "plugin 'again' from distribution 'dist-four' is the module already registered as plugin 'third' "
+        "from distribution 'dist-three'"
+    )
+
+
 def test_a_class_as_plugin_is_refused_with_the_reason():
     class NotAModule:
         pass
