@@ -95,7 +95,7 @@ def render(names: PluginNames) -> dict[str, str]:
         "class_prefix": names.class_prefix,
         "dicesearch_version": dicesearch_version,
     }
-    templates = resources.files("dicesearch") / "templates" / "plugin"
+    templates = resources.files("dicesearch.templates.plugin")
     return {
         target.format(name=names.name, module=names.module): Template((templates / source).read_text()).substitute(values)
         for source, target in FILES.items()
