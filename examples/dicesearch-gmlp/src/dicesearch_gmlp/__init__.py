@@ -9,10 +9,11 @@ On the n = H * W tokens of a stage, with X: (n, d)::
     Y = s(Z) V                    V: d_h -> d                                          (Eq. 1)
 
 W starts near zero and b at one, so f ~ 1 and each block starts as a token-wise MLP;
-mixing across tokens is learned (Sec. 2.1, which also adds the LayerNorm on f's input). W is shared by every channel and holds
-the positions, so gMLP needs no position embedding. The paper's d_ffn = 6 d is d_h = 3 d
-here (``mlp_ratio`` 3). Cost: n^2 weights and n^2 * d_h multiply-adds per block, so the
-block suits coarse stages; ``max_tokens`` rejects fine ones before anything is built.
+mixing across tokens is learned (Sec. 2.1, which also puts the LayerNorm on f's input).
+W is shared by every channel and holds the positions, so gMLP needs no position
+embedding. The paper's d_ffn = 6 d is d_h = 3 d here (``mlp_ratio`` 3). Cost: n^2
+weights and n^2 * d_h multiply-adds per block, so the block suits coarse stages;
+``max_tokens`` rejects fine ones before anything is built.
 
 In a dicesearch model it is one conditioned, pre-norm residual sub-layer::
 
