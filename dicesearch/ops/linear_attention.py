@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from dicesearch.ops._autocast import autocast_disabled
+
 __all__ = ["relu_feature_map", "linear_attention", "linear_attention_reference"]
 
 
@@ -68,7 +70,7 @@ def linear_attention(q: Tensor, k: Tensor, v: Tensor, *, eps: float = 1e-6, feat
     _check_shapes(q, k, v)
     out_dtype = torch.promote_types(torch.promote_types(q.dtype, k.dtype), v.dtype)
     dtype = torch.float64 if torch.float64 in (q.dtype, k.dtype, v.dtype) else torch.float32
-    with torch.autocast(device_type=q.device.type, enabled=False):
+    with autocast_disabled(q.device):
         q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
         phi_q = relu_feature_map(q, feature_eps)  # (B, h, Nq, d)
         phi_k = relu_feature_map(k, feature_eps)  # (B, h, N, d)

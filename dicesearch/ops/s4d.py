@@ -36,6 +36,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from dicesearch.ops._autocast import autocast_disabled
+
 __all__ = [
     "S4DInit",
     "s4d_init_a",
@@ -107,7 +109,7 @@ def s4d_kernel(a: Tensor, b: Tensor, c: Tensor, log_dt: Tensor, length: int) -> 
         raise ValueError(f"kernel length must be >= 1, got {length}")
     real = _real_dtype(a, b, c, log_dt)
     cplx = torch.complex128 if real == torch.float64 else torch.complex64
-    with torch.autocast(device_type=log_dt.device.type, enabled=False):
+    with autocast_disabled(log_dt.device):
         a, b, c, log_dt = a.to(cplx), b.to(cplx), c.to(cplx), log_dt.to(real)
         dt_a, b_bar = zoh_discretize(a, b, log_dt)  # (H, M) each
         coeff = c * b_bar  # (H, M)
@@ -138,7 +140,7 @@ def fft_causal_conv(u: Tensor, kernel: Tensor) -> Tensor:
     _check_conv_shapes(u, kernel)
     out_dtype, real = u.dtype, _real_dtype(u, kernel)
     length = u.shape[1]
-    with torch.autocast(device_type=u.device.type, enabled=False):
+    with autocast_disabled(u.device):
         u_f = torch.fft.rfft(u.to(real).transpose(1, 2), n=2 * length)  # (B, H, L+1)
         k_f = torch.fft.rfft(kernel.to(real), n=2 * length)  # (H, L+1)
         y = torch.fft.irfft(u_f * k_f, n=2 * length)[..., :length]  # (B, H, L)
@@ -159,7 +161,7 @@ def fft_bidirectional_conv(u: Tensor, kernel_fwd: Tensor, kernel_bwd: Tensor) ->
     _check_conv_shapes(u, kernel_fwd, kernel_bwd)
     out_dtype, real = u.dtype, _real_dtype(u, kernel_fwd, kernel_bwd)
     length = u.shape[1]
-    with torch.autocast(device_type=u.device.type, enabled=False):
+    with autocast_disabled(u.device):
         u_f = torch.fft.rfft(u.to(real).transpose(1, 2), n=2 * length)  # (B, H, L+1)
         kf_f = torch.fft.rfft(kernel_fwd.to(real), n=2 * length)  # (H, L+1)
         kb_f = torch.fft.rfft(kernel_bwd.to(real), n=2 * length)  # (H, L+1)

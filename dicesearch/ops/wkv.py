@@ -57,6 +57,8 @@ import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from dicesearch.ops._autocast import autocast_disabled
+
 __all__ = ["bi_wkv", "bi_wkv_reference"]
 
 # Tokens per dense block. Work per token grows with the chunk, Python/launch overhead with
@@ -185,7 +187,7 @@ def bi_wkv(w: Tensor, u: Tensor, k: Tensor, v: Tensor, *, chunk_size: int | None
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     out_dtype = torch.promote_types(k.dtype, v.dtype)
     dtype = _compute_dtype(w, u, k, v)
-    with torch.autocast(device_type=k.device.type, enabled=False):
+    with autocast_disabled(k.device):
         w, u, k, v = (t.to(dtype) for t in (w, u, k, v))
         batch, length, _ = k.shape
         s = w / length  # (C,) the paper's 1/T scaling of the decay

@@ -72,6 +72,9 @@ class SweepTracker:
             client = MlflowClient(tracking_uri=self.tracking_uri)
             experiment = client.get_experiment_by_name(EXPERIMENT)
             self._experiment_id = experiment.experiment_id if experiment else client.create_experiment(EXPERIMENT)
+            if experiment is None or "mlflow.experimentKind" not in experiment.tags:
+                # MLflow 3 opens untagged experiments in its GenAI traces view; ours are training runs
+                client.set_experiment_tag(self._experiment_id, "mlflow.experimentKind", "custom_model_development")
             self._client = client
         return self._client
 

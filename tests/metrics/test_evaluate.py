@@ -53,7 +53,7 @@ def _toy_dataset(size: int) -> list[tuple[torch.Tensor, int]]:
 
 def test_end_to_end_identical_images_and_cache(inception_network, tmp_path):
     dataset = _toy_dataset(10)
-    n = 5
+    n = 4  # the smallest set precision/recall with k=3 accepts
     ref = reference_stats_from_dataset(
         dataset, n, "toy-fields", seed=0, network=inception_network, cache_dir=tmp_path
     )
@@ -61,10 +61,10 @@ def test_end_to_end_identical_images_and_cache(inception_network, tmp_path):
     # Same images as the reference subsample: the distributions are identical.
     chosen = torch.stack([dataset[i][0] for i in subsample_indices(10, n, seed=0)])
     scores = image_metrics(chosen, ref, n, network=inception_network)
-    assert set(scores) == {"fid_5", "sfid_5", "precision_5", "recall_5"}
-    assert scores["fid_5"] == pytest.approx(0.0, abs=1e-3)
-    assert scores["sfid_5"] == pytest.approx(0.0, abs=1e-3)
-    assert scores["precision_5"] == 1.0 and scores["recall_5"] == 1.0
+    assert set(scores) == {"fid_4", "sfid_4", "precision_4", "recall_4"}
+    assert scores["fid_4"] == pytest.approx(0.0, abs=1e-3)
+    assert scores["sfid_4"] == pytest.approx(0.0, abs=1e-3)
+    assert scores["precision_4"] == 1.0 and scores["recall_4"] == 1.0
     # The cache answers the second request without reading a single image.
     again = reference_stats_from_dataset(
         _Unreadable(10), n, "toy-fields", seed=0, network=inception_network, cache_dir=tmp_path

@@ -61,11 +61,12 @@ def test_layer_walk_reproduces_the_scripted_forward(inception_network):
 
 
 def test_batching_and_grayscale_do_not_change_features(inception_network):
-    gray = _images(3, seed=2, channels=1)
-    one_by_one = extract_features(gray, inception_network, batch_size=1)
-    as_rgb = extract_features(gray.expand(-1, 3, -1, -1), inception_network, batch_size=3)
-    np.testing.assert_allclose(one_by_one.pool, as_rgb.pool, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(one_by_one.spatial, as_rgb.spatial, rtol=1e-4, atol=1e-5)
+    # Batch sizes 2 and 4 only: TorchScript re-specialises (slowly) for every new shape.
+    gray = _images(4, seed=2, channels=1)
+    in_pairs = extract_features(gray, inception_network, batch_size=2)
+    as_rgb = extract_features(gray.expand(-1, 3, -1, -1), inception_network, batch_size=4)
+    np.testing.assert_allclose(in_pairs.pool, as_rgb.pool, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(in_pairs.spatial, as_rgb.spatial, rtol=1e-4, atol=1e-5)
 
 
 def test_iterable_sources_take_exactly_n_images(inception_network):
@@ -73,8 +74,8 @@ def test_iterable_sources_take_exactly_n_images(inception_network):
     batches = [(images[:2], "labels"), (images[2:], "labels")]
     feats = extract_features(batches, inception_network, n=3, spatial=False)
     assert feats.pool.shape == (3, 2048) and feats.spatial is None
-    with pytest.raises(DataError, match="ran out after 5"):
-        extract_features(iter([images]), inception_network, n=6, spatial=False)
+    with pytest.raises(DataError, match="ran out after 2"):
+        extract_features(iter([images[:2]]), inception_network, n=3, spatial=False)
 
 
 def test_missing_or_broken_weights_are_one_line_errors(tmp_path):
