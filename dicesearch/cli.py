@@ -97,6 +97,28 @@ def plugins() -> None:
         err_console.print(f"[yellow]warning:[/] {problem}", highlight=False)
 
 
+@main.command("new-plugin")
+@click.argument("name")
+@click.option("--output", "-o", type=click.Path(path_type=Path), help="Folder to create [default: ./dicesearch-NAME].")
+def new_plugin_command(name: str, output: Path | None) -> None:
+    """Create a block-plugin package for block NAME: pyproject with the entry point, the block, a test."""
+    from dicesearch.scaffold import new_plugin
+
+    names, folder = new_plugin(name, output)
+    # pip reads "name[test]" as a package from the index unless it looks like a path
+    shown = str(folder) if folder.is_absolute() or folder.parts[0] == ".." else f"./{folder}"
+    files = [
+        ("pyproject.toml", f"declares the entry point {names.name} = \"{names.module}\""),
+        (f"src/{names.module}/__init__.py", "the block, its parameters and the hook that registers them"),
+        (f"tests/test_{names.name}.py", "dicesearch's contract checks on the block"),
+    ]
+    width = max(len(path) for path, _ in files)
+    lines = [f"created {folder}/ for block '{names.name}' (distribution {names.distribution}, module {names.module}):"]
+    lines += [f"  {path:{width}}  {what}" for path, what in files]
+    lines += ["next:", f'  python -m pip install -e "{shown}[test]"', f"  python -m pytest {shown}", "  dicesearch plugins"]
+    console.print("\n".join(lines), markup=False, highlight=False, soft_wrap=True)
+
+
 @main.command()
 def presets() -> None:
     """List the shipped model presets."""

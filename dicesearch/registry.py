@@ -67,6 +67,7 @@ class Registry:
         self.blocks: dict[str, Registered[BlockType]] = {}
         self.conditionings: dict[str, Registered[ConditioningType]] = {}
         self.load_errors: list[str] = []
+        self._distributions: dict[str, str] = {}  # plugin name -> distribution
 
     # -- loading -------------------------------------------------------------------------
 
@@ -109,13 +110,15 @@ class Registry:
             )
         try:
             self._pm.register(plugin, name=name)
-        except pluggy.PluginValidationError as exc:
-            self._report(f"plugin '{name}' from distribution '{distribution}' was skipped: {exc}")
+        except pluggy.PluginValidationError as exc:  # e.g. a hook that takes arguments its spec lacks
+            detail = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+            if "can not be found in the hookspec" in detail:
+                detail += " (dicesearch's hooks take no arguments; see dicesearch.hookspecs)"
+            self._report(f"plugin '{name}' from distribution '{distribution}' was skipped: {detail}")
             return
-        except ValueError as exc:  # the same name or object registered twice
-            raise PluginError(
-                f"plugin '{name}' from distribution '{distribution}' is registered twice: {exc}"
-            ) from None
+        except ValueError:  # the same name or object registered twice
+            raise PluginError(self._duplicate_message(plugin, name, distribution)) from None
+        self._distributions[name] = distribution
         problem = self._hook_problem(plugin)
         if problem:
             self._pm.unregister(plugin)
@@ -139,6 +142,20 @@ class Registry:
                 for item in contributed:
                     self._add(table, item, expected, name, distribution, source or name)
         self.__dict__.pop("spec_types", None)  # the spec union depends on what is registered
+
+    def _duplicate_message(self, plugin: object, name: str, distribution: str) -> str:
+        other = self._pm.get_name(plugin)
+        if other is not None and other != name:
+            return (
+                f"plugin '{name}' from distribution '{distribution}' is the module already registered as plugin "
+                f"'{other}' from distribution '{self._distributions.get(other, '?')}'; list each module once "
+                "in the dicesearch.plugins entry-point group"
+            )
+        return (
+            f"plugin name '{name}' is registered twice: by distribution '{self._distributions.get(name, '?')}' "
+            f"and by distribution '{distribution}'; rename one entry point in the dicesearch.plugins group, "
+            "or uninstall one of them"
+        )
 
     def _hook_problem(self, plugin: object) -> str | None:
         """Why a just-registered plugin's hooks cannot be used, or None."""

@@ -82,3 +82,16 @@ def test_the_checks_catch_a_broken_block():
     spec = tiny_spec("lazy", registry=registry)
     with pytest.raises(AssertionError, match="no gradient reaches .*unused"):
         check_gradients_reach_every_parameter(spec, registry)
+
+
+def test_build_block_returns_a_block_as_a_model_builds_it_with_inputs():
+    from dicesearch.testing import build_block
+
+    block, x, signal = build_block("convnext", "adaln_zero", block_params={"kernel_size": 3}, channels=16, resolution=4, batch=3)
+    assert x.shape == (3, 4, 4, 16) and signal.t.shape == (3,)
+    assert block.dwconv.kernel_size == (3, 3)
+    out = block(x, signal)
+    assert out.shape == x.shape
+    assert torch.equal(out, x)  # adaLN-Zero's gates start at zero: a fresh block is the identity
+    again = build_block("convnext", "adaln_zero", block_params={"kernel_size": 3}, channels=16, resolution=4, batch=3)
+    assert torch.equal(again.x, x) and torch.equal(again.module.dwconv.weight, block.dwconv.weight)

@@ -46,6 +46,25 @@ def test_a_name_registered_twice_names_both_distributions():
     assert "'dice'" in message and "dist-one" in message and "dist-two" in message
 
 
+def test_a_plugin_name_registered_twice_names_both_distributions():
+    registry = Registry()
+    registry.add_plugin(_plugin("first", "one"), name="same", distribution="dist-one")
+    with pytest.raises(PluginError) as error:
+        registry.add_plugin(_plugin("second", "two"), name="same", distribution="dist-two")
+    assert str(error.value) == (
+        "plugin name 'same' is registered twice: by distribution 'dist-one' and by distribution 'dist-two'; "
+        "rename one entry point in the dicesearch.plugins group, or uninstall one of them"
+    )
+    module = _plugin("third", "three")
+    registry.add_plugin(module, name="third", distribution="dist-three")
+    with pytest.raises(PluginError) as error:
+        registry.add_plugin(module, name="again", distribution="dist-four")
+    assert str(error.value).startswith(
+        "plugin 'again' from distribution 'dist-four' is the module already registered as plugin 'third' "
+        "from distribution 'dist-three'"
+    )
+
+
 def test_a_class_as_plugin_is_refused_with_the_reason():
     class NotAModule:
         pass
@@ -65,7 +84,8 @@ def test_a_misspelled_hook_is_reported_and_the_plugin_skipped():
     registry = Registry()
     with pytest.warns(UserWarning, match="typo"):
         registry.add_plugin(module, name="typo", distribution="typo-dist")
-    assert "typo-dist" in registry.load_errors[0] and "dicesearch_block_type" in registry.load_errors[0]
+    assert "plugin 'typo' from distribution 'typo-dist'" in registry.load_errors[0]
+    assert "dicesearch_block_type" in registry.load_errors[0]
 
 
 def test_a_hook_without_the_decorator_is_reported():
@@ -74,6 +94,7 @@ def test_a_hook_without_the_decorator_is_reported():
     registry = Registry()
     with pytest.warns(UserWarning):
         registry.add_plugin(module, name="undecorated", distribution="u-dist")
+    assert "plugin 'undecorated' from distribution 'u-dist'" in registry.load_errors[0]
     assert "lacks the @hookimpl decorator" in registry.load_errors[0]
 
 
@@ -88,7 +109,12 @@ def test_a_hook_with_a_wrong_signature_is_reported():
     registry = Registry()
     with pytest.warns(UserWarning):
         registry.add_plugin(module, name="badsig", distribution="b-dist")
-    assert "b-dist" in registry.load_errors[0]
+    registry.add_plugin(_plugin("after_badsig", block_name="fine"), name="after_badsig", distribution="f-dist")
+    (message,) = registry.load_errors
+    assert "plugin 'badsig' from distribution 'b-dist' was skipped" in message
+    assert "dicesearch_block_types(config)" in message and "take no arguments" in message
+    assert "\n" not in message  # one line, as the CLI prints it
+    assert "fine" in registry.blocks  # the next plugin still loads
 
 
 def test_a_plugin_that_fails_to_import_is_reported_and_the_others_load(monkeypatch):

@@ -8,6 +8,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from dicesearch.conditioning import ConditioningMethod, ConditionSignal
+from dicesearch.errors import PluginError
 from dicesearch.layers import channels_first, channels_last, sincos_position_embedding
 from dicesearch.plugin_api import BlockContext
 
@@ -59,6 +60,14 @@ class StageHead(nn.Module):
         return x.permute(0, 5, 1, 3, 2, 4).reshape(b, c, h * p, w * p)
 
 
+def _origin(registry, kind: str) -> str:
+    """"block 'kind' of plugin 'p' from distribution 'd'", for error messages."""
+    registered = registry.blocks.get(kind)
+    if registered is None:
+        return f"block '{kind}'"
+    return f"block '{kind}' of plugin '{registered.plugin}' from distribution '{registered.distribution}'"
+
+
 class Stage(nn.Module):
     """Blocks on a patchified grid, U-ViT long skips optional, ending in a noise head.
 
@@ -97,6 +106,8 @@ class Stage(nn.Module):
         else:
             self.connector = None
         block_type = registry.block(stage.block.kind)
+        self.index = index
+        self.block_origin = _origin(registry, stage.block.kind)
         self.blocks = nn.ModuleList(
             block_type.build(stage.block, BlockContext(geometry, conditioning, i, stage.depth))
             for i in range(stage.depth)
@@ -109,10 +120,20 @@ class Stage(nn.Module):
         if self.position is not None and self.position.requires_grad:
             nn.init.normal_(self.position, std=0.02)
 
-    def _run(self, block: nn.Module, x: torch.Tensor, signal: ConditionSignal) -> torch.Tensor:
+    def _run(self, i: int, block: nn.Module, x: torch.Tensor, signal: ConditionSignal) -> torch.Tensor:
         if self.gradient_checkpointing and torch.is_grad_enabled():
-            return checkpoint(block, x, signal, use_reentrant=False)
-        return block(x, signal)
+            out = checkpoint(block, x, signal, use_reentrant=False)
+        else:
+            out = block(x, signal)
+        # A plugin's block must keep (B, H, W, C). Checked on every call (a shape comparison,
+        # no sync) so a wrong block fails here, by name, not as a matmul error blocks later.
+        if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+            got = f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else f"a {type(out).__name__}"
+            raise PluginError(
+                f"{self.block_origin}: block {i} of stage {self.index} returned {got} for an input of shape "
+                f"{tuple(x.shape)}; a block's forward must return a tensor of its input's shape (B, H, W, C)"
+            )
+        return out
 
     def forward(self, x, signal: ConditionSignal, coarse_features=None):
         x = channels_last(self.patchify(x))  # (B, h, w, C)
@@ -129,7 +150,7 @@ class Stage(nn.Module):
         for i, block in enumerate(self.blocks):
             if i >= depth - skips:
                 x = self.skip_projections[i - (depth - skips)](torch.cat([x, saved.pop()], dim=-1))
-            x = self._run(block, x, signal)
+            x = self._run(i, block, x, signal)
             if i < skips:
                 saved.append(x)
             if outputs is not None:

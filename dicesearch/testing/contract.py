@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
+
+from dicesearch.conditioning import ConditionSignal
 
 from dicesearch.model import build_model
 from dicesearch.registry import Registry, default_registry
@@ -42,6 +44,43 @@ def tiny_spec(
         "stages": stages,
     }
     return parse_spec(data, source=data["name"], registry=registry or default_registry())
+
+
+class BuiltBlock(NamedTuple):
+    """One block as a stage builds it, and inputs for it (see :func:`build_block`)."""
+
+    module: torch.nn.Module  # forward(x, signal) -> (B, H, W, C)
+    x: torch.Tensor  # (B, H, W, C) standard normal features
+    signal: ConditionSignal  # the conditioning of a random (t, y) batch
+
+
+def build_block(
+    block: str,
+    conditioning: str = "adaln_zero",
+    *,
+    block_params: dict | None = None,
+    channels: int = 32,
+    resolution: int = 8,
+    batch: int = 2,
+    seed: int = 0,
+    registry: Registry | None = None,
+) -> BuiltBlock:
+    """The first block of :func:`tiny_spec`'s model, with inputs, for tests of one block.
+
+    The block is validated, built and initialised exactly as in a real model (the spec's
+    init scheme, then ``reset_special_parameters()``), inside a model whose conditioning
+    method produced ``signal``. ``x`` is ``(batch, resolution, resolution, channels)``.
+    """
+    registry = registry or default_registry()
+    spec = tiny_spec(block, conditioning, block_params=block_params, channels=channels, resolution=resolution, registry=registry)
+    torch.manual_seed(seed)
+    model = build_model(spec, registry)
+    _, t, y = _inputs(spec, batch, seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    x = torch.randn(batch, resolution, resolution, channels, generator=g)
+    with torch.no_grad():
+        signal = model.conditioning(t, y)
+    return BuiltBlock(model.stages[0].blocks[0], x, signal)
 
 
 def _inputs(spec, batch: int = 2, seed: int = 0):

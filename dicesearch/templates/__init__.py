@@ -1,0 +1,1 @@
+"""Templates of files that dicesearch commands write (string.Template, ${name} placeholders)."""

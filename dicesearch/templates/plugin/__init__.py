@@ -1,0 +1,1 @@
+"""The package `dicesearch new-plugin` writes: see dicesearch.scaffold."""
