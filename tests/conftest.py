@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import torch
 from venvs import FreshVenv, build_dicesearch_wheel
