@@ -119,11 +119,10 @@ def train(
     precision = resolve_precision(config.precision, device)
     dataset = dataset if dataset is not None else load_dataset(data_spec)
     check_data_fits(spec, dataset, data_spec)
-    run, resume_from = (None, None) if out_dir is None else prepare_run(out_dir, spec, data_spec, config, resume)
-
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]):  # before the run folder is written: a model too big to build leaves nothing behind
         torch.manual_seed(config.seed)
         model = build_model(spec)
+    run, resume_from = (None, None) if out_dir is None else prepare_run(out_dir, spec, data_spec, config, resume)
     model = model.to(device).train()
     model.set_gradient_checkpointing(config.gradient_checkpointing)
     ema = create_ema(model)
