@@ -31,6 +31,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import shutil
 import socket
 import threading
@@ -115,6 +116,7 @@ class RaySweep:
         started = self._started_with()
         started_ray = self._connect()
         try:
+            self._check_resources(local=started_ray and not (self.space.sweep.ray_address or os.environ.get("RAY_ADDRESS")))
             return self._run(started)
         finally:
             if started_ray:
@@ -185,22 +187,40 @@ class RaySweep:
 
         if ray.is_initialized():
             return False
-        address = self.space.sweep.ray_address
+        address = self.space.sweep.ray_address or os.environ.get("RAY_ADDRESS")  # Ray's own convention
+        where = f"{self.space.source}: ray_address" if self.space.sweep.ray_address else "the RAY_ADDRESS environment variable"
         quiet = {"logging_level": logging.WARNING, "log_to_driver": False}
         if address:
-            _check_reachable(address, self.space.source)
+            _check_reachable(address, where)
             try:
                 ray.init(address=address, **quiet)
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 raise SpecError(
-                    f"{self.space.source}: ray_address: cannot join the Ray cluster at {address} ({_first_line(exc)}); "
-                    "check that `ray status` works there, or remove ray_address to run on a local runtime"
+                    f"{where}: cannot join the Ray cluster at {address} ({_first_line(exc)}); "
+                    "check that `ray status` works there, or remove the address to run on a local runtime"
                 ) from None
         else:
             # all of this machine's CPUs and GPUs; a small object store: trials exchange only
             # configurations and metrics, never tensors
             ray.init(include_dashboard=False, object_store_memory=256 * 2**20, **quiet)
         return True
+
+    def _check_resources(self, local: bool) -> None:
+        """A trial that asks for more than the runtime has would wait forever: say so now."""
+        import ray
+
+        sweep = self.space.sweep
+        total = ray.cluster_resources()
+        short = [
+            f"{field}: {asked:g} but the Ray runtime has {total.get(kind, 0):g} {kind}s"
+            for field, kind, asked in (("cpus_per_trial", "CPU", sweep.cpus_per_trial), ("gpus_per_trial", "GPU", sweep.gpus_per_trial))
+            if asked > total.get(kind, 0)
+        ]
+        if not short:
+            return
+        if local:
+            raise SpecError(f"{self.space.source}: {'; '.join(short)}; ask for less per trial, or set ray_address to a cluster that has them")
+        self.console.print(f"[yellow]warning:[/] {'; '.join(short)} now; trials wait until the cluster grows", highlight=False)
 
     def _fit(self, restore: bool, num_samples: int):
         from ray.tune import Tuner
@@ -210,7 +230,7 @@ class RaySweep:
             self.console.print(f"restoring the Ray experiment in {self.experiment_dir}")
             # errored trials stay failed (a Ray worker died under them): never retried, as in the Optuna backend
             tuner = Tuner.restore(str(self.experiment_dir), trainable, resume_unfinished=True, resume_errored=False, restart_errored=False)
-            with _quiet_tune():
+            with _tune_environment():
                 return tuner.fit()
         if num_samples <= 0:
             return None
@@ -244,7 +264,7 @@ class RaySweep:
             ),
         )
         (self.experiment_dir / MARKER).write_text(json.dumps({"trials": sweep.trials, "num_samples": num_samples}))
-        with _quiet_tune():
+        with _tune_environment():
             return tuner.fit()
 
     def _trainable(self):
@@ -282,8 +302,7 @@ class RaySweep:
 
     def _trial_started(self, trial) -> None:
         with self._lock:
-            self._curves[trial.trial_id] = []
-            if trial.trial_id in self._numbers and trial.trial_id not in self._kept:
+            if trial.trial_id in self._numbers:
                 return
             info = trial.config.get(KEY, {})
             values = _params(trial.config)
@@ -297,8 +316,9 @@ class RaySweep:
             user_attrs = {studies.WORKER_ATTR: studies.this_worker(), RAY_TRIAL_ATTR: trial.trial_id, ATTR_PARAMS: values}
             if info.get("spec_yaml"):
                 user_attrs[ATTR_SPEC] = info["spec_yaml"]
-            if records:
-                user_attrs["retry_of"] = records[-1].number
+            retried = records[-1] if records else self._interrupted_like(values)
+            if retried is not None:
+                user_attrs["retry_of"] = retried.number
             distributions = {k: optuna.distributions.json_to_distribution(v) for k, v in info.get("distributions", {}).items()}
             self.study.add_trial(
                 optuna.trial.create_trial(state=TrialState.RUNNING, params=values, distributions=distributions, user_attrs=user_attrs)
@@ -308,6 +328,16 @@ class RaySweep:
         if info.get("spec_yaml"):
             self.tracker.start_trial(number, values, info.get("summary", {}), info["spec_yaml"])
             self.console.print(f"trial {number}: {_describe(values)}", highlight=False)
+
+    def _interrupted_like(self, values: dict[str, Any]):
+        """An interrupted trial with these values that no trial retries yet: Ray re-created it
+        under a new id because its last experiment snapshot predates the trial."""
+        trials = self.study.get_trials(deepcopy=False)
+        retried = {t.user_attrs.get("retry_of") for t in trials}
+        return next(
+            (t for t in trials if t.user_attrs.get(ATTR_STATUS) == "interrupted" and t.params == values and t.number not in retried),
+            None,
+        )
 
     def _trial_progress(self, trial, result: dict) -> None:
         if result.get(KEY, {}).get("final") or "step" not in result:
@@ -338,15 +368,16 @@ class RaySweep:
         self._record(trial.trial_id, status, reason, metrics, curve, samples, extra)
 
     def _trial_errored(self, trial) -> None:
+        """A Ray-level failure: the trainable raised outside the trial process, or its worker died."""
         if trial.trial_id not in self._numbers:
             self._trial_started(trial)
         if trial.trial_id in self._kept:
             return
-        error = trial.get_error() or "no error text"
-        outcome = (trial.last_result or {}).get(KEY, {})
-        reason = f"crashed: the Ray trial failed ({_last_line(str(error))})"
-        curve = self._curves.get(trial.trial_id, [])
-        self._record(trial.trial_id, "crashed", reason, dict(outcome.get("metrics") or {}), curve, None, {"traceback": str(error)[-4000:]})
+        error_file = Path(trial.error_file) if trial.error_file else None
+        text = error_file.read_text() if error_file and error_file.is_file() else ""
+        status, reason = _ray_error_reason(text)
+        metrics = dict(((trial.last_result or {}).get(KEY) or {}).get("metrics") or {})
+        self._record(trial.trial_id, status, reason, metrics, self._curves.get(trial.trial_id, []), None, {"traceback": text[-4000:]})
 
     def _record(self, trial_id: str, status: str, reason: str, metrics, curve, samples: str | None, extra: dict) -> None:
         """Finish the results-study trial of Ray trial ``trial_id`` and mirror it to MLflow."""
@@ -502,7 +533,11 @@ class _Recorder(tune.Callback):
             warnings.warn(f"could not record a trial's {what} ({type(exc).__name__}: {exc}); the sweep goes on", stacklevel=2)
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        self._guard("start", lambda sweep: sweep._trial_started(trial))
+        def start(sweep):
+            sweep._curves[trial.trial_id] = []
+            sweep._trial_started(trial)
+
+        self._guard("start", start)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self._guard("progress", lambda sweep: sweep._trial_progress(trial, result))
@@ -578,8 +613,7 @@ def dicesearch_trial(config: dict[str, Any], context: dict[str, Any]) -> None:
         evaluation = outcome.evaluation or {}
         if outcome.status == "complete":
             state["metrics"].update(evaluation.get("metrics", {}))
-        status = {"pruned": "failed"}.get(outcome.status, outcome.status)  # nothing here prunes
-        finish(status, outcome.reason, outcome.loss_curve, evaluation.get("traceback"), evaluation.get("samples_png"))
+        finish(outcome.status, outcome.reason, outcome.loss_curve, evaluation.get("traceback"), evaluation.get("samples_png"))
 
 
 # -- helpers ---------------------------------------------------------------------------------------------
@@ -602,39 +636,51 @@ def _first_line(exc: BaseException) -> str:
     return text[0][:200] if text else type(exc).__name__
 
 
-def _last_line(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1][:300] if lines else "no error text"
+def _ray_error_reason(text: str) -> tuple[str, str]:
+    """(status, reason) from the error file Ray writes for a failed trial."""
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("Failure #")]
+    errors = [line for line in lines if re.match(r"^[\w.]*(Error|Exception)(\(\w+\))?: ", line)]
+    if re.search(r"actor died|worker process has died|ActorDiedError|WorkerCrashedError", text):
+        detail = re.search(r"Worker exit detail: ([^.]*)", text)
+        return "crashed", "crashed: the Ray worker running the trial died" + (f" ({detail.group(1)})" if detail else "")
+    summary = (errors or lines or ["Ray left no error text"])[-1][:300]
+    return "failed", f"error: the Ray trial failed ({summary})"
 
 
 @contextlib.contextmanager
-def _quiet_tune():
-    """Tune's console output off: the sweep prints its own trial lines. Tune's newer output
-    engine prints an experiment banner even at verbose=0; its documented switch is this
-    variable, read when ``fit`` starts."""
-    previous = os.environ.get("RAY_AIR_NEW_OUTPUT")
-    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+def _tune_environment():
+    """Two Tune settings that only exist as environment variables, read when ``fit`` starts.
+
+    ``RAY_AIR_NEW_OUTPUT=0``: Tune's newer console output prints an experiment banner even
+    at verbose=0; the sweep prints its own trial lines. ``TUNE_GLOBAL_CHECKPOINT_S``: Tune
+    snapshots the experiment at most every 10 s by default; a trial that ends in that window
+    before a kill runs again on resume (its first result is kept), so snapshot more often.
+    """
+    settings = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_GLOBAL_CHECKPOINT_S": os.environ.get("TUNE_GLOBAL_CHECKPOINT_S", "2")}
+    previous = {name: os.environ.get(name) for name in settings}
+    os.environ.update(settings)
     try:
         yield
     finally:
-        if previous is None:
-            os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
-        else:
-            os.environ["RAY_AIR_NEW_OUTPUT"] = previous
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
-def _check_reachable(address: str, source: str, timeout_s: float = 10.0) -> None:
+def _check_reachable(address: str, where: str, timeout_s: float = 10.0) -> None:
     """Fail in seconds, not minutes (ray.init retries an unreachable address for a long time)."""
     if address == "auto":
         return
     target = address.split("://", 1)[-1]
     host, _, port = target.rpartition(":")
     if not host or not port.isdigit():
-        raise SpecError(f"{source}: ray_address: '{address}' is not host:port (or ray://host:port, or auto); e.g. ray_address: 10.0.0.5:6379")
+        raise SpecError(f"{where}: '{address}' is not host:port (or ray://host:port, or auto); e.g. 10.0.0.5:6379")
     try:
         socket.create_connection((host, int(port)), timeout=timeout_s).close()
     except OSError as exc:
         raise SpecError(
-            f"{source}: ray_address: no Ray cluster answers at {address} ({exc.strerror or exc}); start one there with "
-            "`ray start --head`, fix the address, or remove ray_address to run on a local runtime"
+            f"{where}: no Ray cluster answers at {address} ({exc.strerror or exc}); start one there with "
+            "`ray start --head`, fix the address, or remove it to run on a local runtime"
         ) from None
