@@ -8,10 +8,11 @@ CPUs and (fractional) GPUs, on a local runtime or an existing cluster (``ray_add
 Per trial, in a Ray worker (:func:`dicesearch_trial`): an invalid configuration is
 recorded without a step; the budget gate estimates peak training memory and rejects an
 over-budget configuration without training; otherwise ``evaluate`` runs in a child
-process (:func:`dicesearch.sweep.worker.run_trial`: the wall-clock limit, crashes and
-hangs are handled exactly as in the Optuna backend), its progress is reported to Tune for
-ASHA, and the outcome (complete, failed with the error, timeout, ...) is the trial's last
-result. The sample grid travels back as the trial's Tune checkpoint.
+process (:func:`dicesearch.sweep.worker.run_trial`, as in the Optuna backend: past
+``trial_time_limit_s`` the child is terminated whether or not it still reports, so a hung
+trial ends as ``timeout``; a child that dies is ``crashed``), its progress is reported to
+Tune for ASHA, and the outcome (complete, failed with the error, timeout, ...) is the
+trial's last result. The sample grid travels back as the trial's Tune checkpoint.
 
 On the driver, :class:`_Recorder` (a Tune callback) writes every trial into an Optuna
 study in the sweep's storage (the *results study*, same user attributes as the Optuna
@@ -206,11 +207,19 @@ class RaySweep:
         return True
 
     def _check_resources(self, local: bool) -> None:
-        """A trial that asks for more than the runtime has would wait forever: say so now."""
+        """Requests that cannot work, said now: a trial asking for more than the runtime has would
+        wait forever, and a CUDA trial without a GPU share would fail every time."""
         import ray
 
         sweep = self.space.sweep
         total = ray.cluster_resources()
+        if sweep.gpus_per_trial == 0 and self.device.startswith("cuda"):
+            raise SpecError(
+                f"{self.space.source}: gpus_per_trial: 0 hides every GPU from the trials, but --device {self.device} asks for one; "
+                "set gpus_per_trial (1, or 0.5 for two trials per GPU)"
+            )
+        if sweep.gpus_per_trial == 0 and total.get("GPU", 0) and self.device == "auto":
+            self.console.print("[yellow]note:[/] gpus_per_trial is 0, so trials train on CPUs although the Ray runtime has GPUs", highlight=False)
         short = [
             f"{field}: {asked:g} but the Ray runtime has {total.get(kind, 0):g} {kind}s"
             for field, kind, asked in (("cpus_per_trial", "CPU", sweep.cpus_per_trial), ("gpus_per_trial", "GPU", sweep.gpus_per_trial))
@@ -515,9 +524,7 @@ class _Searcher(OptunaSearch):
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         status = ((result or {}).get(KEY) or {}).get("status")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            super().on_trial_complete(trial_id, result, error=error or status in _FAILED)
+        super().on_trial_complete(trial_id, result, error=error or status in _FAILED)
 
 
 class _Recorder(tune.Callback):
