@@ -440,15 +440,15 @@ class RaySweep:
 
     def _catch_up(self, grid) -> None:
         """Record Ray trials that ended without the callback recording them (its failures)."""
-        recorded = {t.user_attrs.get(RAY_TRIAL_ATTR) for t in self.study.get_trials(deepcopy=False) if t.state.is_finished()}
+        recorded = {
+            t.user_attrs.get(RAY_TRIAL_ATTR)
+            for t in self.study.get_trials(deepcopy=False)
+            if t.state.is_finished() and t.user_attrs.get(ATTR_STATUS) != "interrupted"
+        }
         for result in grid:
             trial_id = (result.metrics or {}).get("trial_id")
-            if trial_id is None or trial_id in recorded or not (result.metrics or {}).get(KEY, {}).get("final"):
-                continue
-            fake = _EndedTrial(trial_id, result)
-            if trial_id not in self._numbers:
-                self._trial_started(fake)
-            self._trial_completed(fake)
+            if trial_id is not None and trial_id not in recorded and (result.metrics or {}).get(KEY, {}).get("final"):
+                self._trial_completed(_EndedTrial(trial_id, result))
 
     def _mark_interrupted(self, reason: str) -> None:
         for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
