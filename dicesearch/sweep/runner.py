@@ -158,17 +158,11 @@ class OptunaSweep:
         trial.set_user_attr(ATTR_SPEC, spec_yaml)
         trial.set_user_attr(ATTR_PARAMS, values)
         summary = _spec_summary(spec)
-        static = self._static(spec)
-        estimate = self._estimate_memory(spec)
-        metrics = {**static, **estimate}
+        metrics = {**self._static(spec), **self._estimate_memory(spec)}
         trial.set_user_attr(ATTR_METRICS, metrics)
         self.tracker.start_trial(number, values, summary, spec_yaml)
-        budget_gb = sweep.memory.budget_gb
-        if "memory_estimated_gb" in estimate and estimate["memory_estimated_gb"] > budget_gb:
-            reason = (
-                f"rejected: estimated peak training memory {estimate['memory_estimated_gb']:.1f} GB at batch "
-                f"{self._memory_batch()} {sweep.memory.precision} exceeds the {budget_gb:g} GB budget"
-            )
+        reason = over_budget_reason(metrics, sweep.memory, self._memory_batch())
+        if reason:
             self._finish(trial, "rejected", reason, state=TrialState.PRUNED)
             return
         payload = {
@@ -229,28 +223,13 @@ class OptunaSweep:
     # -- static analysis and the budget gate -----------------------------------------------------------
 
     def _memory_batch(self) -> int:
-        return self.space.sweep.memory.batch_size or self.space.sweep.budget.batch_size
+        return memory_batch(self.space.sweep)
 
     def _static(self, spec) -> dict[str, float]:
-        from dicesearch.objective import static_metrics
-
-        try:
-            return static_metrics(spec)
-        except Exception as exc:  # counting must never stop a sweep
-            self.console.print(f"[yellow]warning:[/] could not count FLOPs: {exc}")
-            return {}
+        return safe_static_metrics(spec, lambda message: self.console.print(f"[yellow]warning:[/] {message}"))
 
     def _estimate_memory(self, spec) -> dict[str, float]:
-        from dicesearch.analysis.memory import estimate_training_memory
-
-        memory = self.space.sweep.memory
-        with _ESTIMATE_LOCK:  # MemTracker's hooks are process-global: one estimate at a time
-            estimate = estimate_training_memory(
-                spec, self._memory_batch(), memory.precision, ema=True, gradient_checkpointing=memory.gradient_checkpointing
-            )
-        if not estimate.known:
-            return {}
-        return {"memory_estimated_gb": estimate.total / 2**30}  # GiB: a "24 GB" card has 24 GiB
+        return estimate_memory(spec, self.space.sweep.memory, self._memory_batch())
 
     def _sweep_params(self) -> dict[str, Any]:
         sweep = self.space.sweep
@@ -266,6 +245,47 @@ class OptunaSweep:
             "data": sweep.data.kind,
             "seed": sweep.seed,
         }
+
+
+# -- the budget gate, shared by both backends -------------------------------------------------------
+
+
+def memory_batch(sweep) -> int:
+    """The batch the memory budget is checked at: full-length training's, else the trial's."""
+    return sweep.memory.batch_size or sweep.budget.batch_size
+
+
+def safe_static_metrics(spec, warn) -> dict[str, float]:
+    """Parameters, GMACs and GFLOPs of ``spec``; ``{}`` (and ``warn(message)``) if counting fails."""
+    from dicesearch.objective import static_metrics
+
+    try:
+        return static_metrics(spec)
+    except Exception as exc:  # counting must never stop a sweep
+        warn(f"could not count FLOPs: {exc}")
+        return {}
+
+
+def estimate_memory(spec, memory, batch_size: int) -> dict[str, float]:
+    """``{"memory_estimated_gb": ...}`` for full-length training of ``spec``, or ``{}`` if unknown."""
+    from dicesearch.analysis.memory import estimate_training_memory
+
+    with _ESTIMATE_LOCK:  # MemTracker's hooks are process-global: one estimate at a time
+        estimate = estimate_training_memory(spec, batch_size, memory.precision, ema=True, gradient_checkpointing=memory.gradient_checkpointing)
+    if not estimate.known:
+        return {}
+    return {"memory_estimated_gb": estimate.total / 2**30}  # GiB: a "24 GB" card has 24 GiB
+
+
+def over_budget_reason(metrics: dict[str, float], memory, batch_size: int) -> str | None:
+    """Why a configuration is rejected without training, or None if it fits (or is unknown)."""
+    estimated = metrics.get("memory_estimated_gb")
+    if estimated is None or estimated <= memory.budget_gb:
+        return None
+    return (
+        f"rejected: estimated peak training memory {estimated:.1f} GB at batch "
+        f"{batch_size} {memory.precision} exceeds the {memory.budget_gb:g} GB budget"
+    )
 
 
 def _spec_summary(spec) -> dict[str, Any]:

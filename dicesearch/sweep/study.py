@@ -79,11 +79,12 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def recover_interrupted(study: optuna.Study) -> list[int]:
+def recover_interrupted(study: optuna.Study, requeue: bool = True) -> list[int]:
     """Fail trials a dead sweep process on this host left RUNNING, and queue them again.
 
     Only trials whose recorded worker is on this host with a process that no longer exists
     are touched, so live workers of the same study (here or elsewhere) are left alone.
+    ``requeue=False`` only marks them (the Ray backend: Ray Tune re-runs its own trials).
     Returns the numbers of the recovered trials.
     """
     host = socket.gethostname()
@@ -97,7 +98,7 @@ def recover_interrupted(study: optuna.Study) -> list[int]:
         storage.set_trial_user_attr(trial._trial_id, ATTR_STATUS, "interrupted")
         storage.set_trial_user_attr(trial._trial_id, ATTR_REASON, "interrupted: the sweep process ended during this trial")
         storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-        if trial.params:
+        if requeue and trial.params:
             study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
         recovered.append(trial.number)
     return recovered
