@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from dicesearch.errors import DicesearchError, SpecError
@@ -18,7 +19,7 @@ err_console = Console(stderr=True)
 
 
 def _fail(message: str, code: int = 2) -> typing.NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     sys.exit(code)
 
 
@@ -138,7 +139,7 @@ def validate(spec: str) -> None:
         model_spec = load_spec(spec)
     except SpecError as exc:
         for line in getattr(exc, "lines", [str(exc)]):
-            err_console.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
         sys.exit(2)
     stages = ", ".join(f"{s.block.kind} x{s.depth} @ {model_spec.grid(i)}x{model_spec.grid(i)}" for i, s in enumerate(model_spec.stages))
     console.print(f"ok: {model_spec.name}: {len(model_spec.stages)} stage(s): {stages}", highlight=False)

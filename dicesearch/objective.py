@@ -151,8 +151,8 @@ def evaluate(
     metrics["samples_per_second"] = budget.fid_samples / metrics["sampling_seconds"]
 
     start = time.perf_counter()
-    reference = reference_stats_from_dataset(ImageView(dataset, data), budget.fid_samples, dataset.fingerprint, seed=seed)
-    metrics.update(image_metrics(images, reference, budget.fid_samples))
+    reference = reference_stats_from_dataset(ImageView(dataset, data), budget.fid_samples, dataset.fingerprint, seed=seed, progress=progress_bar)
+    metrics.update(image_metrics(images, reference, budget.fid_samples, progress=progress_bar))
     metrics["fid_seconds"] = time.perf_counter() - start
 
     samples_png = None

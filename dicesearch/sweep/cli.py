@@ -20,9 +20,13 @@ def run_sweep(path: str, console: Console, *, trials=None, out_dir=None, storage
     from dicesearch.sweep.report import ranked_table, save_plots
     from dicesearch.sweep.runner import OptunaSweep, SweepPaths, objective_metric_names
 
+    from dicesearch.sweep.precheck import check_budget_reachable, check_data
+
     space = load_search_space(path)
     if trials is not None:
         space.sweep = space.sweep.model_copy(update={"trials": trials})
+    check_data(space)  # before anything is written: these would fail every trial
+    check_budget_reachable(space)
     paths = SweepPaths.for_space(space, out_dir, storage, tracking_uri)
     sweep = space.sweep
     console.print(
