@@ -32,6 +32,7 @@ from dicesearch.sweep.tracking import (
     ATTR_SAMPLES,
     ATTR_SPEC,
     ATTR_STATUS,
+    ATTR_STATUS_SURPLUS,
     SweepTracker,
 )
 from dicesearch.sweep.worker import TrialOutcome, run_trial
@@ -122,14 +123,32 @@ class OptunaSweep:
         return result
 
     def _claim(self) -> optuna.trial.Trial | None:
-        """The next trial to run, or None once the sweep has its number of trials."""
+        """The next trial to run, or None once the sweep has its number of trials.
+
+        Other sweep processes may share the study: a trial this one creates after the study
+        already has its number of trials (counting those running anywhere) is marked
+        surplus and not run, so parallel workers never run more trials than asked.
+        """
+        total = self.space.sweep.trials
         with self._lock:
             running = len(self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-            if len(studies.counted_trials(self.study)) + running >= self.space.sweep.trials:
+            if len(studies.counted_trials(self.study)) + running >= total:
                 return None
             trial = self.study.ask()
             trial.set_user_attr(studies.WORKER_ATTR, studies.this_worker())
+            if studies.rank_among_live(self.study, trial.number) >= total:
+                trial.set_user_attr(ATTR_STATUS, ATTR_STATUS_SURPLUS)
+                trial.set_user_attr(ATTR_REASON, "not run: other workers already hold the study's trials")
+                self.study.tell(trial, state=TrialState.FAIL)
+                return None
             return trial
+
+    def _sample(self, trial: optuna.trial.Trial):
+        """The trial's spec and values, drawn by a sampler seeded from (seed, trial number): two
+        sweep processes on one study (or a resumed sweep) never repeat each other's draws."""
+        with self._lock:  # the study's sampler is shared by this process's worker threads
+            self.study.sampler = studies.make_sampler(self.directions, self.space.sweep.seed + trial.number)
+            return self.space.sample(trial)
 
     def _worker_loop(self) -> int:
         ran = 0
@@ -150,7 +169,7 @@ class OptunaSweep:
         sweep = self.space.sweep
         number = trial.number
         try:
-            spec, values = self.space.sample(trial)
+            spec, values = self._sample(trial)
         except SpecError as exc:
             self._finish(trial, "invalid", f"invalid configuration: {exc}", state=TrialState.FAIL)
             return

@@ -7,10 +7,11 @@ import socket
 from pathlib import Path
 
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from dicesearch.errors import SpecError
-from dicesearch.sweep.tracking import ATTR_REASON, ATTR_STATUS
+from dicesearch.sweep.tracking import ATTR_REASON, ATTR_STATUS, ATTR_STATUS_SURPLUS
 
 WORKER_ATTR = "worker"  # "<host>:<pid>" of the sweep process running a trial
 
@@ -95,16 +96,35 @@ def recover_interrupted(study: optuna.Study, requeue: bool = True) -> list[int]:
         if worker_host != host or not pid.isdigit() or _pid_alive(int(pid)):
             continue
         storage = study._storage
-        storage.set_trial_user_attr(trial._trial_id, ATTR_STATUS, "interrupted")
-        storage.set_trial_user_attr(trial._trial_id, ATTR_REASON, "interrupted: the sweep process ended during this trial")
-        storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        try:
+            storage.set_trial_user_attr(trial._trial_id, ATTR_STATUS, "interrupted")
+            storage.set_trial_user_attr(trial._trial_id, ATTR_REASON, "interrupted: the sweep process ended during this trial")
+            # the state change is the claim: if another process recovering at the same time
+            # finished the trial first, this raises and only that process re-queues it
+            storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        except UpdateFinishedTrialError:
+            continue
         if requeue and trial.params:
             study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
         recovered.append(trial.number)
     return recovered
 
 
+_NOT_COUNTED = ("interrupted", ATTR_STATUS_SURPLUS)  # re-run elsewhere / never run
+
+
 def counted_trials(study: optuna.Study) -> list:
-    """Trials that count towards the sweep's total: finished, except interrupted ones (re-run)."""
+    """Trials that count towards the sweep's total: finished, except interrupted ones (re-run)
+    and surplus ones (never run)."""
     finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-    return [t for t in study.get_trials(deepcopy=False, states=finished) if t.user_attrs.get(ATTR_STATUS) != "interrupted"]
+    return [t for t in study.get_trials(deepcopy=False, states=finished) if t.user_attrs.get(ATTR_STATUS) not in _NOT_COUNTED]
+
+
+def rank_among_live(study: optuna.Study, number: int) -> int:
+    """How many counted or running trials have a smaller number than trial ``number``."""
+    live = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
+    return sum(
+        1
+        for t in study.get_trials(deepcopy=False, states=live)
+        if t.number < number and t.user_attrs.get(ATTR_STATUS) not in _NOT_COUNTED
+    )

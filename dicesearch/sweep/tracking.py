@@ -3,13 +3,21 @@
 The Optuna storage is the source of truth: every finished trial keeps its metrics, loss
 curve, resolved spec and status reason in its user attributes. This module mirrors that
 into MLflow and never lets MLflow stop a sweep: every call is guarded, a failure is
-reported once and retried later, and :meth:`SweepTracker.reconcile` (run at the start
-and end of every sweep) backfills trials MLflow missed and closes runs a killed sweep
-left RUNNING. So ``mlflow ui`` ends up showing every trial, whatever happened on the way.
+reported once, and for ``RETRY_AFTER_S`` after a failure calls are skipped instead of
+waiting on a store that is down (an HTTP tracking server is asked with few retries and a
+short timeout unless the user's MLFLOW_HTTP_REQUEST_* variables say otherwise).
+:meth:`SweepTracker.reconcile` (run at the start and end of every sweep) backfills trials
+MLflow missed and closes runs a killed sweep left RUNNING. So ``mlflow ui`` ends up showing
+every trial, whatever happened on the way.
+
+Several sweep processes may share one study: each mirrors its own trials, the parent run
+is shared (if two are created at once, the older one wins and the other is deleted), and
+a trial is never mirrored into two runs (reconcile removes a duplicate a race left).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import time
 import warnings
@@ -26,7 +34,14 @@ ATTR_STATUS = "status"  # complete | pruned | rejected | failed | interrupted
 ATTR_SAMPLES = "samples_png"  # path of the trial's sample grid
 ATTR_PARAMS = "params"  # the sampled values (also Optuna's own params)
 
+ATTR_STATUS_SURPLUS = "surplus"  # a trial another worker made unnecessary: never mirrored
+
 EXPERIMENT = "dicesearch"
+RETRY_AFTER_S = 30.0  # after a failed call, skip MLflow this long rather than wait on it each time
+
+# A tracking server that is down must not stall every trial by minutes of retries
+# (MLflow's defaults: 7 retries with backoff, 120 s timeout). The user's settings win.
+_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "15", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
 
 
 def mlflow_key(name: str) -> str:
@@ -47,15 +62,30 @@ class SweepTracker:
         self.parent_run_id: str | None = None
         self._trial_runs: dict[int, str] = {}
         self._warned = False
+        self._retry_at = 0.0
+        self._sweep_params: dict[str, Any] | None = None
+        self._space_yaml = ""
         self.failures = 0
+        if tracking_uri.startswith(("http://", "https://")):
+            for name, value in _HTTP_DEFAULTS.items():
+                os.environ.setdefault(name, value)
 
     # -- plumbing ------------------------------------------------------------------------------
 
-    def _safe(self, what: str, call: Callable[[], Any]) -> Any:
+    def _safe(self, what: str, call: Callable[[], Any], *, force: bool = False) -> Any:
+        """``call()``, or None if it fails or MLflow failed less than RETRY_AFTER_S ago
+        (``force`` tries anyway: the reconciliations that repair what was skipped)."""
+        if not force and time.monotonic() < self._retry_at:
+            self.failures += 1
+            return None
         try:
-            return call()
+            result = call()
+            self._retry_at = 0.0
+            return result
         except Exception as exc:  # MLflow down, disk full, network: never stop the sweep
             self.failures += 1
+            self._retry_at = time.monotonic() + RETRY_AFTER_S
+            self._client = None  # reconnect (and re-read the experiment) next time
             if not self._warned:
                 warnings.warn(
                     f"MLflow logging failed while trying to {what} ({type(exc).__name__}: {exc}); the sweep goes on, "
@@ -87,41 +117,55 @@ class SweepTracker:
     # -- parent run ------------------------------------------------------------------------------
 
     def start_sweep(self, params: dict[str, Any], space_yaml: str) -> None:
-        """Find this study's parent run (a resumed sweep reuses it) or create it."""
+        """Find this study's parent run (a resumed sweep, or another worker, made it) or create it."""
+        self._sweep_params, self._space_yaml = params, space_yaml
+        self._safe("start the sweep's parent run", self._open_parent, force=True)
 
-        def start():
-            client = self._connect()
-            runs = self._runs_of_sweep()
-            parent = next((r for r in runs if r.data.tags.get("dicesearch.role") == "sweep"), None)
-            if parent is None:
-                parent = client.create_run(
-                    self._experiment_id,
-                    run_name=self.study_name,
-                    tags={"dicesearch.study": self.study_name, "dicesearch.role": "sweep", "dicesearch.source": self.sweep_source},
-                )
-                from mlflow.entities import Param
+    def _open_parent(self) -> None:
+        client = self._connect()
+        runs = self._runs_of_sweep()
+        parents = [r for r in runs if r.data.tags.get("dicesearch.role") == "sweep"]
+        if not parents:
+            created = client.create_run(
+                self._experiment_id,
+                run_name=self.study_name,
+                tags={"dicesearch.study": self.study_name, "dicesearch.role": "sweep", "dicesearch.source": self.sweep_source},
+            )
+            from mlflow.entities import Param
 
-                client.log_batch(parent.info.run_id, params=[Param(mlflow_key(k), str(v)[:6000]) for k, v in list(params.items())[:100]])
-                client.log_text(parent.info.run_id, space_yaml, "search_space.yaml")
-            else:
-                client.update_run(parent.info.run_id, status="RUNNING")
-            self.parent_run_id = parent.info.run_id
-            for run in runs:
-                if run.data.tags.get("dicesearch.role") == "trial":
-                    self._trial_runs[int(run.data.tags["dicesearch.trial"])] = run.info.run_id
+            params = self._sweep_params or {}
+            client.log_batch(created.info.run_id, params=[Param(mlflow_key(k), str(v)[:6000]) for k, v in list(params.items())[:100]])
+            client.log_text(created.info.run_id, self._space_yaml, "search_space.yaml")
+            # another sweep process of this study may have created one at the same moment
+            parents = [r for r in self._runs_of_sweep() if r.data.tags.get("dicesearch.role") == "sweep"]
+            winner = min(parents, key=lambda r: (r.info.start_time, r.info.run_id))
+            if winner.info.run_id != created.info.run_id:
+                client.delete_run(created.info.run_id)
+            parents = [winner]
+        parent = min(parents, key=lambda r: (r.info.start_time, r.info.run_id))
+        if parent.info.status != "RUNNING":
+            client.update_run(parent.info.run_id, status="RUNNING")
+        self.parent_run_id = parent.info.run_id
+        for run in runs:
+            if run.data.tags.get("dicesearch.role") == "trial":
+                self._trial_runs.setdefault(int(run.data.tags["dicesearch.trial"]), run.info.run_id)
 
-        self._safe("start the sweep's parent run", start)
+    def _parent(self) -> str | None:
+        """The parent run's id, opening it now if MLflow was down when the sweep started."""
+        if self.parent_run_id is None and self._sweep_params is not None:
+            self._open_parent()
+        return self.parent_run_id
 
     def end_sweep(self, status: str, artifacts: list[Path] = ()) -> None:
         def end():
             client = self._connect()
-            if self.parent_run_id is None:
+            if self._parent() is None:
                 return
             for path in artifacts:
                 client.log_artifact(self.parent_run_id, str(path), "plots")
             client.set_terminated(self.parent_run_id, status)
 
-        self._safe("close the sweep's parent run", end)
+        self._safe("close the sweep's parent run", end, force=True)
 
     # -- trial runs ------------------------------------------------------------------------------
 
@@ -136,7 +180,7 @@ class SweepTracker:
 
         def start():
             client = self._connect()
-            if self.parent_run_id is None:
+            if self._parent() is None:
                 return
             from mlflow.entities import Param
 
@@ -162,6 +206,7 @@ class SweepTracker:
         from mlflow.entities import Metric, Param, RunTag
 
         client = self._connect()
+        self._parent()
         attrs = trial.user_attrs
         number = trial.number
         run_id = self._trial_runs.get(number)
@@ -195,23 +240,32 @@ class SweepTracker:
     # -- reconciliation ---------------------------------------------------------------------------
 
     def reconcile(self, trials: list) -> int:
-        """Backfill finished trials missing in MLflow; close runs left RUNNING. Returns runs fixed."""
+        """Backfill finished trials missing in MLflow; close runs left RUNNING; remove a second
+        run of one trial (two workers backfilling at once). Returns runs fixed."""
 
         def run():
+            self._parent()
             fixed = 0
-            by_number = {}
-            for r in self._runs_of_sweep():
-                if r.data.tags.get("dicesearch.role") == "trial":
-                    by_number[int(r.data.tags["dicesearch.trial"])] = r
+            by_number: dict[int, Any] = {}
+            for r in sorted(self._runs_of_sweep(), key=lambda r: (r.info.start_time, r.info.run_id)):
+                if r.data.tags.get("dicesearch.role") != "trial":
+                    continue
+                number = int(r.data.tags["dicesearch.trial"])
+                if number in by_number:
+                    self._connect().delete_run(r.info.run_id)
+                    fixed += 1
+                else:
+                    by_number[number] = r
             for trial in trials:
-                if not trial.state.is_finished():
+                if not trial.state.is_finished() or trial.user_attrs.get(ATTR_STATUS) == ATTR_STATUS_SURPLUS:
                     continue
                 mirrored = by_number.get(trial.number)
                 if mirrored is None or mirrored.info.status == "RUNNING":
+                    self._trial_runs.pop(trial.number, None)
                     if mirrored is not None:
                         self._trial_runs[trial.number] = mirrored.info.run_id
                     self._write_trial(trial)
                     fixed += 1
             return fixed
 
-        return self._safe("reconcile MLflow with the Optuna storage", run) or 0
+        return self._safe("reconcile MLflow with the Optuna storage", run, force=True) or 0

@@ -92,14 +92,17 @@ def test_a_sweep_logs_every_trial_to_optuna_and_mlflow_and_exports_the_best(in_t
 
 
 def test_an_over_budget_config_is_rejected_without_training(in_tmp):
-    space = write_space(in_tmp, "gate", budget_gb=0.01, trials=1)
+    # 16 channels fit the budget (so the sweep starts), 2048 do not; trial 0 gets 2048
+    space = write_space(in_tmp, "gate", parameters="  stages[0].channels: {choice: [16, 2048]}", budget_gb=1.0, trials=1)
+    optuna.create_study(study_name="gate", storage=f"sqlite:///{in_tmp}/optuna.db").enqueue_trial({"stages[0].channels": 2048})
     result = sweep(in_tmp, space)
     assert result.exit_code == 0, result.output
     (trial,) = trials_of(in_tmp, "gate")
     assert trial.state == TrialState.PRUNED
     assert trial.user_attrs["status"] == "rejected"
-    assert "exceeds the 0.01 GB budget" in trial.user_attrs["reason"]
-    assert trial.user_attrs["metrics"]["memory_estimated_gb"] > 0.01
+    assert trial.params["stages[0].channels"] == 2048
+    assert "exceeds the 1 GB budget" in trial.user_attrs["reason"]
+    assert trial.user_attrs["metrics"]["memory_estimated_gb"] > 1.0
     assert "loss_curve" not in trial.user_attrs  # not one training step
     assert not (in_tmp / "runs" / "gate" / "trial-0").exists()
     (run,) = [r for r in mlflow_runs(in_tmp, "gate") if r.data.tags["dicesearch.role"] == "trial"]

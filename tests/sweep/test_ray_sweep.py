@@ -126,14 +126,34 @@ def test_a_ray_sweep_logs_every_trial_to_optuna_and_mlflow_and_exports_the_best(
     assert sweep(space, "--trials", "3").exit_code == 2  # Ray cannot grow a started experiment: said, not ignored
 
 
+def test_concurrent_ray_trials_share_the_study_without_duplicates(in_tmp):
+    space = write_space(in_tmp, "concurrent", parameters="  stages[0].block.lambda_init: {float: [0.1, 10.0], log: true}",
+                        trials=3, extra="parallelism: 2\ncpus_per_trial: 1")
+    result = sweep(space)
+    assert result.exit_code == 0, result.output
+    trials = trials_of(in_tmp, "concurrent")
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
+    assert len({t.params["stages[0].block.lambda_init"] for t in trials}) == 3  # no configuration drawn twice
+    starts = sorted((t.datetime_start, t.datetime_complete) for t in trials)
+    assert starts[1][0] < starts[0][1], "two trials should have overlapped"
+    children = trial_runs(in_tmp, "concurrent")
+    assert sorted(int(r.data.tags["dicesearch.trial"]) for r in children) == [t.number for t in trials]
+    assert all(r.info.status == "FINISHED" for r in children)
+    for run in children:
+        trial = trials[int(run.data.tags["dicesearch.trial"])]
+        assert run.data.metrics["fid_8"] == trial.value
+
+
 def test_an_over_budget_config_is_rejected_without_training(in_tmp):
-    space = write_space(in_tmp, "gate", budget_gb=0.01, trials=1)
+    # 16 channels fit the budget (so the sweep starts), 2048 do not; the seeded sampler draws 2048 first
+    space = write_space(in_tmp, "gate", parameters="  stages[0].channels: {choice: [16, 2048]}", budget_gb=1.0, trials=1)
     result = sweep(space)
     assert result.exit_code == 0, result.output
     (trial,) = trials_of(in_tmp, "gate")
     assert trial.state == TrialState.PRUNED and trial.user_attrs["status"] == "rejected"
-    assert "exceeds the 0.01 GB budget" in trial.user_attrs["reason"]
-    assert trial.user_attrs["metrics"]["memory_estimated_gb"] > 0.01
+    assert trial.params["stages[0].channels"] == 2048
+    assert "exceeds the 1 GB budget" in trial.user_attrs["reason"]
+    assert trial.user_attrs["metrics"]["memory_estimated_gb"] > 1.0
     assert trial.user_attrs["loss_curve"] == []  # not one training step
     assert "wall_seconds" not in trial.user_attrs["metrics"]  # no trial process was started
     (run,) = trial_runs(in_tmp, "gate")
