@@ -38,7 +38,10 @@ machine only; nothing is asserted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
+import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -108,6 +111,23 @@ def _best_seconds(run: Callable[[], None], repeats: int, device: str) -> float:
     return best
 
 
+@contextlib.contextmanager
+def _native_output_silenced():
+    """Some torch builds' profiler prints start/stop lines from C++; keep them out of the table."""
+    sys.stdout.flush()
+    saved = [os.dup(fd) for fd in (1, 2)]
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for fd in (1, 2):
+            os.dup2(devnull, fd)
+        yield
+    finally:
+        for fd, copy in zip((1, 2), saved):
+            os.dup2(copy, fd)
+            os.close(copy)
+        os.close(devnull)
+
+
 def _peak_bytes(run: Callable[[], None], device: str) -> int:
     """Most bytes held at once by what ``run`` allocates (see the module docstring)."""
     if device.startswith("cuda"):
@@ -117,7 +137,7 @@ def _peak_bytes(run: Callable[[], None], device: str) -> int:
         run()
         torch.cuda.synchronize()
         return torch.cuda.max_memory_allocated() - before
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with _native_output_silenced(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         run()
     events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
     level = peak = 0

@@ -22,6 +22,8 @@ def run_sweep(path: str, console: Console, *, trials=None, out_dir=None, storage
 
     from dicesearch.sweep.precheck import check_budget_reachable, check_data
 
+    if not console.is_terminal:  # a log file: lines need not wrap at 80 columns
+        console.width = max(console.width, 160)
     space = load_search_space(path)
     if trials is not None:
         space.sweep = space.sweep.model_copy(update={"trials": trials})

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
+from rich import box
 from rich.table import Table
 
 from dicesearch.sweep.tracking import ATTR_METRICS, ATTR_REASON, ATTR_STATUS, ATTR_STATUS_SURPLUS
@@ -24,9 +25,10 @@ def ranked_trials(study: optuna.Study) -> list:
 
 def ranked_table(study: optuna.Study, metric_keys: list[str], limit: int = 30) -> Table:
     pareto = {t.number for t in study.best_trials} if study.get_trials(states=(TrialState.COMPLETE,)) else set()
-    table = Table(title=f"study {study.study_name}: trials ranked by {metric_keys[0]}")
-    for column in ("rank", "trial", "status", *metric_keys, "params (M)", "GMACs", "mem est (GiB)", "time (s)", "parameters / reason"):
-        table.add_column(column, overflow="fold")
+    table = Table(title=f"study {study.study_name}: trials ranked by {metric_keys[0]}", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, padding=(0, 1))
+    for column in ("#", "trial", "status", *metric_keys, "Mparams", "GMACs", "GiB", "s"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("parameters / reason", overflow="fold", min_width=20, ratio=1)  # takes what width is left
     rank = 0
     for trial in ranked_trials(study)[:limit]:
         metrics = trial.user_attrs.get(ATTR_METRICS, {})
@@ -53,7 +55,7 @@ def _fmt(value) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
-        return f"{value:.4g}"
+        return f"{value:.3g}"
     return str(value)
 
 
