@@ -106,12 +106,15 @@ def evaluate(
     device: str = "auto",
     on_progress: Callable[[int, float], None] | None = None,
     progress_bar: bool = False,
+    count_static: bool = True,
 ) -> Evaluation:
     """Train ``spec`` on ``data`` for ``budget``, sample, and score with real FID.
 
     ``on_progress(step, mean_loss)`` is called every ``budget.report_every`` steps; it may
     raise to stop the run (the exception propagates). Returns metrics including
-    ``fid_<N>``, ``sfid_<N>``, ``precision_<N>``, ``recall_<N>`` with N = fid_samples.
+    ``fid_<N>``, ``sfid_<N>``, ``precision_<N>``, ``recall_<N>`` with N = fid_samples, and
+    (unless ``count_static`` is False, e.g. when the caller counted them already) the
+    parameters and multiply-adds.
     """
     from dicesearch.data import load_dataset
     from dicesearch.data.images import ImageView
@@ -120,7 +123,7 @@ def evaluate(
     from dicesearch.train.sampling import sample_images
 
     device_t = _device(device)
-    metrics = static_metrics(spec)
+    metrics = static_metrics(spec) if count_static else {}
     dataset = load_dataset(data)
     reporter = _Reporter(budget.report_every, on_progress)
     config = TrainConfig(

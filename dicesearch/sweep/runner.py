@@ -192,6 +192,7 @@ class OptunaSweep:
             "workdir": str(self.paths.out_dir / f"trial-{number}"),
             "device": self.device,
             "threads": None,
+            "count_static": not metrics.get("params"),  # counted above unless counting failed there
         }
         self.console.print(f"trial {number}: {_describe(values)}", highlight=False)
         single = len(self.directions) == 1

@@ -69,7 +69,8 @@ def _child(conn, payload: dict[str, Any]) -> None:
                 raise _PruneRequested(step)
 
         evaluation = evaluate(
-            spec, data, budget, seed=payload["seed"], workdir=payload["workdir"], device=payload["device"], on_progress=progress
+            spec, data, budget, seed=payload["seed"], workdir=payload["workdir"], device=payload["device"], on_progress=progress,
+            count_static=payload.get("count_static", True),
         )
         conn.send(("result", evaluation.as_dict()))
     except _PruneRequested as exc:

@@ -39,3 +39,14 @@ def test_fingerprint_stable_and_resolution_sensitive():
     assert first.fingerprint == again.fingerprint
     assert first.fingerprint.startswith("digits-16px-")
     assert load_dataset(DigitsSpec(resolution=32)).fingerprint != first.fingerprint
+
+
+def test_the_digits_are_read_exactly_as_scikit_learn_loads_them():
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    from dicesearch.data.datasets import _read_digits
+
+    images, targets = _read_digits()  # without importing scikit-learn
+    reference = load_digits()
+    assert np.array_equal(images, reference.images) and np.array_equal(targets, reference.target)

@@ -47,7 +47,7 @@ def _assert_mirrored(trials, runs) -> None:
 
 
 def test_every_in_trial_fault_is_recorded_and_the_sweep_goes_on(harness):
-    faults = ["none", "raise", "nan", "oom", "build", "hang", "none"]
+    faults = ["raise", "nan", "oom", "build", "hang", "none"]
     space = harness.space("faults", trials=len(faults), time_limit=30)
     harness.enqueue("faults", faults)
     start = time.monotonic()
@@ -56,10 +56,9 @@ def test_every_in_trial_fault_is_recorded_and_the_sweep_goes_on(harness):
 
     trials = harness.trials("faults")
     assert [t.params[FAULT] for t in trials] == faults  # each ran once, in order
-    outcome = {t.params[FAULT] + ("" if t.number < 6 else "-last"): t for t in trials}
-    for name in ("none", "none-last"):  # before and after all the faults
-        assert outcome[name].state == COMPLETE and outcome[name].user_attrs["status"] == "complete"
-        assert outcome[name].user_attrs["loss_curve"]
+    outcome = {t.params[FAULT]: t for t in trials}
+    healthy = outcome["none"]  # after all the faults, a trial still trains, samples and scores
+    assert healthy.state == COMPLETE and healthy.user_attrs["status"] == "complete" and healthy.user_attrs["loss_curve"]
     expected = {
         "raise": ("failed", "error: RuntimeError: injected fault at training step 3"),
         "nan": ("diverged", "diverged"),
