@@ -17,6 +17,7 @@ a trial is never mirrored into two runs (reconcile removes a duplicate a race le
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
@@ -95,16 +96,27 @@ class SweepTracker:
                 self._warned = True
             return None
 
+    def _store_lock(self):
+        """Two sweep processes opening a fresh sqlite store at once would both run MLflow's
+        schema migrations and leave it half-migrated: let one at a time create it."""
+        prefix = "sqlite:///"
+        if not self.tracking_uri.startswith(prefix):
+            return contextlib.nullcontext()
+        from filelock import FileLock
+
+        return FileLock(self.tracking_uri[len(prefix):] + ".lock", timeout=300)
+
     def _connect(self):
         if self._client is None:
             from mlflow import MlflowClient
 
-            client = MlflowClient(tracking_uri=self.tracking_uri)
-            experiment = client.get_experiment_by_name(EXPERIMENT)
-            self._experiment_id = experiment.experiment_id if experiment else client.create_experiment(EXPERIMENT)
-            if experiment is None or "mlflow.experimentKind" not in experiment.tags:
-                # MLflow 3 opens untagged experiments in its GenAI traces view; ours are training runs
-                client.set_experiment_tag(self._experiment_id, "mlflow.experimentKind", "custom_model_development")
+            with self._store_lock():
+                client = MlflowClient(tracking_uri=self.tracking_uri)
+                experiment = client.get_experiment_by_name(EXPERIMENT)
+                self._experiment_id = experiment.experiment_id if experiment else client.create_experiment(EXPERIMENT)
+                if experiment is None or "mlflow.experimentKind" not in experiment.tags:
+                    # MLflow 3 opens untagged experiments in its GenAI traces view; ours are training runs
+                    client.set_experiment_tag(self._experiment_id, "mlflow.experimentKind", "custom_model_development")
             self._client = client
         return self._client
 
