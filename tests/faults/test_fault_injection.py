@@ -100,7 +100,7 @@ def test_mlflow_outage_then_sigkill_mid_trial_then_resume_loses_nothing(harness,
             lambda: harness.trials(name)[3].state == TrialState.RUNNING and harness.trials(name)[3].user_attrs.get("spec_yaml"),
             proc=sweep,
         )
-        time.sleep(4.0)  # into its training (the slow trial trains for 8 s and more)
+        time.sleep(1.0)  # into its training (the slow trial trains for 16 s and more)
     finally:
         if sweep.poll() is None:
             sweep.kill()  # SIGKILL: no handler, no cleanup, as a pre-empted machine

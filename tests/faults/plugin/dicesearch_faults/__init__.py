@@ -12,7 +12,7 @@ its N-th training forward pass on (counted per built block), does ``fault``:
 - ``nan``: returns NaN (a diverging loss).
 - ``oom``: raises ``torch.OutOfMemoryError`` with CUDA's message (what an oversized trial
   does on a GPU; simulated, so it runs on CPU).
-- ``slow``: sleeps 1 s per training step (a trial long enough to be killed in the middle).
+- ``slow``: sleeps 2 s per training step (a trial long enough to be killed in the middle).
 - ``hang``: sleeps for an hour (a deadlock; the per-trial time limit must stop it).
 - ``build``: raises while the block is built, in whichever process builds it.
 """
@@ -67,7 +67,7 @@ class FaultBlock(nn.Module):
                 "(injected by dicesearch_faults)"
             )
         if self.fault == "slow":
-            time.sleep(1.0)
+            time.sleep(2.0)
         if self.fault == "hang":
             time.sleep(3600)
         return out
