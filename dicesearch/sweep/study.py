@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from pathlib import Path
@@ -51,16 +52,26 @@ def make_pruner(kind: str, directions: list[str], train_steps: int, report_every
     return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=max(report_every, train_steps // 3))
 
 
+def _creation_lock(storage_url: str):
+    """Two processes creating a fresh sqlite storage at once race on its tables: one at a time."""
+    prefix = "sqlite:///"
+    if not storage_url.startswith(prefix):
+        return contextlib.nullcontext()  # journal files and servers handle concurrent creation
+    from filelock import FileLock
+
+    return FileLock(storage_url[len(prefix):] + ".lock", timeout=300)
+
+
 def open_study(name: str, storage_url: str, directions: list[str], seed: int, pruner) -> optuna.Study:
-    storage = storage_for(storage_url)
-    study = optuna.create_study(
-        study_name=name,
-        storage=storage,
-        directions=directions,
-        sampler=make_sampler(directions, seed),
-        pruner=pruner,
-        load_if_exists=True,
-    )
+    with _creation_lock(storage_url):
+        study = optuna.create_study(
+            study_name=name,
+            storage=storage_for(storage_url),
+            directions=directions,
+            sampler=make_sampler(directions, seed),
+            pruner=pruner,
+            load_if_exists=True,
+        )
     existing = [d.name.lower() for d in study.directions]
     if existing != directions:
         raise SpecError(
