@@ -60,6 +60,7 @@ from dicesearch.sweep.runner import (
     objective_metric_names,
     over_budget_reason,
     safe_static_metrics,
+    sweep_params,
 )
 from dicesearch.sweep.tracking import (
     ATTR_CURVE,
@@ -461,16 +462,7 @@ class RaySweep:
     def _sweep_params(self) -> dict[str, Any]:
         sweep = self.space.sweep
         return {
-            "study": self.name,
-            "backend": "ray",
-            "trials": sweep.trials,
-            "objective": ",".join(sweep.objective.metrics),
-            "fid_samples": sweep.budget.fid_samples,
-            "train_steps": sweep.budget.train_steps,
-            "batch_size": sweep.budget.batch_size,
-            "memory_budget_gb": sweep.memory.budget_gb,
-            "data": sweep.data.kind,
-            "seed": sweep.seed,
+            **sweep_params(sweep),
             "ray_address": sweep.ray_address or "local",
             "cpus_per_trial": sweep.cpus_per_trial,
             "gpus_per_trial": sweep.gpus_per_trial,

@@ -252,19 +252,23 @@ class OptunaSweep:
         return estimate_memory(spec, self.space.sweep.memory, self._memory_batch())
 
     def _sweep_params(self) -> dict[str, Any]:
-        sweep = self.space.sweep
-        return {
-            "study": sweep.resolved_study_name,
-            "backend": sweep.backend,
-            "trials": sweep.trials,
-            "objective": ",".join(sweep.objective.metrics),
-            "fid_samples": sweep.budget.fid_samples,
-            "train_steps": sweep.budget.train_steps,
-            "batch_size": sweep.budget.batch_size,
-            "memory_budget_gb": sweep.memory.budget_gb,
-            "data": sweep.data.kind,
-            "seed": sweep.seed,
-        }
+        return sweep_params(self.space.sweep)
+
+
+def sweep_params(sweep) -> dict[str, Any]:
+    """The few key params of a sweep's MLflow parent run (both backends; Ray adds its own)."""
+    return {
+        "study": sweep.resolved_study_name,
+        "backend": sweep.backend,
+        "trials": sweep.trials,
+        "objective": ",".join(sweep.objective.metrics),
+        "fid_samples": sweep.budget.fid_samples,
+        "train_steps": sweep.budget.train_steps,
+        "batch_size": sweep.budget.batch_size,
+        "memory_budget_gb": sweep.memory.budget_gb,
+        "data": sweep.data.kind,
+        "seed": sweep.seed,
+    }
 
 
 # -- the budget gate, shared by both backends -------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 from pathlib import Path
@@ -12,6 +11,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from dicesearch.errors import SpecError
+from dicesearch.sweep.locks import sqlite_creation_lock
 from dicesearch.sweep.tracking import ATTR_REASON, ATTR_STATUS, ATTR_STATUS_SURPLUS
 
 WORKER_ATTR = "worker"  # "<host>:<pid>" of the sweep process running a trial
@@ -52,18 +52,8 @@ def make_pruner(kind: str, directions: list[str], train_steps: int, report_every
     return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=max(report_every, train_steps // 3))
 
 
-def _creation_lock(storage_url: str):
-    """Two processes creating a fresh sqlite storage at once race on its tables: one at a time."""
-    prefix = "sqlite:///"
-    if not storage_url.startswith(prefix):
-        return contextlib.nullcontext()  # journal files and servers handle concurrent creation
-    from filelock import FileLock
-
-    return FileLock(storage_url[len(prefix):] + ".lock", timeout=300)
-
-
 def open_study(name: str, storage_url: str, directions: list[str], seed: int, pruner) -> optuna.Study:
-    with _creation_lock(storage_url):
+    with sqlite_creation_lock(storage_url):
         study = optuna.create_study(
             study_name=name,
             storage=storage_for(storage_url),

@@ -17,7 +17,6 @@ a trial is never mirrored into two runs (reconcile removes a duplicate a race le
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import time
@@ -25,6 +24,8 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from dicesearch.sweep.locks import sqlite_creation_lock
 
 # Optuna trial user-attribute keys the sweep writes and this module reads
 ATTR_METRICS = "metrics"  # dict[str, float]
@@ -96,21 +97,11 @@ class SweepTracker:
                 self._warned = True
             return None
 
-    def _store_lock(self):
-        """Two sweep processes opening a fresh sqlite store at once would both run MLflow's
-        schema migrations and leave it half-migrated: let one at a time create it."""
-        prefix = "sqlite:///"
-        if not self.tracking_uri.startswith(prefix):
-            return contextlib.nullcontext()
-        from filelock import FileLock
-
-        return FileLock(self.tracking_uri[len(prefix):] + ".lock", timeout=300)
-
     def _connect(self):
         if self._client is None:
             from mlflow import MlflowClient
 
-            with self._store_lock():
+            with sqlite_creation_lock(self.tracking_uri):  # fresh stores are migrated on first use
                 client = MlflowClient(tracking_uri=self.tracking_uri)
                 experiment = client.get_experiment_by_name(EXPERIMENT)
                 self._experiment_id = experiment.experiment_id if experiment else client.create_experiment(EXPERIMENT)
