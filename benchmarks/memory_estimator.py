@@ -29,10 +29,11 @@ from dataclasses import dataclass
 
 import torch
 
-from dicesearch.analysis.memory import estimate_training_memory, multiscale_loss
+from dicesearch.analysis.memory import estimate_training_memory
 from dicesearch.model import build_model
 from dicesearch.registry import default_registry
 from dicesearch.spec import load_spec, parse_spec
+from dicesearch.train.diffusion import NoiseSchedule, training_loss
 
 GiB = 2**30
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -88,9 +89,9 @@ def configs(registry) -> list[Config]:
 def training_step(cfg: Config, device: torch.device):
     """Build ``cfg``'s model, EMA, optimizer and batch on ``device``; return one training step.
 
-    The step the estimator traces: forward over every stage under autocast, the
-    multi-scale loss, backward (GradScaler in fp16), foreach AdamW, zero_grad(set_to_none),
-    then the EMA update.
+    The step the estimator traces: the trainer's ``training_loss`` (forward over every
+    stage under autocast, the multi-scale loss and VLB in fp32), backward (GradScaler in
+    fp16), foreach AdamW, zero_grad(set_to_none), then the EMA update.
     """
     spec, precision = cfg.spec, cfg.precision
     torch.manual_seed(0)
@@ -103,16 +104,15 @@ def training_step(cfg: Config, device: torch.device):
     opt = torch.optim.AdamW([p for p in params if p.requires_grad], lr=1e-4, weight_decay=0.0, foreach=True)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     b, c, r = cfg.batch_size, spec.input.channels, spec.input.resolution
-    x_t = torch.randn(b, c, r, r, device=device)  # (B, C, H, W)
+    schedule = NoiseSchedule()
+    x0 = torch.randn(b, c, r, r, device=device)  # (B, C, H, W)
     noise = torch.randn(b, c, r, r, device=device)
     t = torch.randint(0, 1000, (b,), device=device)
     y = torch.randint(0, spec.input.num_classes, (b,), device=device) if spec.input.num_classes else None
 
     def step() -> float:
-        with torch.autocast(device.type, dtype=_DTYPES[precision], enabled=precision != "fp32"):
-            predictions = model.forward_stages(x_t, t, y)
-            loss = multiscale_loss(spec, predictions, noise)
-        del predictions
+        autocast = torch.autocast(device.type, dtype=_DTYPES[precision], enabled=precision != "fp32")
+        loss = training_loss(model, schedule, x0, t, noise, y, spec.resolved_loss_weights(), spec.input.learn_sigma, "pixels", autocast).total
         scaler.scale(loss).backward()
         scaler.step(opt)
         scaler.update()

@@ -187,14 +187,12 @@ def _count(n: float) -> str:
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1 or auto.")
 def profile(spec: str, steps: int, batch_size: int, timed_forwards: int, device: str) -> None:
     """Static analysis of a spec or preset (DICE Tab. 2): params, multiply-adds, FLOPs, samples/s."""
-    import torch
-
     from dicesearch.analysis.profile import profile_spec
+    from dicesearch.devices import resolve_device
     from dicesearch.spec import load_spec
 
     model_spec = load_spec(spec)
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = str(resolve_device(device))
     with console.status(f"building {model_spec.name} and timing {timed_forwards} forwards on {device}..."):
         p = profile_spec(model_spec, device=device, sampling_steps=steps, batch_size=batch_size, timed_forwards=timed_forwards)
     table = Table(title=f"{p.name} on {p.device}")
@@ -333,18 +331,16 @@ def train_command(spec, data_file, data_kind, data_path, vae, config_file, steps
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def sample_command(checkpoint, output, num_samples, sampler, steps, cfg_scale, seed, batch_size, config_file, weights, vae, nrow, device, threads, quiet) -> None:
     """Sample a trained run (its folder, checkpoints/ or one checkpoint file) into a PNG grid."""
-    import torch
-
     _set_threads(threads)
     from dicesearch.data import parse_data_spec
+    from dicesearch.devices import resolve_device
     from dicesearch.train import SamplingConfig, load_config, load_trained, sample_images, save_grid
     from dicesearch.train.config import parse_config
 
     config = load_config(SamplingConfig, config_file) if config_file else SamplingConfig()
     flags = {"num_samples": num_samples, "sampler": sampler, "steps": steps, "cfg_scale": cfg_scale, "seed": seed, "batch_size": batch_size}
     config = parse_config(SamplingConfig, {**config.model_dump(), **{k: v for k, v in flags.items() if v is not None}}, "options")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(device)
     trained = load_trained(checkpoint, weights=weights, device=device)
     data_spec = trained.data_spec
     if vae is not None:

@@ -8,6 +8,12 @@ The CLI prints that line and exits with status 2; it never shows a traceback for
 from __future__ import annotations
 
 
+def one_line(exc: BaseException, limit: int = 200) -> str:
+    """An exception's message squeezed onto one line (for wrapping in a ``DicesearchError``)."""
+    text = " ".join(str(exc).split())
+    return text[:limit] or type(exc).__name__
+
+
 class DicesearchError(Exception):
     """A problem with the user's input or environment, explained in one line."""
 

@@ -91,3 +91,19 @@ def check_odd_kernel(params, geometry) -> None:
             f"kernel_size: {params.kernel_size} is even, which would shift the feature map; "
             "use an odd size such as 7"
         )
+
+
+def divisors_near(n: int, target: int, count: int = 4) -> list[int]:
+    """The ``count`` divisors of ``n`` closest to ``target``, ascending (for "use a divisor ..." hints)."""
+    divisors = [d for d in range(1, n + 1) if n % d == 0]
+    return sorted(sorted(divisors, key=lambda d: (abs(d - target), d))[:count])
+
+
+def check_heads_divide(params, geometry) -> None:
+    """A block ``check`` for blocks with a ``heads`` parameter: the heads must split the channels evenly."""
+    channels, heads = geometry.channels, params.heads
+    if channels % heads:
+        raise ValueError(
+            f"heads: {channels} channels are not divisible by {heads} heads; "
+            f"use a divisor of {channels} such as {', '.join(map(str, divisors_near(channels, heads)))}"
+        )

@@ -18,6 +18,8 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
 
+from dicesearch.devices import resolve_device
+
 
 class Budget(BaseModel):
     """What one short run may spend (identical for every trial of a sweep)."""
@@ -71,12 +73,6 @@ class _Reporter:
                 self.on_progress(step, mean)
 
 
-def _device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def static_metrics(spec) -> dict[str, float]:
     """Parameters and multiply-adds per forward at batch 1, counted on the meta device."""
     from dicesearch.analysis.flops import count_flops
@@ -122,7 +118,7 @@ def evaluate(
     from dicesearch.train import SamplingConfig, TrainConfig, save_grid, train
     from dicesearch.train.sampling import sample_images
 
-    device_t = _device(device)
+    device_t = resolve_device(device)
     metrics = static_metrics(spec) if count_static else {}
     dataset = load_dataset(data)
     reporter = _Reporter(budget.report_every, on_progress)

@@ -17,8 +17,8 @@ from pydantic import Field, PositiveFloat, PositiveInt
 from torch import nn
 
 from dicesearch.conditioning import ConditionSignal
-from dicesearch.layers import Activation, FeedForward
-from dicesearch.plugin_api import BlockContext, BlockParams, BlockType, StageGeometry, hookimpl
+from dicesearch.layers import Activation, FeedForward, check_heads_divide
+from dicesearch.plugin_api import BlockContext, BlockParams, BlockType, hookimpl
 
 
 class AttentionParams(BlockParams):
@@ -27,15 +27,6 @@ class AttentionParams(BlockParams):
     glu: bool = Field(False, description="GeGLU MLP (DiMR Sec. 4.3) instead of the plain MLP.")
     qkv_bias: bool = Field(True, description="Bias on the query/key/value projection (DiT: yes, DiMR: no).")
     activation: Activation = Field("gelu_tanh", description="MLP activation.")
-
-
-def check(params: AttentionParams, geometry: StageGeometry) -> None:
-    if geometry.channels % params.heads:
-        divisors = [h for h in range(1, min(geometry.channels, 64) + 1) if geometry.channels % h == 0]
-        raise ValueError(
-            f"heads: {geometry.channels} channels are not divisible by {params.heads} heads; "
-            f"use a divisor of {geometry.channels} such as {', '.join(map(str, divisors[-4:]))}"
-        )
 
 
 class SelfAttention(nn.Module):
@@ -79,7 +70,7 @@ def dicesearch_block_types():
             name="attention",
             params=AttentionParams,
             build=AttentionBlock,
-            check=check,
+            check=check_heads_divide,
             description="DiT multi-head self-attention + MLP (fused scaled-dot-product attention).",
         )
     ]

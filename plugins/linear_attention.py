@@ -43,7 +43,7 @@ from pydantic import Field, PositiveFloat, PositiveInt
 from torch import nn
 
 from dicesearch.conditioning import ConditionSignal
-from dicesearch.layers import Activation, FeedForward, check_odd_kernel
+from dicesearch.layers import Activation, FeedForward, check_heads_divide, check_odd_kernel
 from dicesearch.ops import linear_attention
 from dicesearch.plugin_api import BlockContext, BlockParams, BlockType, StageGeometry, hookimpl
 
@@ -60,12 +60,7 @@ class LinearAttentionParams(BlockParams):
 
 
 def check(params: LinearAttentionParams, geometry: StageGeometry) -> None:
-    if geometry.channels % params.heads:
-        divisors = [h for h in range(1, min(geometry.channels, 64) + 1) if geometry.channels % h == 0]
-        raise ValueError(
-            f"heads: {geometry.channels} channels are not divisible by {params.heads} heads; "
-            f"use a divisor of {geometry.channels} such as {', '.join(map(str, divisors[:4]))}"
-        )
+    check_heads_divide(params, geometry)
     check_odd_kernel(params, geometry)
 
 

@@ -10,12 +10,6 @@ from dicesearch.errors import DataError
 T = TypeVar("T")
 
 
-def one_line(exc: BaseException, limit: int = 200) -> str:
-    """An exception's message squeezed onto one line (for wrapping in a ``DataError``)."""
-    text = " ".join(str(exc).split())
-    return text[:limit] or type(exc).__name__
-
-
 def unwrap_worker_errors(batches: Iterator[T]) -> Iterator[T]:
     """Pass ``batches`` through; a ``DataError`` raised in a DataLoader worker, which torch
     re-raises with the worker's traceback in its message, is re-raised as its own one line."""

@@ -25,12 +25,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 
-from dicesearch.data._text import one_line
 from dicesearch.data.crop import adm_center_crop, pil_to_tensor
 from dicesearch.data.latentfile import read_latent_file
 from dicesearch.data.spec import DataSpec, DigitsSpec, FolderSpec, LatentsSpec
 from dicesearch.data.vae import VaeInfo, inspect_vae
-from dicesearch.errors import DataError
+from dicesearch.errors import DataError, one_line
 
 __all__ = ["IMAGE_SUFFIXES", "DiffusionDataset", "DigitsDataset", "FolderDataset", "LatentsDataset", "load_dataset"]
 

@@ -27,8 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dicesearch.data._text import one_line
-from dicesearch.errors import DataError
+from dicesearch.errors import DataError, one_line
 
 __all__ = ["FORMAT", "SUFFIXES", "LatentFile", "check_latent_path", "read_latent_file", "write_latent_file"]
 

@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING, Literal
 
 import torch
 
-from dicesearch.data._text import one_line
-from dicesearch.errors import DataError
+from dicesearch.devices import resolve_device
+from dicesearch.errors import DataError, one_line
 
 if TYPE_CHECKING:
     from diffusers import AutoencoderKL
 
-__all__ = ["Vae", "VaeInfo", "inspect_vae", "load_vae", "resolve_device"]
+__all__ = ["Vae", "VaeInfo", "inspect_vae", "load_vae"]
 
 WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 _LAYOUT = "a local diffusers AutoencoderKL folder (config.json + diffusion_pytorch_model.safetensors), e.g. a copy of sd-vae-ft-ema"
@@ -80,21 +80,6 @@ def inspect_vae(path: str | os.PathLike) -> VaeInfo:
         )
     except (TypeError, ValueError) as exc:
         raise DataError(f"vae {config_file}: unexpected values ({one_line(exc)}); restore the file from the VAE's release") from None
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``device`` as a ``torch.device``; an unknown or unavailable one raises ``DataError``."""
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise DataError(f"device {device!r}: not a device name ({one_line(exc)}); use 'cpu' or 'cuda'") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise DataError(f"device {device!r}: CUDA is not available on this machine; use 'cpu'")
-    if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
-        raise DataError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s); use 'cuda' or 'cuda:0'")
-    if resolved.type == "mps" and not torch.backends.mps.is_available():
-        raise DataError(f"device {device!r}: MPS is not available on this machine; use 'cpu'")
-    return resolved
 
 
 @dataclass(frozen=True)

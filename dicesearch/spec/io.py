@@ -11,7 +11,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from dicesearch.errors import SpecError
-from dicesearch.spec.messages import format_errors
+from dicesearch.spec.messages import validation_error
 
 PRESET_PACKAGE = "dicesearch.presets"
 
@@ -102,11 +102,8 @@ def parse_spec(data: Any, source: str = "<spec>", registry=None, text: str | Non
     try:
         return model_spec.model_validate(data)
     except ValidationError as exc:
-        lines = format_errors(exc, model_spec, source, yaml_locator(text) if text else None)
-        more = f" (and {len(lines) - 1} more; run `dicesearch validate {source}` to list them)" if len(lines) > 1 else ""
-        error = SpecError(lines[0] + more)
-        error.lines = lines
-        raise error from None
+        locate = yaml_locator(text) if text else None
+        raise validation_error(exc, model_spec, source, locate, f"run `dicesearch validate {source}` to list them") from None
 
 
 def load_spec(name_or_path: str | Path, registry=None):

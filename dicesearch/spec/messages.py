@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from dicesearch.errors import SpecError
 from dicesearch.registry import closest, unknown_name_message
 from dicesearch.spec.models import SpecFieldError
 
@@ -155,3 +156,19 @@ def format_errors(
         where = f"{source}:{line}" if line else source
         lines.append(f"{where}: {format_path(path)}: {message}")
     return lines
+
+
+def validation_error(
+    exc: ValidationError,
+    root: type[BaseModel],
+    source: str,
+    locate: Callable[[Path], int | None] | None = None,
+    list_hint: str = "",
+) -> SpecError:
+    """One ``SpecError`` for a failed validation: the first problem's line, a count of the
+    rest (``list_hint`` says how to see them) and every line in ``.lines``."""
+    lines = format_errors(exc, root, source, locate)
+    more = f" (and {len(lines) - 1} more{'; ' + list_hint if list_hint else ''})" if len(lines) > 1 else ""
+    error = SpecError(lines[0] + more)
+    error.lines = lines
+    return error

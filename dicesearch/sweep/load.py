@@ -11,7 +11,7 @@ from dicesearch.errors import DicesearchError, SpecError
 from dicesearch.registry import Registry, default_registry, unknown_name_message
 from dicesearch.spec import parse_spec, preset_path, spec_to_dict
 from dicesearch.spec.io import read_yaml, yaml_locator
-from dicesearch.spec.messages import format_errors, format_path
+from dicesearch.spec.messages import format_path, validation_error
 from dicesearch.sweep.paths import assign, expand, format_tokens, get, parse_path
 from dicesearch.sweep.space import ChoiceParam, SweepSpec
 
@@ -193,10 +193,7 @@ def load_search_space(path: str | Path, registry: Registry | None = None) -> Sea
     try:
         sweep = SweepSpec.model_validate(data)
     except ValidationError as exc:
-        lines = format_errors(exc, SweepSpec, str(path), yaml_locator(text))
-        error = SpecError(lines[0] + (f" (and {len(lines) - 1} more)" if len(lines) > 1 else ""))
-        error.lines = lines
-        raise error from None
+        raise validation_error(exc, SweepSpec, str(path), yaml_locator(text)) from None
     except DicesearchError as exc:
         raise SpecError(f"{path}: {exc}") from None
     base_data, base_source = _resolve_base(sweep.base, path)

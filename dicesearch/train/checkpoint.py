@@ -31,8 +31,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from dicesearch.data._text import one_line
-from dicesearch.errors import TrainingError
+from dicesearch.errors import TrainingError, one_line
 
 __all__ = [
     "FORMAT",

@@ -33,6 +33,7 @@ Loss, for a model whose ``forward_stages`` returns predictions ε_r coarse to fi
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ __all__ = [
     "discretized_gaussian_log_likelihood",
     "multiscale_mse",
     "normal_kl",
+    "training_loss",
     "vlb_bits_per_dim",
 ]
 
@@ -209,3 +211,26 @@ def diffusion_loss(
     vlb = vlb_bits_per_dim(schedule, eps.detach(), v, x0.float(), x_t.float(), t, decoder).mean()
     total = mse_total + vlb * (schedule.num_timesteps / 1000.0)
     return LossTerms(total=total, mse=per_stage.detach(), vlb=vlb.detach())
+
+
+def training_loss(
+    model,
+    schedule: NoiseSchedule,
+    x0: torch.Tensor,
+    t: torch.Tensor,
+    noise: torch.Tensor,
+    labels: torch.Tensor | None,
+    weights: Sequence[float],
+    learn_sigma: bool,
+    decoder: Decoder = "pixels",
+    autocast: contextlib.AbstractContextManager | None = None,
+) -> LossTerms:
+    """What one training step differentiates: noise x_0, predict under ``autocast``, score in fp32.
+
+    x0, noise: (B, C, H, W); t: (B,) int; labels: (B,) int (the null label where dropped)
+    or None. The trainer calls this, and the memory estimator traces this very function.
+    """
+    x_t = schedule.q_sample(x0, t, noise)  # (B, C, H, W)
+    with autocast or contextlib.nullcontext():
+        predictions = model.forward_stages(x_t, t, labels)  # coarse to fine
+    return diffusion_loss(schedule, predictions, x0, x_t, t, noise, weights, learn_sigma, decoder)

@@ -5,9 +5,9 @@ One step k (1-based; its batch and draws are index i = k - 1):
 1. batch i of ``fixed_batches`` (images, labels, flips) and ``step_draws`` (timesteps,
    noise, label-dropout coins): a pure function of (seed, i), the same for every model;
 2. labels dropped to the null label ``num_classes`` with probability ``class_dropout``;
-3. ``forward_stages`` under autocast, in a torch RNG state seeded by (seed, i);
-4. ``diffusion_loss`` (multi-scale ε-MSE + learned-variance VLB) in fp32; a NaN or
-   infinite loss raises ``TrainingDiverged`` before the weights are touched;
+3. ``training_loss``: ``forward_stages`` under autocast, in a torch RNG state seeded by
+   (seed, i), then ``diffusion_loss`` (multi-scale ε-MSE + learned-variance VLB) in fp32;
+4. a NaN or infinite loss raises ``TrainingDiverged`` before the weights are touched;
 5. backward (through a GradScaler in fp16), optional clipping, AdamW at ``lr_at(k)``;
 6. EMA update with ``ema_decay_at(k)``;
 7. checkpoint (every ``checkpoint_every`` and after the last step), then the callbacks:
@@ -31,12 +31,12 @@ import torch
 from torch import nn
 
 from dicesearch.data import DataSpec, DiffusionDataset, fixed_batches, load_dataset
-from dicesearch.data.vae import resolve_device
+from dicesearch.devices import resolve_device
 from dicesearch.errors import DataError, TrainingDiverged
 from dicesearch.train.callbacks import Callback, EvalEvent, LogEvent, ProgressBar, StartEvent, StopTraining
 from dicesearch.train.checkpoint import checkpoint_path, load_checkpoint, prune_checkpoints, remove_partial_files, save_checkpoint
 from dicesearch.train.config import TrainConfig
-from dicesearch.train.diffusion import NoiseSchedule, diffusion_loss
+from dicesearch.train.diffusion import NoiseSchedule, training_loss
 from dicesearch.train.ema import create_ema, update_ema
 from dicesearch.train.precision import MixedPrecision, resolve_precision
 from dicesearch.train.rundir import RunDir, prepare_run
@@ -77,12 +77,6 @@ def check_data_fits(spec, dataset: DiffusionDataset, data_spec: DataSpec) -> Non
         )
 
 
-def _device(device: str | torch.device) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return resolve_device(device)
-
-
 class _Emitter:
     """Calls one hook on every callback, in order."""
 
@@ -115,7 +109,7 @@ def train(
     """
     from dicesearch.model import build_model
 
-    device = _device(device)
+    device = resolve_device(device)
     precision = resolve_precision(config.precision, device)
     dataset = dataset if dataset is not None else load_dataset(data_spec)
     check_data_fits(spec, dataset, data_spec)
@@ -221,11 +215,10 @@ class _Loop:
         labels = None
         if self.null_label:
             labels = torch.where(draws.drop, torch.full_like(y, self.null_label), y).to(self.device)  # (B,)
-        x_t = self.schedule.q_sample(x0, t, noise)  # (B, C, H, W)
         with seeded_step(config.seed, index, self.device):
-            with self.precision.autocast():
-                predictions = self.model.forward_stages(x_t, t, labels)  # coarse to fine
-            terms = diffusion_loss(self.schedule, predictions, x0, x_t, t, noise, self.weights, self.spec.input.learn_sigma, self.decoder)
+            terms = training_loss(
+                self.model, self.schedule, x0, t, noise, labels, self.weights, self.spec.input.learn_sigma, self.decoder, self.precision.autocast()
+            )
             loss = terms.total.item()
             if not math.isfinite(loss):
                 raise TrainingDiverged(step, loss)

@@ -7,7 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from dicesearch.analysis import memory
+from dicesearch.analysis.memory import estimate, sizes
+from dicesearch.analysis.memory.cuda_autocast import CudaAutocastPolicy
+from dicesearch.analysis.memory.sizes import build_on_meta
+from dicesearch.analysis.memory.traced import to_fake
 from dicesearch.analysis.memory import (
     CUDA_CONTEXT_BYTES,
     closed_form_bytes,
@@ -123,7 +126,7 @@ def test_half_precision_activations_are_smaller_than_fp32(registry):
 def test_fp16_activations_hold_the_autocast_weight_copies(dit_xl, registry):
     """At batch 2 DiT-XL/2's activations are dominated by the fp16 copies of its matmul weights."""
     estimate, _ = dit_xl
-    model = memory._build_on_meta(load_spec("DiT-XL/2"), registry)
+    model = build_on_meta(load_spec("DiT-XL/2"), registry)
     cast = sum(p.numel() for m in model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)) for p in m.parameters(recurse=False))
     assert estimate.activations > 2 * cast
 
@@ -174,7 +177,7 @@ def test_tracing_failure_falls_back_to_closed_forms(registry, monkeypatch):
     def unsupported(*args, **kwargs):
         raise NotImplementedError("aten::some_op has no fake-tensor kernel")
 
-    monkeypatch.setattr(memory, "_traced", unsupported)
+    monkeypatch.setattr(estimate, "traced_step_bytes", unsupported)
     with pytest.warns(RuntimeWarning, match="some_op"):
         fallback = estimate_training_memory(spec, 8, registry=registry)
     assert fallback.method == "analytic" and "some_op" in fallback.note
@@ -188,7 +191,7 @@ def test_an_unbuildable_model_gives_an_unavailable_estimate_not_an_error(registr
     def broken(*args, **kwargs):
         raise RuntimeError("plugin exploded")
 
-    monkeypatch.setattr(memory, "build_model", broken)
+    monkeypatch.setattr(sizes, "build_model", broken)
     with pytest.warns(RuntimeWarning, match="plugin exploded"):
         estimate = estimate_training_memory(tiny_spec("dice", registry=registry), 2, registry=registry)
     assert estimate.method == "unavailable" and not estimate.known
@@ -207,23 +210,23 @@ def test_invalid_arguments_raise(registry):
 def test_cuda_autocast_policy_gives_cuda_dtypes_on_cpu():
     with FakeTensorMode():
         x = torch.randn(2, 8, 8, 4, dtype=torch.float16)
-        with memory._CudaAutocastPolicy(torch.float16), torch.autocast("cpu", dtype=torch.float16):
+        with CudaAutocastPolicy(torch.float16), torch.autocast("cpu", dtype=torch.float16):
             assert F.layer_norm(x, (4,)).dtype == torch.float32  # CUDA: fp32 list
             assert F.softmax(x, -1).dtype == torch.float32  # CUDA: fp32 unless a dtype is given
             assert F.softmax(x, -1, dtype=torch.float16).dtype == torch.float16
             assert F.linear(x.float(), torch.randn(3, 4)).dtype == torch.float16  # both lower it
             assert F.pad(x, (1, 1, 1, 1), mode="reflect").dtype == torch.float16  # CPU would say fp32
-        with memory._CudaAutocastPolicy(torch.float16):
+        with CudaAutocastPolicy(torch.float16):
             assert F.layer_norm(x, (4,)).dtype == torch.float16  # autocast off: untouched
 
 
 @pytest.mark.parametrize("preset", ["DiT-S/2", "DiMR-XL/2R"])
 def test_fake_copy_keeps_every_tensor_in_its_place(registry, preset):
     """Each meta tensor is replaced by a fake one of its own shape; frozen ones become buffers."""
-    model = memory._build_on_meta(load_spec(preset), registry)
+    model = build_on_meta(load_spec(preset), registry)
     before = {n: (tuple(t.shape), t.requires_grad) for n, t in [*model.named_parameters(), *model.named_buffers()]}
     with FakeTensorMode():
-        memory._to_fake(model)
+        to_fake(model)
     after = {n: tuple(t.shape) for n, t in [*model.named_parameters(), *model.named_buffers()]}
     assert after == {n: shape for n, (shape, _) in before.items()}
     assert {n for n, _ in model.named_buffers()} == {n for n, (_, grad) in before.items() if not grad}

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dicesearch.data import inspect_vae, load_vae
-from dicesearch.data.vae import resolve_device
+from dicesearch.devices import resolve_device
 from dicesearch.errors import DataError
 
 
