@@ -30,16 +30,16 @@ def main() -> None:
     from dicesearch.model import build_model
     from dicesearch.objective import evaluate
     from dicesearch.spec import parse_spec
-    from dicesearch.sweep.load import load_search_space
+    from dicesearch.sweep.search_space import load_search_space
     from dicesearch.train import SamplingConfig
     from dicesearch.train.sampling import sample_images
 
     space = load_search_space(args.space)
     spec = parse_spec(space.base)
-    data = space.sweep.data
+    data = space.config.data
     updates = {k: v for k, v in {"train_steps": args.steps, "fid_samples": args.fid_samples}.items() if v}
-    budget = space.sweep.budget.model_copy(update=updates)
-    n, seed = budget.fid_samples, space.sweep.seed
+    budget = space.config.budget.model_copy(update=updates)
+    n, seed = budget.fid_samples, space.config.seed
 
     rows = []
     start = time.perf_counter()

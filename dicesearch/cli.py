@@ -225,7 +225,7 @@ def profile(spec: str, steps: int, batch_size: int, timed_forwards: int, device:
 @inception_weights_option
 def sweep(search_space: str, trials: int | None, out_dir: Path | None, storage: str | None, tracking_uri: str | None, device: str) -> None:
     """Run (or resume) the sweep a search-space file describes."""
-    from dicesearch.sweep.cli import run_sweep
+    from dicesearch.sweep.commands import run_sweep
 
     run_sweep(search_space, console, trials=trials, out_dir=out_dir, storage=storage, tracking_uri=tracking_uri, device=device)
 
@@ -237,7 +237,7 @@ def sweep(search_space: str, trials: int | None, out_dir: Path | None, storage: 
 @click.option("--storage", help="Optuna storage URL, if not the search space's.")
 def export(search_space: str, output: Path, trial_number: int | None, storage: str | None) -> None:
     """Write the best trial's (or a chosen trial's) full spec to YAML for `dicesearch train`."""
-    from dicesearch.sweep.cli import export_best
+    from dicesearch.sweep.commands import export_best
 
     export_best(search_space, output, trial_number, storage, console)
 

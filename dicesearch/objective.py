@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -41,9 +41,6 @@ class Evaluation:
     metrics: dict[str, float]  # fid_N, sfid_N, precision_N, recall_N, final_loss, params, gmacs, ...
     loss_curve: list[tuple[int, float]] = field(default_factory=list)  # (step, mean loss since the last report)
     samples_png: str | None = None
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 class _Reporter:

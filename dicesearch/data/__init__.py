@@ -1,6 +1,6 @@
 """The data layer: what a trial trains on, in a fixed, seeded order.
 
-- ``spec``: ``DataSpec``, the ``data:`` section (``digits`` | ``folder`` | ``latents``).
+- ``sources``: ``DataSpec``, the ``data:`` section (``digits`` | ``folder`` | ``latents``).
 - ``datasets``: the torch datasets and ``load_dataset(spec)``.
 - ``batches``: ``fixed_batches``, the seeded, resumable training order (DICE Sec. 4.1).
 - ``vae``: the local AutoencoderKL (images <-> scaled latents).
@@ -14,7 +14,7 @@ from dicesearch.data.batches import fixed_batches, step_plan
 from dicesearch.data.datasets import DiffusionDataset, DigitsDataset, FolderDataset, LatentsDataset, load_dataset
 from dicesearch.data.encode import encode_folder
 from dicesearch.data.latentfile import LatentFile, read_latent_file, write_latent_file
-from dicesearch.data.spec import DataSpec, DigitsSpec, FolderSpec, LatentsSpec, parse_data_spec
+from dicesearch.data.sources import DataSpec, DigitsSpec, FolderSpec, LatentsSpec, parse_data_spec
 from dicesearch.data.vae import Vae, VaeInfo, inspect_vae, load_vae
 
 __all__ = [

@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 
 from dicesearch.data.crop import adm_center_crop, pil_to_tensor
 from dicesearch.data.latentfile import read_latent_file
-from dicesearch.data.spec import DataSpec, DigitsSpec, FolderSpec, LatentsSpec
+from dicesearch.data.sources import DataSpec, DigitsSpec, FolderSpec, LatentsSpec
 from dicesearch.data.vae import VaeInfo, inspect_vae
 from dicesearch.errors import DataError, one_line
 
@@ -55,7 +55,7 @@ def _digest(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _read_digits() -> tuple[np.ndarray, np.ndarray]:
+def read_digits() -> tuple[np.ndarray, np.ndarray]:
     """The digits file inside the scikit-learn wheel, read without importing scikit-learn
     (1.5 s a process, paid by every sweep trial); ``load_digits`` if the file moved."""
     import importlib.util
@@ -87,7 +87,7 @@ class DigitsDataset(DiffusionDataset):
     hflip = False
 
     def __init__(self, spec: DigitsSpec = DigitsSpec()) -> None:
-        images, targets = _read_digits()  # (N, 8, 8) float64 in 0..16, (N,) int
+        images, targets = read_digits()  # (N, 8, 8) float64 in 0..16, (N,) int
         self.resolution = spec.resolution
         self._raw = (images.astype(np.uint8), targets.astype(np.int64))  # (N, 8, 8) in 0..16, (N,)
         x = torch.from_numpy(images).float()[:, None] / 8.0 - 1.0  # (N, 1, 8, 8) in [-1, 1]

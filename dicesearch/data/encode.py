@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from dicesearch.data._text import unwrap_worker_errors
 from dicesearch.data.datasets import FolderDataset
 from dicesearch.data.latentfile import check_latent_path, write_latent_file
-from dicesearch.data.spec import FolderSpec
+from dicesearch.data.sources import FolderSpec
 from dicesearch.data.vae import load_vae
 from dicesearch.errors import DataError
 

@@ -8,8 +8,8 @@ import optuna
 from optuna.trial import TrialState
 
 from dicesearch.errors import DicesearchError
-from dicesearch.sweep.study import storage_for
-from dicesearch.sweep.tracking import ATTR_METRICS, ATTR_SPEC
+from dicesearch.sweep.record import ATTR_METRICS, ATTR_SPEC
+from dicesearch.sweep.studies import storage_for
 
 
 def load_study(study_name: str, storage_url: str) -> optuna.Study:

@@ -13,13 +13,14 @@ keeping the choice with the smallest estimate.
 from __future__ import annotations
 
 from dicesearch.errors import DataError, SpecError
-from dicesearch.sweep.load import SearchSpace
-from dicesearch.sweep.space import ChoiceParam
+from dicesearch.sweep.distributions import ChoiceParam
+from dicesearch.sweep.gate import estimate_memory
+from dicesearch.sweep.search_space import SearchSpace
 
 
 def check_data(space: SearchSpace) -> None:
     """Raise DataError naming the file and ``data.path`` if the sweep's data cannot be read."""
-    data = space.sweep.data
+    data = space.config.data
     try:
         if data.kind == "folder":
             from dicesearch.data import load_dataset
@@ -39,7 +40,7 @@ def check_data(space: SearchSpace) -> None:
 
 def _smallest_values(space: SearchSpace) -> dict:
     values = {}
-    for name, tokens, dist in space.sweep.ordered_parameters():
+    for name, tokens, dist in space.config.ordered_parameters():
         if isinstance(dist, ChoiceParam):
             continue  # as in the base, unless the budget needs otherwise
         low, high = dist.values()
@@ -49,10 +50,8 @@ def _smallest_values(space: SearchSpace) -> dict:
 
 def check_budget_reachable(space: SearchSpace) -> None:
     """Raise SpecError if no configuration of ``space`` fits the memory budget."""
-    from dicesearch.sweep.runner import estimate_memory, memory_batch
-
-    sweep = space.sweep
-    batch = memory_batch(sweep)
+    sweep = space.config
+    batch = sweep.memory_batch
 
     def estimate(values: dict) -> float | None:
         try:
@@ -65,7 +64,7 @@ def check_budget_reachable(space: SearchSpace) -> None:
     best = estimate(values)
     if best is None or best <= sweep.memory.budget_gb:
         return
-    for name, _, dist in space.sweep.ordered_parameters():
+    for name, _, dist in space.config.ordered_parameters():
         if not isinstance(dist, ChoiceParam):
             continue
         for choice in dist.choice:

@@ -10,12 +10,12 @@ from optuna.trial import TrialState
 from rich import box
 from rich.table import Table
 
-from dicesearch.sweep.tracking import ATTR_METRICS, ATTR_REASON, ATTR_STATUS, ATTR_STATUS_SURPLUS
+from dicesearch.sweep.record import ATTR_METRICS, ATTR_REASON, ATTR_STATUS, STATUS_SURPLUS
 
 
 def ranked_trials(study: optuna.Study) -> list:
     """Completed trials best first (by the first objective), then the others by number."""
-    trials = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(ATTR_STATUS) != ATTR_STATUS_SURPLUS]
+    trials = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(ATTR_STATUS) != STATUS_SURPLUS]
     done = [t for t in trials if t.state == TrialState.COMPLETE]
     sign = 1 if study.directions[0] == optuna.study.StudyDirection.MINIMIZE else -1
     done.sort(key=lambda t: sign * t.values[0])

@@ -45,8 +45,8 @@ def test_the_digits_are_read_exactly_as_scikit_learn_loads_them():
     import numpy as np
     from sklearn.datasets import load_digits
 
-    from dicesearch.data.datasets import _read_digits
+    from dicesearch.data.datasets import read_digits
 
-    images, targets = _read_digits()  # without importing scikit-learn
+    images, targets = read_digits()  # without importing scikit-learn
     reference = load_digits()
     assert np.array_equal(images, reference.images) and np.array_equal(targets, reference.target)

@@ -1,4 +1,4 @@
-"""Parameter paths into a spec: ``stages[1].block.kind``, ``stages[*].depth``, ``conditioning.kind``.
+"""Field paths into a model spec: ``stages[1].block.kind``, ``stages[*].depth``, ``conditioning.kind``.
 
 A path is a dotted list of keys; ``[i]`` indexes a list (``.i`` works too) and ``[*]``
 means every item (one sampled value applied to all stages).

@@ -6,7 +6,7 @@ into MLflow and never lets MLflow stop a sweep: every call is guarded, a failure
 reported once, and for ``RETRY_AFTER_S`` after a failure calls are skipped instead of
 waiting on a store that is down (an HTTP tracking server is asked with few retries and a
 short timeout unless the user's MLFLOW_HTTP_REQUEST_* variables say otherwise).
-:meth:`SweepTracker.reconcile` (run at the start and end of every sweep) backfills trials
+:meth:`MlflowMirror.reconcile` (run at the start and end of every sweep) backfills trials
 MLflow missed and closes runs a killed sweep left RUNNING. So ``mlflow ui`` ends up showing
 every trial, whatever happened on the way.
 
@@ -26,17 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from dicesearch.sweep.locks import sqlite_creation_lock
-
-# Optuna trial user-attribute keys the sweep writes and this module reads
-ATTR_METRICS = "metrics"  # dict[str, float]
-ATTR_CURVE = "loss_curve"  # list[[step, loss]]
-ATTR_SPEC = "spec_yaml"  # the resolved model spec
-ATTR_REASON = "reason"  # why a trial failed, was pruned or rejected
-ATTR_STATUS = "status"  # complete | pruned | rejected | failed | interrupted
-ATTR_SAMPLES = "samples_png"  # path of the trial's sample grid
-ATTR_PARAMS = "params"  # the sampled values (also Optuna's own params)
-
-ATTR_STATUS_SURPLUS = "surplus"  # a trial another worker made unnecessary: never mirrored
+from dicesearch.sweep.record import ATTR_CURVE, ATTR_METRICS, ATTR_PARAMS, ATTR_REASON, ATTR_SAMPLES, ATTR_SPEC, ATTR_STATUS, STATUS_SURPLUS
 
 EXPERIMENT = "dicesearch"
 RETRY_AFTER_S = 30.0  # after a failed call, skip MLflow this long rather than wait on it each time
@@ -52,7 +42,7 @@ def mlflow_key(name: str) -> str:
     return re.sub(r"[^\w.\- :/]", "_", name)
 
 
-class SweepTracker:
+class MlflowMirror:
     """Best-effort MLflow logging for one sweep (study)."""
 
     def __init__(self, tracking_uri: str, study_name: str, sweep_source: str):
@@ -260,7 +250,7 @@ class SweepTracker:
                 else:
                     by_number[number] = r
             for trial in trials:
-                if not trial.state.is_finished() or trial.user_attrs.get(ATTR_STATUS) == ATTR_STATUS_SURPLUS:
+                if not trial.state.is_finished() or trial.user_attrs.get(ATTR_STATUS) == STATUS_SURPLUS:
                     continue
                 mirrored = by_number.get(trial.number)
                 if mirrored is None or mirrored.info.status == "RUNNING":

@@ -7,50 +7,50 @@ from pathlib import Path
 from rich.console import Console
 
 
-
 def _data_args(space) -> str:
-    data = space.sweep.data
+    data = space.config.data
     if data.kind == "digits":
         return " --data-kind digits"
     return f" --data-kind {data.kind} --data-path {data.path}"
 
 
 def run_sweep(path: str, console: Console, *, trials=None, out_dir=None, storage=None, tracking_uri=None, device="auto") -> None:
-    from dicesearch.sweep.load import load_search_space
-    from dicesearch.sweep.report import ranked_table, save_plots
-    from dicesearch.sweep.runner import OptunaSweep, SweepPaths, objective_metric_names
-
+    from dicesearch.sweep.locations import SweepLocations
     from dicesearch.sweep.precheck import check_budget_reachable, check_data
+    from dicesearch.sweep.report import ranked_table, save_plots
+    from dicesearch.sweep.search_space import load_search_space
 
     if not console.is_terminal:  # a log file: lines need not wrap at 80 columns
         console.width = max(console.width, 160)
     space = load_search_space(path)
     if trials is not None:
-        space.sweep = space.sweep.model_copy(update={"trials": trials})
+        space.config = space.config.model_copy(update={"trials": trials})
     check_data(space)  # before anything is written: these would fail every trial
     check_budget_reachable(space)
-    paths = SweepPaths.for_space(space, out_dir, storage, tracking_uri)
-    sweep = space.sweep
+    paths = SweepLocations.for_config(space.config, out_dir, storage, tracking_uri)
+    config = space.config
     console.print(
-        f"sweep [bold]{sweep.resolved_study_name}[/]: {sweep.trials} trials ({sweep.backend}), objective "
-        f"{', '.join(sweep.objective.metrics)}; study in {paths.storage_url}, MLflow in {paths.tracking_uri}",
+        f"sweep [bold]{config.resolved_study_name}[/]: {config.trials} trials ({config.backend}), objective "
+        f"{', '.join(config.objective.metrics)}; study in {paths.storage_url}, MLflow in {paths.tracking_uri}",
         highlight=False,
     )
-    if sweep.backend == "ray":
+    if config.backend == "ray":
         from dicesearch.sweep.ray_backend import RaySweep
 
         runner = RaySweep(space, paths, console, device)
     else:
+        from dicesearch.sweep.optuna_backend import OptunaSweep
+
         runner = OptunaSweep(space, paths, console, device)
     try:
         result = runner.run()
     except KeyboardInterrupt:
         console.print(f"\n[yellow]interrupted.[/] Completed trials are saved; run the same command to resume:\n  dicesearch sweep {path}")
         raise SystemExit(130) from None
-    keys = objective_metric_names(space)
+    keys = config.metric_keys
     console.print(ranked_table(result.study, keys))
     plots = save_plots(result.study, paths.out_dir / "plots", keys)
-    runner.tracker.end_sweep("FINISHED", plots)
+    runner.mirror.end_sweep("FINISHED", plots)
     if result.mlflow_failures:
         console.print(f"[yellow]warning:[/] {result.mlflow_failures} MLflow call(s) failed; re-run the command to mirror the missing trials")
     if paths.tracking_uri == f"sqlite:///{Path('mlflow.db').absolute()}":
@@ -66,12 +66,12 @@ def run_sweep(path: str, console: Console, *, trials=None, out_dir=None, storage
 
 def export_best(path: str, output: Path, trial_number, storage, console: Console) -> None:
     from dicesearch.sweep.export import export_trial, load_study
-    from dicesearch.sweep.load import load_search_space
-    from dicesearch.sweep.runner import SweepPaths
+    from dicesearch.sweep.locations import SweepLocations
+    from dicesearch.sweep.search_space import load_search_space
 
     space = load_search_space(path)
-    paths = SweepPaths.for_space(space, storage=storage)
-    study = load_study(space.sweep.resolved_study_name, paths.storage_url)
+    paths = SweepLocations.for_config(space.config, storage=storage)
+    study = load_study(space.config.resolved_study_name, paths.storage_url)
     out, trial = export_trial(study, output, trial_number, _data_args(space))
     console.print(f"wrote {out} (trial {trial.number}); train it at full length:\n  dicesearch train {out}{_data_args(space)}")
 

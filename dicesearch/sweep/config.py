@@ -21,119 +21,19 @@ parameters the new kind also has.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Discriminator,
-    Field,
-    NonNegativeFloat,
-    PositiveFloat,
-    PositiveInt,
-    Tag,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt, field_validator
 
 from dicesearch.data import DataSpec, DigitsSpec
 from dicesearch.objective import Budget
-from dicesearch.sweep.paths import Token, format_tokens, get, parse_path
+from dicesearch.sweep.distributions import Distribution
+from dicesearch.sweep.spec_paths import Token, parse_path
 
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-
-class IntParam(_Frozen):
-    """Integers in [low, high] (both included), every ``step``, optionally log-uniform."""
-
-    int: tuple[int, int]
-    step: PositiveInt = 1
-    log: bool = False
-
-    @model_validator(mode="after")
-    def _check(self):
-        low, high = self.int
-        if low > high:
-            raise ValueError(f"low {low} > high {high}; write [low, high]")
-        if (high - low) % self.step:
-            raise ValueError(f"high - low = {high - low} is not a multiple of step {self.step}; adjust the range or step")
-        if self.log and (low <= 0 or self.step != 1):
-            raise ValueError("log needs low > 0 and step 1")
-        return self
-
-    def suggest(self, trial, name: str):
-        return trial.suggest_int(name, self.int[0], self.int[1], step=self.step, log=self.log)
-
-    def values(self) -> list:
-        return [self.int[0], self.int[1]]
-
-
-class FloatParam(_Frozen):
-    """Floats in [low, high], uniform or log-uniform, optionally quantised by ``step``."""
-
-    float: tuple[float, float]
-    log: bool = False
-    step: PositiveFloat | None = None
-
-    @model_validator(mode="after")
-    def _check(self):
-        low, high = self.float
-        if low > high:
-            raise ValueError(f"low {low} > high {high}; write [low, high]")
-        if self.log and low <= 0:
-            raise ValueError(f"log needs low > 0, got {low}")
-        if self.log and self.step is not None:
-            raise ValueError("log and step cannot be combined; drop one")
-        return self
-
-    def suggest(self, trial, name: str):
-        return trial.suggest_float(name, self.float[0], self.float[1], log=self.log, step=self.step)
-
-    def values(self) -> list:
-        return [self.float[0], self.float[1]]
-
-
-Scalar = Union[bool, int, float, str, None]  # noqa: UP007
-
-
-class ChoiceParam(_Frozen):
-    """One of the listed values."""
-
-    choice: tuple[Scalar, ...]
-
-    @field_validator("choice")
-    @classmethod
-    def _non_empty(cls, value):
-        if not value:
-            raise ValueError("the choice list is empty; list at least one value")
-        if len(set(map(repr, value))) != len(value):
-            raise ValueError("the choice list repeats a value; list each once")
-        return value
-
-    def suggest(self, trial, name: str):
-        return trial.suggest_categorical(name, list(self.choice))
-
-    def values(self) -> list:
-        return list(self.choice)
-
-
-def _param_tag(value: Any) -> str | None:
-    if isinstance(value, dict):
-        keys = [k for k in ("int", "float", "choice") if k in value]
-        return keys[0] if len(keys) == 1 else None
-    return {IntParam: "int", FloatParam: "float", ChoiceParam: "choice"}.get(type(value))
-
-
-Distribution = Annotated[
-    Union[Annotated[IntParam, Tag("int")], Annotated[FloatParam, Tag("float")], Annotated[ChoiceParam, Tag("choice")]],  # noqa: UP007
-    Discriminator(
-        _param_tag,
-        custom_error_type="distribution",
-        custom_error_message="write one of {int: [low, high]}, {float: [low, high]} or {choice: [a, b, ...]}",
-    ),
-]
 
 Metric = Literal["fid", "gmacs", "gflops", "params", "samples_per_second"]
 DIRECTIONS: dict[str, str] = {
@@ -164,7 +64,9 @@ class MemoryBudget(_Frozen):
     gradient_checkpointing: bool = False
 
 
-class SweepSpec(_Frozen):
+class SweepConfig(_Frozen):
+    """A search-space file, validated: the base spec, what to vary, how to score it and the budgets."""
+
     name: str = "sweep"
     base: str | dict[str, Any] = Field(description="The model spec to vary: inline, a preset name, or a path.")
     data: DataSpec = Field(default_factory=DigitsSpec)
@@ -198,20 +100,23 @@ class SweepSpec(_Frozen):
     def resolved_study_name(self) -> str:
         return self.study_name or self.name
 
+    @property
+    def metric_keys(self) -> list[str]:
+        """The metric keys the objective reads: 'fid' means fid_<N> at the budget's N."""
+        from dicesearch.metrics import metric_names
+
+        names = metric_names(self.budget.fid_samples)
+        return [names["fid"] if m == "fid" else m for m in self.objective.metrics]
+
+    @property
+    def memory_batch(self) -> int:
+        """The batch the memory budget is checked at: full-length training's, else the trial's."""
+        return self.memory.batch_size or self.budget.batch_size
+
     def ordered_parameters(self) -> list[tuple[str, tuple[Token, ...], Any]]:
         """(name, tokens, distribution), kind parameters first."""
         items = [(name, parse_path(name), dist) for name, dist in self.parameters.items()]
         return sorted(items, key=lambda item: 0 if item[1][-1] == "kind" else 1)
 
 
-__all__ = [
-    "ChoiceParam",
-    "DIRECTIONS",
-    "FloatParam",
-    "IntParam",
-    "MemoryBudget",
-    "Objective",
-    "SweepSpec",
-    "format_tokens",
-    "get",
-]
+__all__ = ["DIRECTIONS", "MemoryBudget", "Objective", "SweepConfig"]

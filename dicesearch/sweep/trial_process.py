@@ -1,6 +1,6 @@
 """Run one trial in a child process, so one trial's crash, OOM or hang cannot touch the next.
 
-The parent sends the trial's resolved spec, data and budget; the child runs
+The parent sends a :class:`~dicesearch.sweep.trial.TrialRequest`; the child runs
 :func:`dicesearch.objective.evaluate` and streams ``(step, loss)`` progress back. For each
 progress message the parent answers whether to continue or prune (Optuna's pruner lives
 in the parent, next to the storage). The parent enforces the wall-clock limit by
@@ -14,8 +14,8 @@ import multiprocessing
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+
+from dicesearch.sweep.trial import TrialOutcome, TrialRequest
 
 CONTINUE, PRUNE = "continue", "prune"
 
@@ -24,15 +24,6 @@ class _PruneRequested(Exception):
     def __init__(self, step: int):
         super().__init__(f"pruned at step {step}")
         self.step = step
-
-
-@dataclass
-class TrialOutcome:
-    status: str  # complete | pruned | failed | timeout | crashed | interrupted
-    reason: str = ""
-    evaluation: dict[str, Any] | None = None
-    loss_curve: list[tuple[int, float]] = field(default_factory=list)
-    wall_seconds: float = 0.0
 
 
 def _classify(exc: BaseException) -> str:
@@ -48,20 +39,15 @@ def _classify(exc: BaseException) -> str:
     return "error"
 
 
-def _child(conn, payload: dict[str, Any]) -> None:
-    """Entry point of the trial process."""
+def _child(conn, request: TrialRequest) -> None:
+    """Entry point of the trial process: ("report", step, loss)*, then ("result", Evaluation),
+    ("pruned", step) or ("failed", kind, reason, traceback)."""
     try:
         import torch
-        import yaml
 
-        from dicesearch.data import parse_data_spec
-        from dicesearch.objective import Budget, evaluate
-        from dicesearch.spec import parse_spec
+        from dicesearch.objective import evaluate
 
-        torch.set_num_threads(payload.get("threads") or torch.get_num_threads())
-        spec = parse_spec(yaml.safe_load(payload["spec_yaml"]), "trial spec")
-        data = parse_data_spec(payload["data"])
-        budget = Budget.model_validate(payload["budget"])
+        torch.set_num_threads(request.threads or torch.get_num_threads())
 
         def progress(step: int, loss: float) -> None:
             conn.send(("report", step, loss))
@@ -69,10 +55,10 @@ def _child(conn, payload: dict[str, Any]) -> None:
                 raise _PruneRequested(step)
 
         evaluation = evaluate(
-            spec, data, budget, seed=payload["seed"], workdir=payload["workdir"], device=payload["device"], on_progress=progress,
-            count_static=payload.get("count_static", True),
-        )
-        conn.send(("result", evaluation.as_dict()))
+            request.spec(), request.data, request.budget, seed=request.seed, workdir=request.workdir, device=request.device,
+            on_progress=progress, count_static=request.count_static,
+        )  # fmt: skip
+        conn.send(("result", evaluation))
     except _PruneRequested as exc:
         conn.send(("pruned", exc.step))
     except BaseException as exc:  # report everything, including KeyboardInterrupt in the child
@@ -83,25 +69,29 @@ def _child(conn, payload: dict[str, Any]) -> None:
 
 
 def run_trial(
-    payload: dict[str, Any],
+    request: TrialRequest,
     on_report: Callable[[int, float], bool],
     time_limit_s: float | None = None,
     poll_s: float = 0.2,
 ) -> TrialOutcome:
-    """Run ``payload`` in a fresh process; ``on_report(step, loss)`` returns True to prune."""
+    """Run ``request`` in a fresh process; ``on_report(step, loss)`` returns True to prune."""
     ctx = multiprocessing.get_context("spawn")
     parent_conn, child_conn = ctx.Pipe()
-    process = ctx.Process(target=_child, args=(child_conn, payload), daemon=True)
+    process = ctx.Process(target=_child, args=(child_conn, request), daemon=True)
     start = time.monotonic()
     process.start()
     child_conn.close()
     curve: list[tuple[int, float]] = []
+
+    def ended(status, reason: str = "", **fields) -> TrialOutcome:
+        return TrialOutcome(status=status, reason=reason, loss_curve=curve, wall_seconds=time.monotonic() - start, **fields)
+
     try:
         while True:
             elapsed = time.monotonic() - start
             if time_limit_s is not None and elapsed > time_limit_s:
                 _stop(process)
-                return TrialOutcome("timeout", f"timeout: stopped after {elapsed:.0f} s (limit {time_limit_s:.0f} s)", None, curve, elapsed)
+                return ended("timeout", f"timeout: stopped after {elapsed:.0f} s (limit {time_limit_s:.0f} s)")
             if parent_conn.poll(poll_s):
                 try:
                     message = parent_conn.recv()
@@ -112,21 +102,19 @@ def run_trial(
                     _, step, loss = message
                     curve.append((step, loss))
                     parent_conn.send(PRUNE if on_report(step, loss) else CONTINUE)
-                elif kind == "result":
-                    process.join(timeout=30)
-                    return TrialOutcome("complete", "", message[1], curve, time.monotonic() - start)
-                elif kind == "pruned":
-                    process.join(timeout=30)
-                    return TrialOutcome("pruned", f"pruned by the pruner at step {message[1]}", None, curve, time.monotonic() - start)
-                elif kind == "failed":
-                    process.join(timeout=30)
-                    _, _, reason, trace = message
-                    return TrialOutcome("failed", reason, {"traceback": trace}, curve, time.monotonic() - start)
+                    continue
+                process.join(timeout=30)
+                if kind == "result":
+                    evaluation = message[1]
+                    return ended("complete", metrics=evaluation.metrics, samples_png=evaluation.samples_png)
+                if kind == "pruned":
+                    return ended("pruned", f"pruned by the pruner at step {message[1]}")
+                _, _, reason, trace = message
+                return ended("failed", reason, traceback=trace)
             elif not process.is_alive():
                 break
         process.join(timeout=5)
-        code = process.exitcode
-        return TrialOutcome("crashed", f"crashed: the trial process died (exit code {code}) without reporting", None, curve, time.monotonic() - start)
+        return ended("crashed", f"crashed: the trial process died (exit code {process.exitcode}) without reporting")
     except BaseException:
         _stop(process)
         raise

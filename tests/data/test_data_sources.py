@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from dicesearch.data.spec import DataSpec, DigitsSpec, FolderSpec, LatentsSpec, parse_data_spec
+from dicesearch.data.sources import DataSpec, DigitsSpec, FolderSpec, LatentsSpec, parse_data_spec
 from dicesearch.errors import DataError
 
 

@@ -1,4 +1,4 @@
-"""Read a search-space file, resolve its base spec, and check it before anything runs."""
+"""A search space: the validated file plus its resolved base spec; sampling, and the checks made before anything runs."""
 
 from __future__ import annotations
 
@@ -11,16 +11,17 @@ from dicesearch.errors import DicesearchError, SpecError
 from dicesearch.registry import Registry, default_registry, unknown_name_message
 from dicesearch.spec import parse_spec, preset_path, spec_to_dict
 from dicesearch.spec.io import read_yaml, yaml_locator
-from dicesearch.spec.messages import format_path, validation_error
-from dicesearch.sweep.paths import assign, expand, format_tokens, get, parse_path
-from dicesearch.sweep.space import ChoiceParam, SweepSpec
+from dicesearch.spec.messages import validation_error
+from dicesearch.sweep.config import SweepConfig
+from dicesearch.sweep.distributions import ChoiceParam
+from dicesearch.sweep.spec_paths import assign, expand, format_tokens, get
 
 
 class SearchSpace:
-    """A validated sweep: the SweepSpec plus its resolved base spec as plain data."""
+    """A validated search-space file (``config``) plus its resolved base spec as plain data."""
 
-    def __init__(self, sweep: SweepSpec, base: dict, source: str, registry: Registry, locate=None):
-        self.sweep = sweep
+    def __init__(self, config: SweepConfig, base: dict, source: str, registry: Registry, locate=None):
+        self.config = config
         self.locate = locate or (lambda path: None)
         self.base = base  # the base ModelSpec as JSON-compatible data (defaults filled)
         self.source = source
@@ -35,7 +36,7 @@ class SearchSpace:
         combination is not a valid model (e.g. channels not divisible by heads).
         """
         data, values = self.base, {}
-        for name, tokens, dist in self.sweep.ordered_parameters():
+        for name, tokens, dist in self.config.ordered_parameters():
             if not self._applies(data, tokens):
                 continue
             value = dist.suggest(trial, name)
@@ -46,7 +47,7 @@ class SearchSpace:
     def apply(self, values: dict[str, Any]):
         """The ModelSpec for given parameter values (e.g. a finished trial's params)."""
         data = self.base
-        for name, tokens, _ in self.sweep.ordered_parameters():
+        for name, tokens, _ in self.config.ordered_parameters():
             if name in values and self._applies(data, tokens):
                 data = self._set(data, tokens, values[name])
         return parse_spec(data, f"{self.source} (trial)", self.registry)
@@ -85,11 +86,11 @@ class SearchSpace:
 
     def check(self) -> None:
         """Reject parameters that cannot mean anything, one line each (SpecError)."""
-        for name, tokens, dist in self.sweep.ordered_parameters():
+        for name, tokens, dist in self.config.ordered_parameters():
             line = self.locate(("parameters", name))
             where = f"{self.source}{f':{line}' if line else ''}: parameters.{name}"
             try:
-                concrete = expand(self.base, tokens)
+                expand(self.base, tokens)
             except KeyError as exc:
                 raise SpecError(f"{where}: {exc.args[0]} in the base spec; check the stage index") from None
             if tokens[-1] == "kind" and len(tokens) >= 2 and tokens[-2] in ("block", "conditioning"):
@@ -111,7 +112,7 @@ class SearchSpace:
         kinds = set()
         for concrete in expand(self.base, (*owner_tokens, "kind")):
             kinds.add(get(self.base, concrete))
-        for name, tokens, dist in self.sweep.ordered_parameters():
+        for name, tokens, dist in self.config.ordered_parameters():
             if tokens[-1] == "kind" and isinstance(dist, ChoiceParam) and _overlaps(tokens[:-1], owner_tokens):
                 kinds.update(dist.choice)
         return kinds
@@ -191,16 +192,16 @@ def load_search_space(path: str | Path, registry: Registry | None = None) -> Sea
     if not isinstance(data, dict):
         raise SpecError(f"{path}: expected a mapping with keys such as base, parameters, budget")
     try:
-        sweep = SweepSpec.model_validate(data)
+        config = SweepConfig.model_validate(data)
     except ValidationError as exc:
-        raise validation_error(exc, SweepSpec, str(path), yaml_locator(text)) from None
+        raise validation_error(exc, SweepConfig, str(path), yaml_locator(text)) from None
     except DicesearchError as exc:
         raise SpecError(f"{path}: {exc}") from None
-    base_data, base_source = _resolve_base(sweep.base, path)
+    base_data, base_source = _resolve_base(config.base, path)
     base_spec = parse_spec(base_data, base_source, registry)
-    space = SearchSpace(sweep, spec_to_dict(base_spec), str(path), registry, yaml_locator(text))
+    space = SearchSpace(config, spec_to_dict(base_spec), str(path), registry, yaml_locator(text))
     space.check()
     return space
 
 
-__all__ = ["SearchSpace", "load_search_space", "format_path", "parse_path"]
+__all__ = ["SearchSpace", "load_search_space"]

@@ -1,0 +1,76 @@
+"""What a sweep records of each trial: the schema of its Optuna user attributes.
+
+The Optuna storage is a sweep's source of truth. Both backends write a trial's record
+with these keys; the MLflow mirror, the ranked table and ``dicesearch export`` read them.
+
+A trial's *status* says what happened to it, finer than Optuna's state (in brackets):
+
+* ``complete`` (COMPLETE): trained and scored;
+* ``pruned`` (PRUNED): stopped early by the pruner (Optuna) or ASHA (Ray);
+* ``rejected`` (PRUNED): estimated over the memory budget, never trained;
+* ``invalid`` (FAIL): the sampled combination is not a valid model;
+* ``failed`` (FAIL): raised, diverged, ran out of memory, or produced no objective;
+* ``timeout`` (FAIL): stopped at ``trial_time_limit_s``;
+* ``crashed`` (FAIL): its process died without a word;
+* ``interrupted`` (FAIL): the sweep stopped during it; it runs again as a new trial;
+* ``surplus`` (FAIL): another worker already held the study's trials; never run.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from optuna.trial import TrialState
+
+ATTR_METRICS = "metrics"  # dict[str, float]: scores, counts, estimates, timings
+ATTR_CURVE = "loss_curve"  # list[[step, loss]]: the mean training loss every report_every steps
+ATTR_SPEC = "spec_yaml"  # the resolved model spec
+ATTR_REASON = "reason"  # why a trial failed, was pruned or rejected (one line)
+ATTR_STATUS = "status"  # see the table above
+ATTR_SAMPLES = "samples_png"  # path of the trial's sample grid
+ATTR_PARAMS = "params"  # the sampled values (also Optuna's own params)
+ATTR_TRACEBACK = "traceback"  # the last lines of a failed trial's traceback
+ATTR_WORKER = "worker"  # "<host>:<pid>" of the sweep process running the trial
+ATTR_RETRY_OF = "retry_of"  # the interrupted trial this one runs again
+ATTR_RAY_TRIAL = "ray_trial_id"  # the Ray Tune trial a results-study trial records (Ray backend)
+
+Status = Literal["complete", "pruned", "rejected", "invalid", "failed", "timeout", "crashed", "interrupted", "surplus"]
+
+STATUS_SURPLUS: Status = "surplus"
+STATUS_INTERRUPTED: Status = "interrupted"
+NOT_COUNTED: tuple[Status, ...] = (STATUS_INTERRUPTED, STATUS_SURPLUS)  # re-run elsewhere / never run
+
+_PRUNED: tuple[Status, ...] = ("pruned", "rejected")
+
+
+def state_for(status: Status) -> TrialState:
+    """The Optuna state a trial of ``status`` ends in."""
+    if status == "complete":
+        return TrialState.COMPLETE
+    return TrialState.PRUNED if status in _PRUNED else TrialState.FAIL
+
+
+def is_failure(status: str) -> bool:
+    """What a sampler is told is a failure (rather than a result, a rejection or an early stop)."""
+    return status in ("invalid", "failed", "timeout", "crashed")
+
+
+__all__ = [
+    "ATTR_CURVE",
+    "ATTR_METRICS",
+    "ATTR_PARAMS",
+    "ATTR_RAY_TRIAL",
+    "ATTR_REASON",
+    "ATTR_RETRY_OF",
+    "ATTR_SAMPLES",
+    "ATTR_SPEC",
+    "ATTR_STATUS",
+    "ATTR_TRACEBACK",
+    "ATTR_WORKER",
+    "NOT_COUNTED",
+    "STATUS_INTERRUPTED",
+    "STATUS_SURPLUS",
+    "Status",
+    "is_failure",
+    "state_for",
+]

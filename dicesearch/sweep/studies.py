@@ -1,0 +1,179 @@
+"""A sweep's Optuna study: storage, samplers, pruners, trial records by number, recovery after a kill.
+
+:class:`SweepStudy` wraps the ``optuna.Study`` of a sweep together with the storage it was
+opened on, so a trial's record can be written by trial number (the Ray backend and the
+recovery of a dead process's trials have no live ``optuna.Trial``) through the storage's
+public API.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.trial import FrozenTrial, TrialState
+
+from dicesearch.errors import SpecError
+from dicesearch.sweep.locks import sqlite_creation_lock
+from dicesearch.sweep.record import (
+    ATTR_REASON,
+    ATTR_RETRY_OF,
+    ATTR_STATUS,
+    ATTR_WORKER,
+    NOT_COUNTED,
+    STATUS_INTERRUPTED,
+    Status,
+    state_for,
+)
+
+
+def this_worker() -> str:
+    """``<host>:<pid>`` of this sweep process, as trials record it in ``ATTR_WORKER``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def storage_for(url: str) -> optuna.storages.BaseStorage:
+    """An Optuna storage for ``url``.
+
+    ``sqlite:///file.db``: fine for one sweep process (the default). ``*.journal`` or
+    ``*.log`` (a path): Optuna's journal file, safe for several processes on one machine or a
+    shared file system. ``postgresql://...`` / ``mysql://...``: many workers on many machines.
+    """
+    if url.endswith((".journal", ".log")) and "://" not in url:
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        Path(url).parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(url))
+    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+
+
+def make_sampler(directions: Sequence[str], seed: int) -> optuna.samplers.BaseSampler:
+    if len(directions) > 1:
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=3)
+
+
+def make_pruner(kind: str, directions: Sequence[str], train_steps: int, report_every: int) -> optuna.pruners.BasePruner:
+    if kind == "none" or len(directions) > 1:  # Optuna prunes single-objective studies only
+        return optuna.pruners.NopPruner()
+    if kind == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=report_every, max_resource=train_steps)
+    return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=max(report_every, train_steps // 3))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class SweepStudy:
+    """The Optuna study of one sweep, opened on ``storage``."""
+
+    def __init__(self, study: optuna.Study, storage: optuna.storages.BaseStorage):
+        self.study = study
+        self.storage = storage
+        self._study_id = storage.get_study_id_from_name(study.study_name)
+
+    @classmethod
+    def open(cls, name: str, storage_url: str, directions: list[str], seed: int, pruner=None) -> SweepStudy:
+        """Create the study or load it (a resumed sweep, another worker); its directions must match."""
+        storage = storage_for(storage_url)
+        with sqlite_creation_lock(storage_url):
+            study = optuna.create_study(
+                study_name=name,
+                storage=storage,
+                directions=directions,
+                sampler=make_sampler(directions, seed),
+                pruner=pruner or optuna.pruners.NopPruner(),
+                load_if_exists=True,
+            )
+        existing = [d.name.lower() for d in study.directions]
+        if existing != directions:
+            raise SpecError(
+                f"study '{name}' in {storage_url} optimises {existing}, but the search space asks for {directions}; "
+                "use a new study_name (or storage) for a different objective"
+            )
+        return cls(study, storage)
+
+    # -- one trial, by number ---------------------------------------------------------------
+
+    def trial(self, number: int) -> FrozenTrial:
+        return self.storage.get_trial(self._trial_id(number))
+
+    def set_attrs(self, number: int, attrs: Mapping[str, Any]) -> None:
+        """Write user attributes of a running trial (raises UpdateFinishedTrialError once it ended)."""
+        trial_id = self._trial_id(number)
+        for key, value in attrs.items():
+            self.storage.set_trial_user_attr(trial_id, key, value)
+
+    def end(self, number: int, status: Status, reason: str = "", values: Sequence[float] | None = None) -> None:
+        """Record ``status`` (and ``reason``), then tell the study the trial's state and values."""
+        self.set_attrs(number, {ATTR_STATUS: status, **({ATTR_REASON: reason} if reason else {})})
+        if status == "complete":
+            self.study.tell(number, list(values) if len(values) > 1 else values[0])
+        else:
+            self.study.tell(number, state=state_for(status))
+
+    def _trial_id(self, number: int) -> int:
+        return self.storage.get_trial_id_from_study_id_trial_number(self._study_id, number)
+
+    # -- the study as a whole ---------------------------------------------------------------
+
+    def trials(self, states: Sequence[TrialState] | None = None) -> list[FrozenTrial]:
+        return self.study.get_trials(deepcopy=False, states=states)
+
+    def counted(self) -> list[FrozenTrial]:
+        """Trials that count towards the sweep's total: finished, except interrupted ones
+        (re-run) and surplus ones (never run)."""
+        finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+        return [t for t in self.trials(finished) if t.user_attrs.get(ATTR_STATUS) not in NOT_COUNTED]
+
+    def running(self) -> list[FrozenTrial]:
+        return self.trials((TrialState.RUNNING,))
+
+    def rank_among_live(self, number: int) -> int:
+        """How many counted or running trials have a smaller number than trial ``number``."""
+        live = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
+        return sum(1 for t in self.trials(live) if t.number < number and t.user_attrs.get(ATTR_STATUS) not in NOT_COUNTED)
+
+    def interrupt(self, number: int, reason: str) -> bool:
+        """Record a running trial as interrupted; False if it had ended meanwhile (another
+        process recovering it at the same time got there first: the state change is the claim)."""
+        try:
+            self.end(number, STATUS_INTERRUPTED, reason)
+        except (UpdateFinishedTrialError, ValueError):  # ValueError: optuna's "Cannot tell a FAIL trial"
+            return False
+        return True
+
+    def recover_interrupted(self, requeue: bool = True) -> list[int]:
+        """Fail trials a dead sweep process on this host left RUNNING, and queue them again.
+
+        Only trials whose recorded worker is on this host with a process that no longer exists
+        are touched, so live workers of the same study (here or elsewhere) are left alone.
+        ``requeue=False`` only marks them (the Ray backend: Ray Tune re-runs its own trials).
+        Returns the numbers of the recovered trials.
+        """
+        host = socket.gethostname()
+        recovered = []
+        for trial in self.running():
+            worker_host, _, pid = trial.user_attrs.get(ATTR_WORKER, "").rpartition(":")
+            if worker_host != host or not pid.isdigit() or _pid_alive(int(pid)):
+                continue
+            if not self.interrupt(trial.number, "interrupted: the sweep process ended during this trial"):
+                continue  # only the process whose state change won re-queues it
+            if requeue and trial.params:
+                self.study.enqueue_trial(trial.params, user_attrs={ATTR_RETRY_OF: trial.number}, skip_if_exists=False)
+            recovered.append(trial.number)
+        return recovered

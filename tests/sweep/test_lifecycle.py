@@ -1,0 +1,261 @@
+"""The trial lifecycle's parts, one at a time: request, gate, outcome recording, recovery.
+
+Real components: an Optuna study on sqlite, MLflow on its sqlite store, a spawned trial
+process. The end-to-end sweeps on both backends are in test_optuna_sweep.py,
+test_ray_sweep.py and tests/faults/.
+"""
+
+import pickle
+import socket
+import subprocess
+import sys
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+from optuna.trial import TrialState
+
+from dicesearch.analysis.memory import estimate_training_memory
+from dicesearch.data import DigitsSpec
+from dicesearch.errors import SpecError
+from dicesearch.objective import Budget
+from dicesearch.spec import dump_spec
+from dicesearch.sweep import gate
+from dicesearch.sweep.config import MemoryBudget
+from dicesearch.sweep.mlflow_mirror import MlflowMirror
+from dicesearch.sweep.precheck import check_budget_reachable
+from dicesearch.sweep.ray_trial import SampledConfig, TrialReport
+from dicesearch.sweep.record import ATTR_RETRY_OF, ATTR_STATUS, ATTR_WORKER
+from dicesearch.sweep.search_space import load_search_space
+from dicesearch.sweep.studies import SweepStudy, this_worker
+from dicesearch.sweep.trial import TrialOutcome, TrialRequest, TrialSettings, record_outcome
+from dicesearch.sweep.trial_process import run_trial
+from dicesearch.testing import tiny_spec
+
+
+@pytest.fixture
+def spec(registry):
+    return tiny_spec("dice", "adaln_zero", layout="noise", resolution=8, registry=registry)
+
+
+def _request(spec, tmp_path) -> TrialRequest:
+    budget = Budget(train_steps=3, batch_size=4, fid_samples=4, sampling_steps=2, report_every=1)
+    settings = TrialSettings(
+        data=DigitsSpec(resolution=8), budget=budget, memory=MemoryBudget(budget_gb=1.0), memory_batch=4, seed=7, metric_keys=("fid_4",)
+    )
+    return settings.request(dump_spec(spec), tmp_path / "trial-0", count_static=False)
+
+
+# -- the request ----------------------------------------------------------------------------------
+
+
+def test_a_request_crosses_a_process_boundary_as_itself(spec, tmp_path):
+    request = _request(spec, tmp_path)
+    assert pickle.loads(pickle.dumps(request)) == request  # multiprocessing's spawn, Ray's object store
+    assert TrialRequest.model_validate(request.model_dump()) == request
+    assert request.spec() == spec  # the resolved spec, re-validated on the other side
+    assert request.workdir == tmp_path / "trial-0" and request.count_static is False
+    with pytest.raises(ValueError, match="extra"):
+        TrialRequest.model_validate({**request.model_dump(), "count_statics": True})  # no silent typos
+
+
+def test_ray_messages_round_trip_through_plain_data():
+    outcome = TrialOutcome(status="complete", metrics={"fid_4": 12.5, "params": 10.0}, loss_curve=[(1, 0.5), (2, 0.25)], wall_seconds=3.0)
+    report = TrialReport(metrics={"params": 10.0}, outcome=outcome)
+    assert TrialReport.of({"dicesearch": report.model_dump(), "loss": 0.2}) == report
+    assert TrialReport.of({"loss": 0.2}) == TrialReport()  # a result Ray made without us
+    sampled = SampledConfig(spec_yaml="name: x\n", summary={"stages": 1}, distributions={"a": "{}"})
+    config = {"stages[0].channels": 32, "dicesearch": sampled.model_dump()}
+    assert SampledConfig.of(config) == sampled and SampledConfig.values(config) == {"stages[0].channels": 32}
+
+
+def test_a_trial_process_reports_a_spec_it_cannot_build_as_one_failed_line(spec, tmp_path):
+    bad = _request(spec, tmp_path).model_copy(update={"spec_yaml": "stages: []\n"})
+    outcome = run_trial(bad, on_report=lambda step, loss: False, time_limit_s=120)
+    assert outcome.status == "failed"
+    assert outcome.reason.startswith("invalid: SpecError: trial spec") and "\n" not in outcome.reason
+    assert "SpecError" in outcome.traceback and outcome.wall_seconds > 0 and outcome.loss_curve == []
+
+
+# -- the gate --------------------------------------------------------------------------------------
+
+
+def test_the_gate_passes_what_fits_and_rejects_what_does_not_with_the_estimate(spec, registry):
+    estimate_gb = estimate_training_memory(spec, 64, "fp16", registry=registry).total / 2**30
+    warnings = []
+    fits = gate.assess(spec, MemoryBudget(budget_gb=estimate_gb * 1.01), 64, warnings.append)
+    assert fits.rejection is None and not warnings
+    assert fits.metrics["memory_estimated_gb"] == pytest.approx(estimate_gb)
+    assert fits.metrics["params"] == sum(p.numel() for p in _model(spec).parameters())
+    over = gate.assess(spec, MemoryBudget(budget_gb=estimate_gb * 0.99), 64, warnings.append)
+    assert over.rejection == (
+        f"rejected: estimated peak training memory {estimate_gb:.1f} GB at batch 64 fp16 exceeds the {estimate_gb * 0.99:g} GB budget"
+    )
+    assert over.metrics == fits.metrics  # the same configuration, counted the same
+
+
+def test_the_gate_lets_an_unknown_estimate_through():
+    assert gate.over_budget_reason({}, MemoryBudget(budget_gb=1.0), 8) is None
+    assert gate.over_budget_reason({"memory_estimated_gb": 1.0}, MemoryBudget(budget_gb=1.0), 8) is None  # at the budget fits
+    assert "exceeds the 1 GB budget" in gate.over_budget_reason({"memory_estimated_gb": 1.01}, MemoryBudget(budget_gb=1.0), 8)
+
+
+def _model(spec):
+    from dicesearch.model import build_model
+
+    return build_model(spec)
+
+
+SPACE = """\
+name: reach
+base:
+  input: {channels: 1, resolution: 16, num_classes: 10}
+  stages:
+    - {patch_size: 1, channels: 16, depth: 1, block: {kind: dice}}
+parameters:
+  stages[0].channels: {int: [16, 512], step: 16}
+memory: {budget_gb: BUDGET, precision: fp16, batch_size: 64}
+"""
+
+
+def test_a_space_none_of_whose_configurations_fits_is_refused_before_it_starts(tmp_path):
+    path = tmp_path / "reach.yaml"
+    path.write_text(SPACE.replace("BUDGET", "1.0"))
+    check_budget_reachable(load_search_space(path))  # 16 channels fit 1 GiB
+    path.write_text(SPACE.replace("BUDGET", "0.01"))
+    with pytest.raises(SpecError, match=r"reach\.yaml: memory.budget_gb: no configuration of this space fits 0.01 GiB: the smallest found \(stages\[0\]\.channels=16\)"):
+        check_budget_reachable(load_search_space(path))
+
+
+# -- recording an outcome --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mlflow_uri(tmp_path_factory):
+    """One MLflow store for the module (creating one costs seconds); each test is its own study."""
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
+
+
+@pytest.fixture
+def stores(tmp_path, mlflow_uri, request):
+    name = f"lifecycle-{abs(hash(request.node.name))}"
+    study = SweepStudy.open(name, f"sqlite:///{tmp_path}/optuna.db", ["minimize"], seed=0)
+    mirror = MlflowMirror(mlflow_uri, name, "space.yaml")
+    mirror.start_sweep({"study": name}, "")
+    return study, mirror, MlflowClient(tracking_uri=mlflow_uri)
+
+
+def _started(study, mirror, channels: int) -> int:
+    trial = study.study.ask()
+    trial.suggest_categorical("channels", [channels])
+    mirror.start_trial(trial.number, trial.params, {}, "name: x\n")
+    return trial.number
+
+
+def _run_of(client, study, number: int):
+    experiment = client.get_experiment_by_name("dicesearch")
+    where = f"tags.`dicesearch.study` = '{study.study.study_name}' and tags.`dicesearch.trial` = '{number}'"
+    (run,) = client.search_runs([experiment.experiment_id], filter_string=where)
+    return run
+
+
+def test_a_complete_outcome_becomes_the_trials_value_its_record_and_its_mlflow_run(stores, tmp_path):
+    study, mirror, client = stores
+    number = _started(study, mirror, 32)
+    samples = tmp_path / "samples.png"
+    samples.write_bytes(b"\x89PNG")
+    outcome = TrialOutcome(status="complete", metrics={"fid_4": 12.5, "params": 100.0}, loss_curve=[(1, 0.9), (2, 0.7)], wall_seconds=4.0, samples_png=str(samples))
+    assert record_outcome(study, mirror, number, outcome, ["fid_4"]) == outcome
+    trial = study.trial(number)
+    assert trial.state == TrialState.COMPLETE and trial.value == 12.5
+    assert trial.user_attrs[ATTR_STATUS] == "complete" and "reason" not in trial.user_attrs
+    assert trial.user_attrs["metrics"] == {"fid_4": 12.5, "params": 100.0}
+    assert trial.user_attrs["loss_curve"] == [[1, 0.9], [2, 0.7]] and trial.user_attrs["samples_png"] == str(samples)
+    run = _run_of(client, study, number)
+    assert run.info.status == "FINISHED" and run.data.metrics["fid_4"] == 12.5 and run.data.tags["dicesearch.status"] == "complete"
+    assert [m.value for m in client.get_metric_history(run.info.run_id, "loss")] == [0.9, 0.7]
+    # recorded once: a second record of the same trial changes nothing
+    assert record_outcome(study, mirror, number, outcome.model_copy(update={"metrics": {"fid_4": 1.0}}), ["fid_4"]) is None
+    assert study.trial(number).value == 12.5
+
+
+@pytest.mark.parametrize("metrics", [{}, {"fid_4": float("nan")}, {"fid_4": None}])
+def test_a_complete_outcome_without_a_finite_objective_is_recorded_as_failed(stores, metrics):
+    study, mirror, client = stores
+    number = _started(study, mirror, 16)
+    recorded = record_outcome(study, mirror, number, TrialOutcome(status="complete", metrics=metrics), ["fid_4"])
+    assert recorded.status == "failed" and recorded.reason == "failed: the run did not produce fid_4"
+    trial = study.trial(number)
+    assert trial.state == TrialState.FAIL and trial.user_attrs["reason"] == recorded.reason
+    assert _run_of(client, study, number).data.tags["dicesearch.status"] == "failed"
+
+
+@pytest.mark.parametrize(
+    ("status", "state", "has_curve"),
+    [("pruned", TrialState.PRUNED, True), ("rejected", TrialState.PRUNED, False), ("timeout", TrialState.FAIL, True),
+     ("crashed", TrialState.FAIL, True), ("invalid", TrialState.FAIL, False)],
+)
+def test_every_other_status_ends_in_its_state_with_its_reason(stores, status, state, has_curve):
+    study, mirror, client = stores
+    number = _started(study, mirror, 48)
+    outcome = TrialOutcome(status=status, reason=f"{status}: because", metrics={"params": 1.0}, traceback="Traceback ...\nValueError: x")
+    record_outcome(study, mirror, number, outcome, ["fid_4"])
+    trial = study.trial(number)
+    assert trial.state == state and trial.user_attrs[ATTR_STATUS] == status and trial.user_attrs["reason"] == f"{status}: because"
+    assert ("loss_curve" in trial.user_attrs) == has_curve  # a configuration that never trained has no curve
+    assert trial.user_attrs["traceback"].endswith("ValueError: x")
+    run = _run_of(client, study, number)
+    assert run.data.tags["dicesearch.reason"] == f"{status}: because" and run.info.status == "FAILED"
+
+
+# -- recovery after a kill -------------------------------------------------------------------------
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_only_a_dead_workers_trials_are_recovered_and_requeued_once(tmp_path):
+    study = SweepStudy.open("recover", f"sqlite:///{tmp_path}/optuna.db", ["minimize"], seed=0)
+    workers = {
+        "dead": f"{socket.gethostname()}:{_dead_pid()}",
+        "alive": this_worker(),
+        "elsewhere": f"another-host-{socket.gethostname()}:1",
+    }
+    numbers = {}
+    for who, worker in workers.items():
+        trial = study.study.ask()
+        trial.suggest_int("channels", 16, 64, step=16)
+        trial.set_user_attr(ATTR_WORKER, worker)
+        numbers[who] = trial.number
+    dead = study.trial(numbers["dead"])
+
+    assert study.recover_interrupted() == [numbers["dead"]]
+    recovered = study.trial(numbers["dead"])
+    assert recovered.state == TrialState.FAIL and recovered.user_attrs[ATTR_STATUS] == "interrupted"
+    assert recovered.user_attrs["reason"] == "interrupted: the sweep process ended during this trial"
+    assert {t.number for t in study.running()} == {numbers["alive"], numbers["elsewhere"]}  # live workers untouched
+    (waiting,) = study.trials((TrialState.WAITING,))
+    assert waiting.user_attrs[ATTR_RETRY_OF] == numbers["dead"]
+    assert study.recover_interrupted() == []  # nothing twice
+    assert numbers["dead"] not in {t.number for t in study.counted()}  # re-run, so not counted
+    retry = study.study.ask()  # the next claim takes the queued retry, with the same values
+    assert retry.number == waiting.number and retry.user_attrs[ATTR_RETRY_OF] == numbers["dead"]
+    assert retry.suggest_int("channels", 16, 64, step=16) == dead.params["channels"]
+
+
+def test_a_trial_another_process_already_ended_is_not_claimed_again(tmp_path):
+    study = SweepStudy.open("claim", f"sqlite:///{tmp_path}/optuna.db", ["minimize"], seed=0)
+    trial = study.study.ask()
+    assert study.interrupt(trial.number, "interrupted: first")
+    assert not study.interrupt(trial.number, "interrupted: second")  # the state change was the claim
+    assert study.trial(trial.number).user_attrs["reason"] == "interrupted: first"
+
+
+def test_a_study_opened_for_another_objective_is_refused(tmp_path):
+    SweepStudy.open("dirs", f"sqlite:///{tmp_path}/optuna.db", ["minimize"], seed=0)
+    with pytest.raises(SpecError, match="optimises \\['minimize'\\], but the search space asks for \\['minimize', 'minimize'\\]"):
+        SweepStudy.open("dirs", f"sqlite:///{tmp_path}/optuna.db", ["minimize", "minimize"], seed=0)
+    assert optuna.load_study(study_name="dirs", storage=f"sqlite:///{tmp_path}/optuna.db").directions == [optuna.study.StudyDirection.MINIMIZE]
