@@ -55,6 +55,26 @@ inception_weights_option = click.option(
 )
 
 
+def _inception_logits(ctx, param, value):
+    """--inception-logits PATH: a TorchScript classifier for the Inception Score (none ships offline)."""
+    if value is not None:
+        import os
+
+        from dicesearch.metrics.inception_score import LOGITS_ENV, load_logits_network
+
+        if not Path(value).is_file():
+            raise click.BadParameter(f"{value} is not a file; give a TorchScript classifier that maps (N, 3, 299, 299) to (N, K) logits")
+        load_logits_network(value)  # one clear line now, not a failure in every trial
+        os.environ[LOGITS_ENV] = str(Path(value).resolve())
+    return value
+
+
+inception_logits_option = click.option(
+    "--inception-logits", type=click.Path(dir_okay=False), callback=_inception_logits, expose_value=False, is_eager=True,
+    help="TorchScript Inception classifier (logits) for the Inception Score is_N; without one IS is unavailable.",
+)
+
+
 @click.group(cls=_Group)
 @click.version_option(package_name="dicesearch")
 def main() -> None:
@@ -223,6 +243,7 @@ def profile(spec: str, steps: int, batch_size: int, timed_forwards: int, device:
 @click.option("--tracking-uri", help="MLflow tracking URI (default: the file's, else sqlite:///mlflow.db; an http:// server works too).")
 @click.option("--device", default="auto", show_default=True, help="Where trials train: auto, cpu, cuda.")
 @inception_weights_option
+@inception_logits_option
 def sweep(search_space: str, trials: int | None, out_dir: Path | None, storage: str | None, tracking_uri: str | None, device: str) -> None:
     """Run (or resume) the sweep a search-space file describes."""
     from dicesearch.sweep.commands import run_sweep
@@ -240,6 +261,28 @@ def export(search_space: str, output: Path, trial_number: int | None, storage: s
     from dicesearch.sweep.commands import export_best
 
     export_best(search_space, output, trial_number, storage, console)
+
+
+@main.command()
+@click.argument("search_space", type=click.Path(dir_okay=False))
+@click.option("--best", default=3, show_default=True, type=click.IntRange(min=0), help="Re-train the best N scored trials.")
+@click.option("--random", "random_count", default=3, show_default=True, type=click.IntRange(min=0), help="...and N others drawn at random.")
+@click.option("--factor", default=4.0, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Training steps of the long run / the sweep's.")
+@click.option("--fid-samples", type=click.IntRange(min=4), help="N of the long run's FID (default: the sweep's).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), help="The sweep's folder (default runs/<study>).")
+@click.option("--storage", help="Optuna storage URL, if not the search space's.")
+@click.option("--tracking-uri", help="MLflow tracking URI, if not the search space's.")
+@click.option("--device", default="auto", show_default=True, help="Where the long runs train: auto, cpu, cuda.")
+@inception_weights_option
+@inception_logits_option
+def calibrate(search_space, best, random_count, factor, fid_samples, out_dir, storage, tracking_uri, device) -> None:
+    """Re-train chosen trials of a finished sweep longer: does the short run rank them as the long one does?"""
+    from dicesearch.sweep.commands import calibrate_space
+
+    calibrate_space(
+        search_space, console, best=best, random_count=random_count, factor=factor, fid_samples=fid_samples,
+        storage=storage, tracking_uri=tracking_uri, out_dir=out_dir, device=device,
+    )  # fmt: skip
 
 
 # -- training and sampling ------------------------------------------------------------------

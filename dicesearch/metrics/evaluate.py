@@ -11,6 +11,12 @@ evaluates 500 samples drawn with a fixed seed; its numbers are ``*_500`` here.
   (7 x 17 x 17 = 2023-d), the layer ADM's evaluator uses.
 - precision/recall: Kynkäänniemi et al. 2019, k = 3 nearest-neighbour manifolds of the
   pool features.
+- KID: Bińkowski et al. 2018, unbiased MMD² of the pool features (``metrics.kernel``).
+- IS: Salimans et al. 2016, from a user-given classifier (``metrics.inception_score``).
+
+:func:`image_scores` adds each score's uncertainty: ``<name>_sd`` (and for FID the
+bootstrap interval ``fid_N_lo`` .. ``fid_N_hi``, ``metrics.bootstrap``), ``kid_N`` with
+``kid_N_sd`` over subsets, and ``is_N`` / ``is_N_sd`` when a classifier is given.
 """
 
 from __future__ import annotations
@@ -23,8 +29,11 @@ import numpy as np
 import torch
 
 from dicesearch.errors import DataError
-from dicesearch.metrics.features import Images, extract_features
+from dicesearch.metrics.bootstrap import fid_bootstrap
+from dicesearch.metrics.features import Images, InceptionFeatures, extract_features
 from dicesearch.metrics.frechet import frechet_distance_to_samples
+from dicesearch.metrics.inception_score import inception_score
+from dicesearch.metrics.kernel import kernel_inception_distance
 from dicesearch.metrics.inception import InceptionNetwork, load_inception
 from dicesearch.metrics.precision_recall import DEFAULT_K, precision_recall
 from dicesearch.metrics.reference import ReferenceKey, ReferenceStats, cached_reference_stats
@@ -41,6 +50,12 @@ def metric_names(n: int) -> dict[str, str]:
     """Plain metric -> name carrying the count, e.g. {"fid": "fid_500", ...}."""
     suffix = count_suffix(n)
     return {m: f"{m}_{suffix}" for m in ("fid", "sfid", "precision", "recall")}
+
+
+def score_names(n: int) -> dict[str, str]:
+    """``metric_names`` plus the scores :func:`image_scores` adds: {"kid": "kid_500", "is": "is_500", ...}."""
+    suffix = count_suffix(n)
+    return {**metric_names(n), "kid": f"kid_{suffix}", "is": f"is_{suffix}"}
 
 
 def image_metrics(
@@ -62,6 +77,44 @@ def image_metrics(
     Returns {"fid_<n>", "sfid_<n>", "precision_<n>", "recall_<n>"} as floats; sFID is
     left out when the reference has no spatial statistics.
     """
+    feats = _features(generated, reference, n, network, k, batch_size, progress)
+    return _point_scores(feats, reference, n, k)
+
+
+def image_scores(
+    generated: Images,
+    reference: ReferenceStats,
+    n: int,
+    *,
+    network: InceptionNetwork | None = None,
+    classifier: torch.jit.ScriptModule | None = None,
+    k: int = DEFAULT_K,
+    batch_size: int = 50,
+    seed: int = 0,
+    progress: bool | None = None,
+) -> dict[str, float]:
+    """:func:`image_metrics` with each score's uncertainty, KID and (with a classifier) IS.
+
+    Adds ``fid_<n>_sd``, ``fid_<n>_lo`` and ``fid_<n>_hi`` (percentile bootstrap over the
+    generated images, 95 %), ``kid_<n>`` and ``kid_<n>_sd`` (over subsets), and with
+    ``classifier`` ``is_<n>`` and ``is_<n>_sd`` (over 10 splits). ``seed`` seeds the
+    resamples and subsets, so the same images always give the same numbers.
+    """
+    feats = _features(generated, reference, n, network, k, batch_size, progress, classifier)
+    names = score_names(n)
+    out = _point_scores(feats, reference, n, k)
+    interval = fid_bootstrap(feats.pool, reference.pool, seed=seed)
+    fid = names["fid"]
+    out.update({f"{fid}_sd": interval.std, f"{fid}_lo": interval.lo, f"{fid}_hi": interval.hi})
+    kid = kernel_inception_distance(feats.pool, reference.pool_features, seed=seed)
+    out.update({names["kid"]: kid.value, f"{names['kid']}_sd": kid.std})
+    if feats.logits is not None:
+        score = inception_score(feats.logits, splits=min(10, n))
+        out.update({names["is"]: score.value, f"{names['is']}_sd": score.std})
+    return out
+
+
+def _features(generated, reference, n, network, k, batch_size, progress, classifier=None) -> InceptionFeatures:
     if n < max(2, k + 1):
         raise DataError(f"image metrics need at least {max(2, k + 1)} images, got n={n}")
     net = network if network is not None else load_inception()
@@ -70,13 +123,15 @@ def image_metrics(
             f"reference statistics were computed with network {reference.key.network}, "
             f"not {net.fingerprint} ({net.path}); recompute them with this network"
         )
-    want_spatial = reference.spatial is not None
-    feats = extract_features(
-        generated, net, n=n, spatial=want_spatial, batch_size=batch_size, progress=progress
+    return extract_features(
+        generated, net, n=n, spatial=reference.spatial is not None, batch_size=batch_size, progress=progress, classifier=classifier
     )
+
+
+def _point_scores(feats: InceptionFeatures, reference: ReferenceStats, n: int, k: int) -> dict[str, float]:
     names = metric_names(n)
     out = {names["fid"]: frechet_distance_to_samples(feats.pool, reference.pool)}
-    if want_spatial and feats.spatial is not None:
+    if reference.spatial is not None and feats.spatial is not None:
         out[names["sfid"]] = frechet_distance_to_samples(feats.spatial, reference.spatial)
     precision, recall = precision_recall(reference.pool_features, feats.pool, k=k)
     out[names["precision"]] = precision

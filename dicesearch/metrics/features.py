@@ -99,8 +99,9 @@ def to_inception_input(pixels: torch.Tensor) -> torch.Tensor:
 class InceptionFeatures:
     """Features of N images."""
 
-    pool: np.ndarray  # (N, 2048) float64, for FID and precision/recall
+    pool: np.ndarray  # (N, 2048) float64, for FID, KID and precision/recall
     spatial: np.ndarray | None  # (N, 2023) float64, for sFID; None if not extracted
+    logits: np.ndarray | None = None  # (N, K) float64 of a given classifier, for the Inception Score
 
     def __len__(self) -> int:
         return int(self.pool.shape[0])
@@ -154,6 +155,7 @@ def extract_features(
     spatial: bool = True,
     batch_size: int = 50,
     progress: bool | None = None,
+    classifier: torch.jit.ScriptModule | None = None,
 ) -> InceptionFeatures:
     """Inception features of ``images``, pool and (if ``spatial``) sFID's mixed_6/conv.
 
@@ -161,6 +163,7 @@ def extract_features(
         (batch, labels) tuples), float in [-1, 1] or uint8, C in {1, 3}.
     n: take exactly the first n images (DataError if fewer); None takes all.
     progress: tqdm bar on stderr; None shows it when more than one batch is expected.
+    classifier: a TorchScript classifier run on the same inputs (logits for the Inception Score).
     """
     if n is not None and n < 1:
         raise DataError(f"the number of images must be >= 1, got {n}")
@@ -171,6 +174,7 @@ def extract_features(
     show = progress if progress is not None else (total is None or total > batch_size)
     pool_parts: list[np.ndarray] = []
     spatial_parts: list[np.ndarray] = []
+    logit_parts: list[np.ndarray] = []
     with torch.inference_mode(), tqdm(
         total=total, disable=not show, unit="img", desc="Inception features", leave=False
     ) as bar:
@@ -180,10 +184,13 @@ def extract_features(
             pool_parts.append(pool.double().cpu().numpy())
             if spat is not None:
                 spatial_parts.append(spat.double().cpu().numpy())
+            if classifier is not None:
+                logit_parts.append(classifier(x).double().cpu().numpy())  # (B, K)
             bar.update(len(chunk))
     if not pool_parts:
         raise DataError("no images to extract features from")
     return InceptionFeatures(
         pool=np.concatenate(pool_parts),
         spatial=np.concatenate(spatial_parts) if spatial else None,
+        logits=np.concatenate(logit_parts) if classifier is not None else None,
     )

@@ -17,7 +17,8 @@ def _data_args(space) -> str:
 def run_sweep(path: str, console: Console, *, trials=None, out_dir=None, storage=None, tracking_uri=None, device="auto") -> None:
     from dicesearch.sweep.locations import SweepLocations
     from dicesearch.sweep.precheck import check_budget_reachable, check_data
-    from dicesearch.sweep.report import ranked_table, save_plots
+    from dicesearch.sweep.plots import importance_note, save_plots
+    from dicesearch.sweep.report import ranked_table
     from dicesearch.sweep.search_space import load_search_space
 
     if not console.is_terminal:  # a log file: lines need not wrap at 80 columns
@@ -34,6 +35,10 @@ def run_sweep(path: str, console: Console, *, trials=None, out_dir=None, storage
         f"{', '.join(config.objective.metrics)}; study in {paths.storage_url}, MLflow in {paths.tracking_uri}",
         highlight=False,
     )
+    from dicesearch.metrics.inception_score import UNAVAILABLE, logits_network_path
+
+    if logits_network_path() is None:
+        console.print(f"note: {UNAVAILABLE}", highlight=False, soft_wrap=True)
     if config.backend == "ray":
         from dicesearch.sweep.ray_backend import RaySweep
 
@@ -50,6 +55,9 @@ def run_sweep(path: str, console: Console, *, trials=None, out_dir=None, storage
     keys = config.metric_keys
     console.print(ranked_table(result.study, keys))
     plots = save_plots(result.study, paths.out_dir / "plots", keys)
+    note = importance_note(result.study)
+    if note:
+        console.print(note, highlight=False)
     runner.mirror.end_sweep("FINISHED", plots)
     if result.mlflow_failures:
         console.print(f"[yellow]warning:[/] {result.mlflow_failures} MLflow call(s) failed; re-run the command to mirror the missing trials")
@@ -75,3 +83,25 @@ def export_best(path: str, output: Path, trial_number, storage, console: Console
     out, trial = export_trial(study, output, trial_number, _data_args(space))
     console.print(f"wrote {out} (trial {trial.number}); train it at full length:\n  dicesearch train {out}{_data_args(space)}")
 
+
+def calibrate_space(path: str, console: Console, *, best: int, random_count: int, factor: float, fid_samples, storage, tracking_uri, out_dir, device) -> None:
+    from dicesearch.sweep.calibrate import calibrate, calibration_table, log_calibration
+    from dicesearch.sweep.locations import SweepLocations
+    from dicesearch.sweep.mlflow_mirror import MlflowMirror
+    from dicesearch.sweep.precheck import check_data
+    from dicesearch.sweep.search_space import load_search_space
+
+    if not console.is_terminal:
+        console.width = max(console.width, 160)
+    space = load_search_space(path)
+    check_data(space)
+    paths = SweepLocations.for_config(space.config, out_dir, storage, tracking_uri)
+    result = calibrate(space, paths, console, best=best, random_count=random_count, factor=factor, fid_samples=fid_samples, device=device)
+    console.print(calibration_table(result))
+    if result.agreement is None:
+        console.print("[yellow]fewer than 3 long runs succeeded: no rank correlation[/]")
+    else:
+        console.print(result.agreement.text(), highlight=False)
+    mirror = MlflowMirror(paths.tracking_uri, space.config.resolved_study_name, space.source)
+    log_calibration(mirror, result, paths.out_dir / "calibrate")
+    console.print(f"logged to MLflow under the sweep's parent run; pairs in {paths.out_dir / 'calibrate' / 'calibration.yaml'}", highlight=False)

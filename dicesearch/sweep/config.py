@@ -35,9 +35,10 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-Metric = Literal["fid", "gmacs", "gflops", "params", "samples_per_second"]
+Metric = Literal["fid", "kid", "gmacs", "gflops", "params", "samples_per_second"]
 DIRECTIONS: dict[str, str] = {
     "fid": "minimize",  # fid_<N> at the budget's fid_samples
+    "kid": "minimize",  # kid_<N>: unbiased at small N, so it suits short runs
     "gmacs": "minimize",  # multiply-adds per forward (what DiT and DiMR call Gflops)
     "gflops": "minimize",  # 2 x gmacs
     "params": "minimize",
@@ -73,6 +74,7 @@ class SweepConfig(_Frozen):
     parameters: dict[str, Distribution]
     objective: Objective = Field(default_factory=Objective)
     budget: Budget = Field(default_factory=Budget)
+    replicates: PositiveInt = Field(1, description="Seeds per trial (init, data order, noise); the objective is their mean.")
     trial_time_limit_s: PositiveFloat | None = Field(None, description="Stop and record a trial that runs longer than this.")
     memory: MemoryBudget = Field(default_factory=MemoryBudget)
     backend: Literal["optuna", "ray"] = "optuna"
@@ -102,11 +104,11 @@ class SweepConfig(_Frozen):
 
     @property
     def metric_keys(self) -> list[str]:
-        """The metric keys the objective reads: 'fid' means fid_<N> at the budget's N."""
-        from dicesearch.metrics import metric_names
+        """The metric keys the objective reads: 'fid' means fid_<N> at the budget's N, 'kid' kid_<N>."""
+        from dicesearch.metrics import score_names
 
-        names = metric_names(self.budget.fid_samples)
-        return [names["fid"] if m == "fid" else m for m in self.objective.metrics]
+        names = score_names(self.budget.fid_samples)
+        return [names.get(m, m) for m in self.objective.metrics]
 
     @property
     def memory_batch(self) -> int:

@@ -160,6 +160,31 @@ class MlflowMirror:
 
         self._safe("close the sweep's parent run", end, force=True)
 
+    def log_side_run(self, role: str, params: dict[str, Any], metrics: dict[str, float], artifacts: list[Path] = ()) -> str | None:
+        """A finished run nested under the sweep's parent run (left as it is), e.g. a calibration."""
+
+        def log():
+            from mlflow.entities import Metric, Param
+
+            client = self._connect()
+            parents = [r for r in self._runs_of_sweep() if r.data.tags.get("dicesearch.role") == "sweep"]
+            tags = {"dicesearch.study": self.study_name, "dicesearch.role": role}
+            if parents:
+                tags["mlflow.parentRunId"] = min(parents, key=lambda r: (r.info.start_time, r.info.run_id)).info.run_id
+            run = client.create_run(self._experiment_id, run_name=f"{self.study_name}-{role}", tags=tags)
+            now = int(time.time() * 1000)
+            client.log_batch(
+                run.info.run_id,
+                metrics=[Metric(mlflow_key(k), float(v), now, 0) for k, v in metrics.items()],
+                params=[Param(mlflow_key(k), str(v)[:6000]) for k, v in list(params.items())[:100]],
+            )
+            for path in artifacts:
+                client.log_artifact(run.info.run_id, str(path))
+            client.set_terminated(run.info.run_id, "FINISHED")
+            return run.info.run_id
+
+        return self._safe(f"log the sweep's {role} run", log, force=True)
+
     # -- trial runs ------------------------------------------------------------------------------
 
     def _trial_tags(self, number: int) -> dict[str, str]:

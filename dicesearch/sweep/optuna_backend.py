@@ -45,7 +45,8 @@ class OptunaSweep:
 
     def run(self) -> SweepResult:
         config = self.space.config
-        pruner = make_pruner(config.pruner, config.objective.directions, config.budget.train_steps, config.budget.report_every)
+        steps = config.budget.train_steps * config.replicates  # replicate r reports as r * train_steps + step
+        pruner = make_pruner(config.pruner, config.objective.directions, steps, config.budget.report_every)
         result = self.session.open(sweep_params(config), pruner)
         try:
             with ThreadPoolExecutor(max_workers=config.parallelism) as pool:
@@ -100,6 +101,8 @@ class OptunaSweep:
             self.session.record(number, TrialOutcome(status="invalid", reason=f"invalid configuration: {exc}"))
             return
         spec_yaml = dump_spec(spec)
+        if self.session.reuse(number, values, spec_yaml, spec_summary(spec)):
+            return
         settings = self.settings
         assessment = gate.assess(spec, settings.memory, settings.memory_batch, lambda message: self.console.print(f"[yellow]warning:[/] {message}"))
         self.session.begin_trial(number, values, spec_yaml, spec_summary(spec))

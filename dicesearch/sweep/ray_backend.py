@@ -42,8 +42,8 @@ from dicesearch.sweep.ray_trial import KEY, SampledConfig, TrialReport, run_ray_
 from dicesearch.sweep.record import is_failure
 from dicesearch.sweep.search_space import SearchSpace
 from dicesearch.sweep.session import SweepResult, SweepSession, sweep_params
-from dicesearch.sweep.studies import make_sampler
-from dicesearch.sweep.trial import TrialSettings, spec_summary
+from dicesearch.sweep.studies import SweepStudy, make_sampler
+from dicesearch.sweep.trial import TrialSettings, outcome_of, spec_summary
 
 MARKER = "dicesearch_sweep.json"  # in the Ray experiment folder: what the experiment was started with
 
@@ -133,7 +133,7 @@ class RaySweep:
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "a new study created in memory"
         try:
             searcher = _Searcher(
-                _Sampler(self.recorder.space_source),
+                _Sampler(self.recorder.space_source, self.locations, directions, self.config.seed),
                 metric=keys if len(keys) > 1 else keys[0],
                 mode=[d[:3] for d in directions] if len(directions) > 1 else directions[0][:3],
                 sampler=make_sampler(directions, self.config.seed),
@@ -171,13 +171,14 @@ class RaySweep:
         from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
         budget = self.config.budget
-        grace = max(budget.report_every, budget.train_steps // 3)  # as the Optuna backend's median pruner warms up
-        if self.config.pruner == "none" or len(self.session.directions) > 1 or grace >= budget.train_steps:
+        steps = budget.train_steps * self.config.replicates  # replicate r reports as r * train_steps + step
+        grace = max(budget.report_every, steps // 3)  # as the Optuna backend's median pruner warms up
+        if self.config.pruner == "none" or len(self.session.directions) > 1 or grace >= steps:
             return FIFOScheduler()
         # rungs at grace * 3^k below the last step: stopping a trial whose training is done
         # would only throw away its evaluation
         return ASHAScheduler(
-            time_attr="step", metric="loss", mode="min", grace_period=grace, max_t=budget.train_steps - 1, reduction_factor=3, stop_last_trials=False
+            time_attr="step", metric="loss", mode="min", grace_period=grace, max_t=steps - 1, reduction_factor=3, stop_last_trials=False
         )
 
     def _sweep_params(self) -> dict[str, Any]:
@@ -198,29 +199,41 @@ class _Sampler:
     """OptunaSearch's define-by-run function: the search space's own sampling.
 
     Returns, under :data:`~dicesearch.sweep.ray_trial.KEY`, what the trial needs besides the
-    sampled values (:class:`~dicesearch.sweep.ray_trial.SampledConfig`). Ray pickles it
-    with the searcher; it carries the search-space file's path and reads the file on first
-    use in the process that restores it.
+    sampled values (:class:`~dicesearch.sweep.ray_trial.SampledConfig`): the spec, or why the
+    combination is invalid, or the outcome of an identical configuration already finished
+    (not trained twice). Ray pickles it with the searcher; it carries only the search-space
+    file's path and where the results study is, and opens both on first use in the process
+    that runs it (the driver, or the one that restores the experiment).
     """
 
-    def __init__(self, space_source: str):
-        self.space_source = space_source
+    def __init__(self, space_source: str, locations: SweepLocations, directions: list[str], seed: int):
+        self.space_source, self.locations, self.directions, self.seed = space_source, locations, directions, seed
         self._space: SearchSpace | None = None
+        self._study: SweepStudy | None = None
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_space": None}
+        return {**self.__dict__, "_space": None, "_study": None}
 
     def __call__(self, trial) -> dict[str, Any]:
         if self._space is None:
             from dicesearch.sweep.search_space import load_search_space
 
             self._space = load_search_space(self.space_source)
+            name = self._space.config.resolved_study_name
+            self._study = SweepStudy.open(name, self.locations.storage_url, self.directions, self.seed)
+        distributions = _all_distributions(trial)
         try:
-            spec, _ = self._space.sample(trial)
+            spec, values = self._space.sample(trial)
         except SpecError as exc:
-            sampled = SampledConfig(invalid=f"invalid configuration: {exc}", distributions=_all_distributions(trial))
+            return {KEY: SampledConfig(invalid=f"invalid configuration: {exc}", distributions=distributions).model_dump()}
+        spec_yaml = dump_spec(spec)
+        earlier = self._study.identical(values)
+        if earlier is not None:
+            sampled = SampledConfig(
+                spec_yaml=spec_yaml, summary=spec_summary(spec), distributions=distributions, duplicate_of=earlier.number, reused=outcome_of(earlier)
+            )
         else:
-            sampled = SampledConfig(spec_yaml=dump_spec(spec), summary=spec_summary(spec), distributions=_all_distributions(trial))
+            sampled = SampledConfig(spec_yaml=spec_yaml, summary=spec_summary(spec), distributions=distributions)
         return {KEY: sampled.model_dump()}
 
 

@@ -30,7 +30,16 @@ from rich.console import Console
 
 from dicesearch.sweep.locations import SweepLocations
 from dicesearch.sweep.ray_trial import SampledConfig, TrialReport
-from dicesearch.sweep.record import ATTR_PARAMS, ATTR_RAY_TRIAL, ATTR_RETRY_OF, ATTR_SPEC, ATTR_STATUS, ATTR_WORKER, STATUS_INTERRUPTED
+from dicesearch.sweep.record import (
+    ATTR_DUPLICATE_OF,
+    ATTR_PARAMS,
+    ATTR_RAY_TRIAL,
+    ATTR_RETRY_OF,
+    ATTR_SPEC,
+    ATTR_STATUS,
+    ATTR_WORKER,
+    STATUS_INTERRUPTED,
+)
 from dicesearch.sweep.session import SweepSession
 from dicesearch.sweep.studies import this_worker
 from dicesearch.sweep.trial import TrialOutcome
@@ -79,6 +88,8 @@ class RayResults:
             retried = records[-1] if records else self._interrupted_like(values)
             if retried is not None:
                 user_attrs[ATTR_RETRY_OF] = retried.number
+            if sampled.duplicate_of is not None:
+                user_attrs[ATTR_DUPLICATE_OF] = sampled.duplicate_of
             distributions = {k: optuna.distributions.json_to_distribution(v) for k, v in sampled.distributions.items()}
             self.study.study.add_trial(
                 optuna.trial.create_trial(state=TrialState.RUNNING, params=values, distributions=distributions, user_attrs=user_attrs)
@@ -87,6 +98,11 @@ class RayResults:
             self._numbers[trial.trial_id] = number
         if sampled.spec_yaml:
             self.session.mirror.start_trial(number, values, sampled.summary, sampled.spec_yaml)
+        if sampled.duplicate_of is not None:
+            self.session.console.print(
+                f"trial {number}: the same configuration as trial {sampled.duplicate_of}; its result is reused, not retrained", highlight=False
+            )
+        elif sampled.spec_yaml:
             self.session.announce(number, values)
 
     def _interrupted_like(self, values: dict[str, Any]):

@@ -34,6 +34,8 @@ class SampledConfig(BaseModel):
     invalid: str | None = None  # the one-line reason, instead of a spec
     summary: dict[str, Any] = {}  # the architecture at a glance (MLflow params)
     distributions: dict[str, str] = {}  # name -> optuna.distributions.distribution_to_json
+    duplicate_of: int | None = None  # a finished trial of the same configuration...
+    reused: TrialOutcome | None = None  # ...whose outcome this trial reports instead of training
 
     @classmethod
     def of(cls, config: dict[str, Any]) -> SampledConfig:
@@ -74,6 +76,9 @@ def run_ray_trial(config: dict[str, Any], settings: TrialSettings) -> None:
         checkpoint = tune.Checkpoint.from_directory(str(Path(samples).parent)) if samples else None
         tune.report(result, checkpoint=checkpoint)  # the sample grid travels back as the trial's checkpoint
 
+    if sampled.reused is not None:
+        finish(sampled.reused, sampled.reused.metrics)
+        return
     if sampled.invalid or not sampled.spec_yaml:
         finish(TrialOutcome(status="invalid", reason=sampled.invalid or "invalid configuration: no spec was sampled"), {})
         return

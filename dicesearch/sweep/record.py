@@ -7,13 +7,21 @@ A trial's *status* says what happened to it, finer than Optuna's state (in brack
 
 * ``complete`` (COMPLETE): trained and scored;
 * ``pruned`` (PRUNED): stopped early by the pruner (Optuna) or ASHA (Ray);
-* ``rejected`` (PRUNED): estimated over the memory budget, never trained;
+* ``rejected`` (COMPLETE, infeasible): estimated over the memory budget, never trained;
 * ``invalid`` (FAIL): the sampled combination is not a valid model;
-* ``failed`` (FAIL): raised, diverged, ran out of memory, or produced no objective;
+* ``failed`` (FAIL): raised, diverged or produced no objective; one that ran out of
+  memory is COMPLETE and infeasible, like a rejected one;
 * ``timeout`` (FAIL): stopped at ``trial_time_limit_s``;
 * ``crashed`` (FAIL): its process died without a word;
 * ``interrupted`` (FAIL): the sweep stopped during it; it runs again as a new trial;
 * ``surplus`` (FAIL): another worker already held the study's trials; never run.
+
+*Infeasible* trials (over the memory budget, by the estimate or by running out of memory)
+end COMPLETE with a positive constraint value ``CONSTRAINT`` (GiB over the budget) set
+through ``optuna.trial.Trial.set_constraint``: TPE and NSGA-II read it and learn where the
+budget ends, ``study.best_trial(s)`` leave them out, and their objective values are
+placeholders (+inf for a minimised score, the known count for ``gmacs``/``params``). Every
+other complete trial records its (negative) headroom under the same key.
 """
 
 from __future__ import annotations
@@ -33,18 +41,22 @@ ATTR_TRACEBACK = "traceback"  # the last lines of a failed trial's traceback
 ATTR_WORKER = "worker"  # "<host>:<pid>" of the sweep process running the trial
 ATTR_RETRY_OF = "retry_of"  # the interrupted trial this one runs again
 ATTR_RAY_TRIAL = "ray_trial_id"  # the Ray Tune trial a results-study trial records (Ray backend)
+ATTR_DUPLICATE_OF = "duplicate_of"  # an identical configuration's trial whose result this one reuses
 
 Status = Literal["complete", "pruned", "rejected", "invalid", "failed", "timeout", "crashed", "interrupted", "surplus"]
+
+CONSTRAINT = "memory_over_budget_gb"  # Optuna constraint: estimated peak - budget, > 0 infeasible
+MIN_VIOLATION = 0.01  # GiB: the violation of a trial that ran out of memory although estimated to fit
 
 STATUS_SURPLUS: Status = "surplus"
 STATUS_INTERRUPTED: Status = "interrupted"
 NOT_COUNTED: tuple[Status, ...] = (STATUS_INTERRUPTED, STATUS_SURPLUS)  # re-run elsewhere / never run
 
-_PRUNED: tuple[Status, ...] = ("pruned", "rejected")
+_PRUNED: tuple[Status, ...] = ("pruned",)
 
 
 def state_for(status: Status) -> TrialState:
-    """The Optuna state a trial of ``status`` ends in."""
+    """The Optuna state a trial of ``status`` ends in without objective values (see above)."""
     if status == "complete":
         return TrialState.COMPLETE
     return TrialState.PRUNED if status in _PRUNED else TrialState.FAIL
@@ -56,7 +68,10 @@ def is_failure(status: str) -> bool:
 
 
 __all__ = [
+    "CONSTRAINT",
+    "MIN_VIOLATION",
     "ATTR_CURVE",
+    "ATTR_DUPLICATE_OF",
     "ATTR_METRICS",
     "ATTR_PARAMS",
     "ATTR_RAY_TRIAL",

@@ -1,47 +1,81 @@
-"""The end of a sweep: a ranked table in the terminal, Optuna's plots as PNG artifacts."""
+"""The end of a sweep in the terminal: trials ranked, each score with its spread, ties marked."""
 
 from __future__ import annotations
-
-import warnings
-from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
 from rich import box
 from rich.table import Table
 
-from dicesearch.sweep.record import ATTR_METRICS, ATTR_REASON, ATTR_STATUS, STATUS_SURPLUS
+from dicesearch.sweep.ranking import Score, tied
+from dicesearch.sweep.record import ATTR_DUPLICATE_OF, ATTR_METRICS, ATTR_REASON, ATTR_STATUS, STATUS_SURPLUS
+
+TIE_MARK = "≈"
+
+
+def is_scored(trial) -> bool:
+    """A trial that trained and was scored (infeasible trials are COMPLETE too, with placeholders)."""
+    return trial.state == TrialState.COMPLETE and trial.user_attrs.get(ATTR_STATUS, "complete") == "complete"
 
 
 def ranked_trials(study: optuna.Study) -> list:
-    """Completed trials best first (by the first objective), then the others by number."""
+    """Scored trials best first (by the first objective), then the others by number."""
     trials = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(ATTR_STATUS) != STATUS_SURPLUS]
-    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    done = [t for t in trials if is_scored(t)]
     sign = 1 if study.directions[0] == optuna.study.StudyDirection.MINIMIZE else -1
-    done.sort(key=lambda t: sign * t.values[0])
-    rest = sorted((t for t in trials if t.state != TrialState.COMPLETE), key=lambda t: t.number)
+    done.sort(key=lambda t: (sign * t.values[0], t.number))
+    rest = sorted((t for t in trials if not is_scored(t)), key=lambda t: t.number)
     return done + rest
 
 
+def tied_with_best(study: optuna.Study, key: str) -> set[int]:
+    """Numbers of the scored trials whose ``key`` is statistically tied with the best's (the best excluded)."""
+    scored = [t for t in ranked_trials(study) if is_scored(t)]
+    if not scored:
+        return set()
+    best = Score.of(scored[0].user_attrs.get(ATTR_METRICS, {}), key)
+    if best is None:
+        return set()
+    out = set()
+    for trial in scored[1:]:
+        score = Score.of(trial.user_attrs.get(ATTR_METRICS, {}), key)
+        if score is not None and tied(score, best):
+            out.add(trial.number)
+    return out
+
+
 def ranked_table(study: optuna.Study, metric_keys: list[str], limit: int = 30) -> Table:
-    pareto = {t.number for t in study.best_trials} if study.get_trials(states=(TrialState.COMPLETE,)) else set()
-    table = Table(title=f"study {study.study_name}: trials ranked by {metric_keys[0]}", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, padding=(0, 1))
-    for column in ("#", "trial", "status", *metric_keys, "Mparams", "GMACs", "GiB", "s"):
+    pareto = {t.number for t in study.best_trials} if any(is_scored(t) for t in study.get_trials(deepcopy=False)) else set()
+    ties = tied_with_best(study, metric_keys[0])
+    table = Table(
+        title=f"study {study.study_name}: trials ranked by {metric_keys[0]}",
+        caption=(
+            f"± one standard deviation (over replicates, else over resampled images); {TIE_MARK}: "
+            f"tied with the best on {metric_keys[0]} (their 95 % intervals overlap)"
+        ),
+        caption_justify="left",
+        box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, padding=(0, 1),
+    )  # fmt: skip
+    for column in ("#", "trial", "status", *metric_keys, TIE_MARK, "Mparams", "GMACs", "GiB", "s"):
         table.add_column(column, no_wrap=True)
     table.add_column("parameters / reason", overflow="fold", min_width=20, ratio=1)  # takes what width is left
     rank = 0
     for trial in ranked_trials(study)[:limit]:
         metrics = trial.user_attrs.get(ATTR_METRICS, {})
         status = trial.user_attrs.get(ATTR_STATUS, trial.state.name.lower())
-        if trial.state == TrialState.COMPLETE:
-            rank += 1
+        scored = is_scored(trial)
+        rank += scored
         marker = " *" if trial.number in pareto and len(metric_keys) > 1 else ""
         detail = trial.user_attrs.get(ATTR_REASON) or ", ".join(f"{k}={_fmt(v)}" for k, v in trial.params.items())
+        if trial.user_attrs.get(ATTR_DUPLICATE_OF) is not None:
+            detail = f"same configuration as trial {trial.user_attrs[ATTR_DUPLICATE_OF]} (its result, not trained again); {detail}"
+        scores = [Score.of(metrics, k) if scored else None for k in metric_keys]
         table.add_row(
-            str(rank) if trial.state == TrialState.COMPLETE else "-",
+            str(rank) if scored else "-",
             f"{trial.number}{marker}",
             status,
-            *[_fmt(metrics.get(k)) for k in metric_keys],
+            *[score.text() if score else "-" for score in scores],
+            TIE_MARK if trial.number in ties else "",
             _fmt(metrics.get("params", 0) / 1e6 if metrics.get("params") else None),
             _fmt(metrics.get("gmacs")),
             _fmt(metrics.get("memory_estimated_gb")),
@@ -57,40 +91,3 @@ def _fmt(value) -> str:
     if isinstance(value, float):
         return f"{value:.3g}"
     return str(value)
-
-
-def save_plots(study: optuna.Study, out_dir: Path, target_names: list[str]) -> list[Path]:
-    """Optimisation history, parameter importances and (multi-objective) the Pareto front."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from optuna.visualization import matplotlib as ovm
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    plots: list[tuple[str, callable]] = []
-    if len(study.directions) == 1:
-        plots.append(("optimization_history.png", lambda: ovm.plot_optimization_history(study, target_name=target_names[0])))
-        if len(complete) >= 2:
-            plots.append(("param_importances.png", lambda: ovm.plot_param_importances(study, target_name=target_names[0])))
-    else:
-        for i, name in enumerate(target_names):
-            plots.append((f"optimization_history_{name}.png", lambda i=i, name=name: ovm.plot_optimization_history(study, target=lambda t: t.values[i], target_name=name)))
-        if len(complete) >= 2:
-            plots.append(("pareto_front.png", lambda: ovm.plot_pareto_front(study, target_names=target_names)))
-            plots.append(("param_importances.png", lambda: ovm.plot_param_importances(study, target=lambda t: t.values[0], target_name=target_names[0])))
-    written = []
-    for filename, make in plots:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # optuna's "experimental" notices
-                axes = make()
-            figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
-            path = out_dir / filename
-            figure.savefig(path, dpi=110, bbox_inches="tight")
-            plt.close(figure)
-            written.append(path)
-        except Exception as exc:  # a plot is a nicety, never a reason to fail
-            warnings.warn(f"could not draw {filename}: {exc}", stacklevel=2)
-    return written

@@ -18,10 +18,10 @@ from rich.console import Console
 
 from dicesearch.sweep.locations import SweepLocations
 from dicesearch.sweep.mlflow_mirror import MlflowMirror
-from dicesearch.sweep.record import ATTR_PARAMS, ATTR_SPEC, ATTR_WORKER
+from dicesearch.sweep.record import ATTR_DUPLICATE_OF, ATTR_PARAMS, ATTR_SPEC, ATTR_WORKER
 from dicesearch.sweep.search_space import SearchSpace
 from dicesearch.sweep.studies import SweepStudy, this_worker
-from dicesearch.sweep.trial import TrialOutcome, describe_values, record_outcome
+from dicesearch.sweep.trial import TrialOutcome, describe_values, outcome_of, record_outcome
 
 
 @dataclass
@@ -115,7 +115,9 @@ class SweepSession:
 
     def record(self, number: int, outcome: TrialOutcome) -> TrialOutcome | None:
         """Record, mirror and print how trial ``number`` ended (None: it already had)."""
-        recorded = record_outcome(self.study, self.mirror, number, outcome, self.metric_keys)
+        recorded = record_outcome(
+            self.study, self.mirror, number, outcome, self.metric_keys, self.directions, self.config.memory.budget_gb
+        )
         if recorded is None:
             return None
         self.ran += 1
@@ -125,6 +127,18 @@ class SweepSession:
         else:
             self._warn(number, recorded.reason)
         return recorded
+
+    def reuse(self, number: int, values: dict[str, Any], spec_yaml: str, summary: dict[str, Any]) -> bool:
+        """If a finished trial had exactly ``values``, record its result as trial ``number``'s
+        (identical configurations are not trained twice; the sampler sees the result again)."""
+        earlier = self.study.identical(values, number)
+        if earlier is None:
+            return False
+        self.begin_trial(number, values, spec_yaml, summary)
+        self.study.set_attrs(number, {ATTR_DUPLICATE_OF: earlier.number})
+        self.console.print(f"trial {number}: the same configuration as trial {earlier.number}; its result is reused, not retrained", highlight=False)
+        self.record(number, outcome_of(earlier))
+        return True
 
     def interrupt(self, number: int, reason: str) -> bool:
         """Trial ``number`` (running here) is cut short by the sweep stopping: record and mirror it."""

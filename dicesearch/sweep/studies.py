@@ -32,6 +32,9 @@ from dicesearch.sweep.record import (
 )
 
 
+REUSABLE = ("complete", "rejected")  # outcomes another trial of the same configuration would repeat
+
+
 def this_worker() -> str:
     """``<host>:<pid>`` of this sweep process, as trials record it in ``ATTR_WORKER``."""
     return f"{socket.gethostname()}:{os.getpid()}"
@@ -118,10 +121,27 @@ class SweepStudy:
         for key, value in attrs.items():
             self.storage.set_trial_user_attr(trial_id, key, value)
 
-    def end(self, number: int, status: Status, reason: str = "", values: Sequence[float] | None = None) -> None:
-        """Record ``status`` (and ``reason``), then tell the study the trial's state and values."""
+    def end(
+        self,
+        number: int,
+        status: Status,
+        reason: str = "",
+        values: Sequence[float] | None = None,
+        constraints: Mapping[str, float] | None = None,
+    ) -> None:
+        """Record ``status`` (and ``reason``), then tell the study how the trial ended.
+
+        With ``values`` the trial is COMPLETE with those objective values (a complete trial,
+        or an infeasible one the sampler must learn from); ``constraints`` (> 0: violated)
+        go to Optuna's own record of them, which TPE and NSGA-II read. Without values the
+        trial ends in its status's state (PRUNED or FAIL).
+        """
         self.set_attrs(number, {ATTR_STATUS: status, **({ATTR_REASON: reason} if reason else {})})
-        if status == "complete":
+        if constraints:
+            live = optuna.trial.Trial(self.study, self._trial_id(number))
+            for key, value in constraints.items():
+                live.set_constraint(key, value)
+        if values is not None:
             self.study.tell(number, list(values) if len(values) > 1 else values[0])
         else:
             self.study.tell(number, state=state_for(status))
@@ -139,6 +159,14 @@ class SweepStudy:
         (re-run) and surplus ones (never run)."""
         finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
         return [t for t in self.trials(finished) if t.user_attrs.get(ATTR_STATUS) not in NOT_COUNTED]
+
+    def identical(self, values: Mapping[str, Any], number: int | None = None) -> FrozenTrial | None:
+        """The earliest finished trial (other than ``number``) with exactly these values whose
+        result holds for them too: scored, or rejected by the gate (both deterministic)."""
+        for trial in self.trials((TrialState.COMPLETE,)):
+            if trial.number != number and trial.params == dict(values) and trial.user_attrs.get(ATTR_STATUS) in REUSABLE:
+                return trial
+        return None
 
     def running(self) -> list[FrozenTrial]:
         return self.trials((TrialState.RUNNING,))

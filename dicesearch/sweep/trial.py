@@ -24,7 +24,17 @@ from pydantic import BaseModel, ConfigDict
 from dicesearch.data import DataSpec
 from dicesearch.objective import Budget
 from dicesearch.sweep.config import MemoryBudget, SweepConfig
-from dicesearch.sweep.record import ATTR_CURVE, ATTR_METRICS, ATTR_SAMPLES, ATTR_TRACEBACK, Status
+from dicesearch.sweep.record import (
+    ATTR_CURVE,
+    ATTR_METRICS,
+    ATTR_REASON,
+    ATTR_SAMPLES,
+    ATTR_STATUS,
+    ATTR_TRACEBACK,
+    CONSTRAINT,
+    MIN_VIOLATION,
+    Status,
+)
 
 TRACEBACK_CHARS = 4000  # the tail of a failed trial's traceback kept in its record
 NEVER_TRAINED = ("invalid", "rejected")  # outcomes decided before a training step: no loss curve
@@ -45,6 +55,7 @@ class TrialRequest(_Frozen):
     device: str = "auto"
     threads: int | None = None  # torch intra-op threads; None: torch's default
     count_static: bool = True  # count params and multiply-adds (False: the gate already did)
+    replicates: int = 1  # seeds seed .. seed + replicates - 1; the scores are their means
 
     def spec(self):
         import yaml
@@ -62,6 +73,7 @@ class TrialSettings(_Frozen):
     memory: MemoryBudget
     memory_batch: int  # the batch the memory budget is checked at
     seed: int
+    replicates: int = 1
     device: str = "auto"
     threads: int | None = None
     time_limit_s: float | None = None
@@ -75,6 +87,7 @@ class TrialSettings(_Frozen):
             memory=config.memory,
             memory_batch=config.memory_batch,
             seed=config.seed,
+            replicates=config.replicates,
             device=device,
             threads=threads,
             time_limit_s=config.trial_time_limit_s,
@@ -84,7 +97,7 @@ class TrialSettings(_Frozen):
     def request(self, spec_yaml: str, workdir: Path | None, count_static: bool = True) -> TrialRequest:
         return TrialRequest(
             spec_yaml=spec_yaml, data=self.data, budget=self.budget, seed=self.seed, workdir=workdir,
-            device=self.device, threads=self.threads, count_static=count_static,
+            device=self.device, threads=self.threads, count_static=count_static, replicates=self.replicates,
         )  # fmt: skip
 
 
@@ -121,11 +134,30 @@ def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def record_outcome(study, mirror, number: int, outcome: TrialOutcome, metric_keys) -> TrialOutcome | None:
+STATIC_METRICS = ("params", "gmacs", "gflops")  # known without training: real values even for infeasible trials
+
+
+def is_infeasible(outcome: TrialOutcome) -> bool:
+    """Over the memory budget: rejected by the gate, or out of memory when it ran."""
+    return outcome.status == "rejected" or outcome.reason.startswith("out of memory")
+
+
+def placeholder_values(metrics: dict[str, float | None], metric_keys, directions) -> list[float]:
+    """Objective values for an infeasible trial: the known counts, else the worst value there is."""
+    values = []
+    for key, direction in zip(metric_keys, directions, strict=True):
+        known = metrics.get(key) if key in STATIC_METRICS else None
+        values.append(float(known) if _finite(known) else (math.inf if direction == "minimize" else -math.inf))
+    return values
+
+
+def record_outcome(study, mirror, number: int, outcome: TrialOutcome, metric_keys, directions, budget_gb: float) -> TrialOutcome | None:
     """Write trial ``number``'s outcome into ``study`` (a SweepStudy) and mirror it with ``mirror``.
 
-    Returns the outcome as recorded (a complete one missing its objective becomes failed),
-    or None if the trial had already ended (recorded by another path first).
+    A complete trial is told its objective values; an infeasible one (over ``budget_gb``) is
+    told placeholder values with a positive memory constraint, so the sampler learns from
+    it (:mod:`dicesearch.sweep.record`). Returns the outcome as recorded (a complete one
+    missing its objective becomes failed), or None if the trial had already ended.
     """
     if study.trial(number).state.is_finished():
         return None
@@ -138,10 +170,31 @@ def record_outcome(study, mirror, number: int, outcome: TrialOutcome, metric_key
     if outcome.traceback:
         attrs[ATTR_TRACEBACK] = outcome.traceback[-TRACEBACK_CHARS:]
     study.set_attrs(number, attrs)
-    complete = outcome.status == "complete"
-    study.end(number, outcome.status, "" if complete else outcome.reason, outcome.objective_values(metric_keys) if complete else None)
+    estimate = outcome.metrics.get("memory_estimated_gb")
+    headroom = estimate - budget_gb if _finite(estimate) else None
+    if outcome.status == "complete":
+        values = outcome.objective_values(metric_keys)
+        study.end(number, "complete", "", values, {CONSTRAINT: min(headroom, 0.0) if headroom is not None else 0.0})
+    elif is_infeasible(outcome):
+        values = placeholder_values(outcome.metrics, metric_keys, directions)
+        study.end(number, outcome.status, outcome.reason, values, {CONSTRAINT: max(headroom or 0.0, MIN_VIOLATION)})
+    else:
+        study.end(number, outcome.status, outcome.reason)
     mirror.finish_trial(study.trial(number))
     return outcome
+
+
+def outcome_of(trial) -> TrialOutcome:
+    """The outcome a finished trial (a FrozenTrial) recorded, as the outcome of another."""
+    attrs = trial.user_attrs
+    return TrialOutcome(
+        status=attrs.get(ATTR_STATUS, "complete"),
+        reason=attrs.get(ATTR_REASON, ""),
+        metrics=attrs.get(ATTR_METRICS, {}),
+        loss_curve=[tuple(p) for p in attrs.get(ATTR_CURVE, [])],
+        wall_seconds=0.0,
+        samples_png=attrs.get(ATTR_SAMPLES),
+    )
 
 
 def spec_summary(spec) -> dict[str, Any]:

@@ -56,7 +56,7 @@ def _child(conn, request: TrialRequest) -> None:
 
         evaluation = evaluate(
             request.spec(), request.data, request.budget, seed=request.seed, workdir=request.workdir, device=request.device,
-            on_progress=progress, count_static=request.count_static,
+            on_progress=progress, count_static=request.count_static, replicates=request.replicates,
         )  # fmt: skip
         conn.send(("result", evaluation))
     except _PruneRequested as exc:

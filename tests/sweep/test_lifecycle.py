@@ -165,7 +165,7 @@ def test_a_complete_outcome_becomes_the_trials_value_its_record_and_its_mlflow_r
     samples = tmp_path / "samples.png"
     samples.write_bytes(b"\x89PNG")
     outcome = TrialOutcome(status="complete", metrics={"fid_4": 12.5, "params": 100.0}, loss_curve=[(1, 0.9), (2, 0.7)], wall_seconds=4.0, samples_png=str(samples))
-    assert record_outcome(study, mirror, number, outcome, ["fid_4"]) == outcome
+    assert record_outcome(study, mirror, number, outcome, ["fid_4"], ["minimize"], 1.0) == outcome
     trial = study.trial(number)
     assert trial.state == TrialState.COMPLETE and trial.value == 12.5
     assert trial.user_attrs[ATTR_STATUS] == "complete" and "reason" not in trial.user_attrs
@@ -175,7 +175,7 @@ def test_a_complete_outcome_becomes_the_trials_value_its_record_and_its_mlflow_r
     assert run.info.status == "FINISHED" and run.data.metrics["fid_4"] == 12.5 and run.data.tags["dicesearch.status"] == "complete"
     assert [m.value for m in client.get_metric_history(run.info.run_id, "loss")] == [0.9, 0.7]
     # recorded once: a second record of the same trial changes nothing
-    assert record_outcome(study, mirror, number, outcome.model_copy(update={"metrics": {"fid_4": 1.0}}), ["fid_4"]) is None
+    assert record_outcome(study, mirror, number, outcome.model_copy(update={"metrics": {"fid_4": 1.0}}), ["fid_4"], ["minimize"], 1.0) is None
     assert study.trial(number).value == 12.5
 
 
@@ -183,7 +183,7 @@ def test_a_complete_outcome_becomes_the_trials_value_its_record_and_its_mlflow_r
 def test_a_complete_outcome_without_a_finite_objective_is_recorded_as_failed(stores, metrics):
     study, mirror, client = stores
     number = _started(study, mirror, 16)
-    recorded = record_outcome(study, mirror, number, TrialOutcome(status="complete", metrics=metrics), ["fid_4"])
+    recorded = record_outcome(study, mirror, number, TrialOutcome(status="complete", metrics=metrics), ["fid_4"], ["minimize"], 1.0)
     assert recorded.status == "failed" and recorded.reason == "failed: the run did not produce fid_4"
     trial = study.trial(number)
     assert trial.state == TrialState.FAIL and trial.user_attrs["reason"] == recorded.reason
@@ -192,14 +192,14 @@ def test_a_complete_outcome_without_a_finite_objective_is_recorded_as_failed(sto
 
 @pytest.mark.parametrize(
     ("status", "state", "has_curve"),
-    [("pruned", TrialState.PRUNED, True), ("rejected", TrialState.PRUNED, False), ("timeout", TrialState.FAIL, True),
+    [("pruned", TrialState.PRUNED, True), ("rejected", TrialState.COMPLETE, False), ("timeout", TrialState.FAIL, True),
      ("crashed", TrialState.FAIL, True), ("invalid", TrialState.FAIL, False)],
 )
 def test_every_other_status_ends_in_its_state_with_its_reason(stores, status, state, has_curve):
     study, mirror, client = stores
     number = _started(study, mirror, 48)
     outcome = TrialOutcome(status=status, reason=f"{status}: because", metrics={"params": 1.0}, traceback="Traceback ...\nValueError: x")
-    record_outcome(study, mirror, number, outcome, ["fid_4"])
+    record_outcome(study, mirror, number, outcome, ["fid_4"], ["minimize"], 1.0)
     trial = study.trial(number)
     assert trial.state == state and trial.user_attrs[ATTR_STATUS] == status and trial.user_attrs["reason"] == f"{status}: because"
     assert ("loss_curve" in trial.user_attrs) == has_curve  # a configuration that never trained has no curve

@@ -95,7 +95,9 @@ def test_an_over_budget_config_is_rejected_without_training(in_tmp):
     result = sweep(in_tmp, space)
     assert result.exit_code == 0, result.output
     (trial,) = trials_of(in_tmp, "gate")
-    assert trial.state == TrialState.PRUNED
+    # infeasible: COMPLETE with a placeholder value and a violated constraint the sampler reads
+    assert trial.state == TrialState.COMPLETE and trial.value == float("inf")
+    assert trial.constraints["memory_over_budget_gb"] == pytest.approx(trial.user_attrs["metrics"]["memory_estimated_gb"] - 1.0)
     assert trial.user_attrs["status"] == "rejected"
     assert trial.params["stages[0].channels"] == 2048
     assert "exceeds the 1 GB budget" in trial.user_attrs["reason"]
@@ -118,3 +120,16 @@ def test_failing_trials_are_recorded_and_the_sweep_goes_on(in_tmp):
             assert t.state == TrialState.FAIL and "images are 1x16x16 but the spec" in t.user_attrs["reason"]
         else:
             assert t.state == TrialState.COMPLETE
+
+
+def test_an_identical_configuration_is_not_trained_twice(in_tmp):
+    space = write_space(in_tmp, "twice", parameters="  stages[0].channels: {choice: [16]}", steps=4, trials=2)
+    result = sweep(in_tmp, space)
+    assert result.exit_code == 0, result.output
+    assert "trial 1: the same configuration as trial 0; its result is reused, not retrained" in result.output
+    first, second = trials_of(in_tmp, "twice")
+    assert second.state == TrialState.COMPLETE and second.value == first.value
+    assert second.user_attrs["duplicate_of"] == 0 and second.user_attrs["metrics"]["fid_8"] == first.user_attrs["metrics"]["fid_8"]
+    assert not (in_tmp / "runs" / "twice" / "trial-1").exists()  # nothing was trained for it
+    runs = [r for r in mlflow_runs(in_tmp, "twice") if r.data.tags["dicesearch.role"] == "trial"]
+    assert sorted(r.data.metrics["fid_8"] for r in runs) == [first.value, first.value]

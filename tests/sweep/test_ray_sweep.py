@@ -134,7 +134,8 @@ def test_an_over_budget_config_is_rejected_without_training(in_tmp):
     result = sweep(space)
     assert result.exit_code == 0, result.output
     (trial,) = trials_of(in_tmp, "gate")
-    assert trial.state == TrialState.PRUNED and trial.user_attrs["status"] == "rejected"
+    assert trial.state == TrialState.COMPLETE and trial.user_attrs["status"] == "rejected"  # infeasible, for the sampler
+    assert trial.value == float("inf") and trial.constraints["memory_over_budget_gb"] > 0
     assert trial.params["stages[0].channels"] == 2048
     assert "exceeds the 1 GB budget" in trial.user_attrs["reason"]
     assert trial.user_attrs["metrics"]["memory_estimated_gb"] > 1.0
