@@ -10,8 +10,6 @@ MLflow run is left RUNNING. (tests/sweep has each fault alone, in process.)
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 
 from optuna.trial import TrialState

@@ -13,7 +13,7 @@ from dicesearch.data import DigitsSpec
 from dicesearch.metrics.replicates import aggregate_replicates
 from dicesearch.objective import Budget, evaluate
 from dicesearch.sweep.mlflow_mirror import MlflowMirror
-from dicesearch.sweep.ranking import Score, rank_agreement, tied
+from dicesearch.sweep.ranking import Score, tied
 from dicesearch.sweep.record import CONSTRAINT
 from dicesearch.sweep.report import ranked_trials, tied_with_best
 from dicesearch.sweep.studies import SweepStudy
