@@ -78,16 +78,14 @@ def import_checkpoint(spec, path: str | os.PathLike, out_dir: str | os.PathLike,
     layout = layout_for(spec, where)
     _refuse_existing(out)
     weights = read_official(path)
+    sets = {"model": weights.model} if weights.ema is weights.model else {"model": weights.model, "ema": weights.ema}
+    for state in sets.values():  # the file's side first: its keys, shapes, and what the preset lacks
+        _check(layout, state, where, registry)
     with torch.device("meta"):
         model = build_model(spec, registry)
     layout.check_model({key: tuple(v.shape) for key, v in model.state_dict().items()}, where)
-    converted = {}
-    for name, state in (("model", weights.model), ("ema", weights.ema)):
-        if name == "ema" and weights.ema is weights.model:
-            converted["ema"] = converted["model"]
-            continue
-        _check(layout, state, where, registry)
-        converted[name] = _converted(layout, state, model, where)
+    converted = {name: _converted(layout, state, model, where) for name, state in sets.items()}
+    converted.setdefault("ema", converted["model"])
 
     seed = (config or TrainConfig()).seed
     files = {"spec.yaml": dump_spec(spec)}
