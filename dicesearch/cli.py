@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from dicesearch.errors import DicesearchError, SpecError
+from dicesearch.errors import DataError, DicesearchError, SpecError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -200,18 +200,19 @@ def _count(n: float) -> str:
 
 
 @main.command()
-@click.argument("spec")
+@click.argument("spec", metavar="SPEC|PRESET|RUN_DIR")
 @click.option("--steps", default=250, show_default=True, help="Sampling steps per sample (DICE/DiT: 250 DDPM steps).")
 @click.option("--batch-size", default=1, show_default=True, help="Batch size for the throughput measurement.")
 @click.option("--timed-forwards", default=3, show_default=True, help="Forwards timed to extrapolate samples/s.")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1 or auto.")
 def profile(spec: str, steps: int, batch_size: int, timed_forwards: int, device: str) -> None:
-    """Static analysis of a spec or preset (DICE Tab. 2): params, multiply-adds, FLOPs, samples/s."""
+    """Static analysis of a spec, preset or run folder (DICE Tab. 2): params, multiply-adds, FLOPs, samples/s."""
     from dicesearch.analysis.profile import profile_spec
     from dicesearch.devices import resolve_device
     from dicesearch.spec import load_spec
+    from dicesearch.train.rundir import RunDir
 
-    model_spec = load_spec(spec)
+    model_spec = RunDir(spec).read_spec() if Path(spec).is_dir() else load_spec(spec)
     device = str(resolve_device(device))
     with console.status(f"building {model_spec.name} and timing {timed_forwards} forwards on {device}..."):
         p = profile_spec(model_spec, device=device, sampling_steps=steps, batch_size=batch_size, timed_forwards=timed_forwards)
@@ -384,11 +385,21 @@ def sample_command(checkpoint, output, num_samples, sampler, steps, cfg_scale, s
     flags = {"num_samples": num_samples, "sampler": sampler, "steps": steps, "cfg_scale": cfg_scale, "seed": seed, "batch_size": batch_size}
     config = parse_config(SamplingConfig, {**config.model_dump(), **{k: v for k, v in flags.items() if v is not None}}, "options")
     device = resolve_device(device)
+    from dicesearch.train.rundir import locate_checkpoint
+
+    if vae is None and not locate_checkpoint(Path(checkpoint).expanduser())[0].data_file.is_file():
+        raise DataError(f"{checkpoint}: the run has no data.yaml (imported weights); pass --vae DIR, the VAE its latents decode with")
     trained = load_trained(checkpoint, weights=weights, device=device)
-    data_spec = trained.data_spec
-    if vae is not None:
+    data_spec, vae_model = trained.data_spec, None
+    if data_spec is None:  # imported weights without data: latents, decoded by --vae
+        from dicesearch.data import load_vae
+
+        vae_model = load_vae(vae, device=device)
+        if vae_model.info.latent_channels != trained.spec.input.channels:
+            raise DataError(f"--vae {vae}: makes {vae_model.info.latent_channels}-channel latents, the model {trained.spec.name} {trained.spec.input.channels}; give its VAE")
+    elif vae is not None:
         data_spec = parse_data_spec({**data_spec.model_dump(mode="json"), "vae": str(vae.absolute())}, where="--vae")
-    images = sample_images(trained.model, trained.spec, data_spec, config, device=device, progress=not quiet)
+    images = sample_images(trained.model, trained.spec, data_spec, config, device=device, vae=vae_model, progress=not quiet)
     path = save_grid(images, output, nrow=nrow)
     console.print(
         f"wrote {path}: {len(images)} samples of {trained.spec.name} at step {trained.step} ({weights} weights, "
@@ -420,3 +431,13 @@ def encode_command(folder, vae, output, resolution, batch_size, posterior, seed,
         storage=storage, overwrite=overwrite, progress=not quiet,
     )  # fmt: skip
     console.print(f"wrote {path}; train on it with: dicesearch train SPEC --data-kind latents --data-path {path} --vae {vae}", highlight=False, soft_wrap=True)
+
+
+def _add_checkpoint_commands() -> None:
+    from dicesearch.checkpoints.commands import export_checkpoint_command, import_checkpoint_command
+
+    main.add_command(import_checkpoint_command)
+    main.add_command(export_checkpoint_command)
+
+
+_add_checkpoint_commands()

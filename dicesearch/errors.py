@@ -48,3 +48,7 @@ class TrainingDiverged(TrainingError):
             f"training diverged at step {self.step}: the loss is {self.loss}; lower the learning rate, "
             "set grad_clip, or train in fp32/bf16 (the last checkpoint before it is intact)"
         )
+
+
+class CheckpointError(DicesearchError):
+    """An official checkpoint that cannot be imported into a preset, or a run that cannot be exported."""

@@ -43,14 +43,17 @@ class FeedForward(nn.Module):
         return self.fc2(h)
 
 
-def timestep_features(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+def timestep_features(
+    t: torch.Tensor, dim: int, max_period: float = 10000.0, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """Sinusoidal features of (possibly fractional) timesteps, as in DDPM/DiT.
 
-    t: (B,) -> (B, dim): [cos(t * f_i), sin(t * f_i)] with f_i = max_period^(-i / (dim/2)).
+    t: (B,) -> (B, dim): [cos(t * f_i), sin(t * f_i)] with f_i = max_period^(-i / (dim/2)),
+    computed in ``dtype`` (float32 as DiT; float64 for a model run in double precision).
     """
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
-    angles = t.float()[:, None] * freqs[None, :]  # (B, half)
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=dtype, device=t.device) / half)
+    angles = t.to(dtype)[:, None] * freqs[None, :]  # (B, half)
     features = torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
     if dim % 2:
         features = F.pad(features, (0, 1))
@@ -58,20 +61,25 @@ def timestep_features(t: torch.Tensor, dim: int, max_period: float = 10000.0) ->
 
 
 def sincos_position_embedding(height: int, width: int, dim: int) -> torch.Tensor:
-    """Fixed 2D sine-cosine position embedding (ViT/MAE/DiT style).
+    """Fixed 2D sine-cosine position embedding, DiT's table (MAE's ``get_2d_sincos_pos_embed``).
 
-    Half of the channels encode the row, half the column, each as [sin, cos] of the
-    coordinate at dim/4 geometric frequencies. Returns (height, width, dim).
+    For the token in row i, column j, with omega_k = 10000^(-k / (dim/4)), k < dim/4::
+
+        [sin(j omega), cos(j omega), sin(i omega), cos(i omega)]
+
+    The first half of the channels encodes the column and the second the row, as DiT's
+    code builds it (its grid is ``meshgrid(w, h)``, "w goes first"). Computed in float64,
+    returned as float32 (height, width, dim).
     """
     if dim % 4:
         raise ValueError(f"sincos position embedding needs dim divisible by 4, got {dim}")
     quarter = dim // 4
     omega = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter)  # (dim/4,)
-    rows = torch.arange(height, dtype=torch.float64)[:, None] * omega[None, :]  # (H, dim/4)
     cols = torch.arange(width, dtype=torch.float64)[:, None] * omega[None, :]  # (W, dim/4)
-    row_emb = torch.cat([rows.sin(), rows.cos()], dim=-1)[:, None, :].expand(height, width, 2 * quarter)
+    rows = torch.arange(height, dtype=torch.float64)[:, None] * omega[None, :]  # (H, dim/4)
     col_emb = torch.cat([cols.sin(), cols.cos()], dim=-1)[None, :, :].expand(height, width, 2 * quarter)
-    return torch.cat([row_emb, col_emb], dim=-1).float()
+    row_emb = torch.cat([rows.sin(), rows.cos()], dim=-1)[:, None, :].expand(height, width, 2 * quarter)
+    return torch.cat([col_emb, row_emb], dim=-1).float()
 
 
 def channels_first(x: torch.Tensor) -> torch.Tensor:

@@ -78,7 +78,8 @@ class AdaLNZero(ConditioningMethod):
         self.label_embedding = nn.Embedding(ctx.num_classes + 1, e) if ctx.num_classes > 0 else None
 
     def forward(self, t: torch.Tensor, y: torch.Tensor | None) -> ConditionSignal:
-        c = self.time_mlp(timestep_features(t, self.params.frequency_dim))  # (B, E)
+        dtype = self.time_mlp[0].weight.dtype  # float32, or float64 after model.double()
+        c = self.time_mlp(timestep_features(t, self.params.frequency_dim, dtype=dtype))  # (B, E)
         if self.label_embedding is not None:
             if y is None:
                 y = torch.full_like(t, self.num_classes, dtype=torch.long)

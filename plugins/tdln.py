@@ -74,7 +74,8 @@ class TDLNModulator(Modulator):
             self.b.fill_(0.0)
 
     def forward(self, signal: ConditionSignal) -> Modulation:
-        tau = self.params.time_scale * (signal.t.float() / self.params.num_timesteps - 0.5)  # (B,)
+        t = signal.t.to(torch.promote_types(self.p.dtype, torch.float32))  # fp32, or fp64 after model.double()
+        tau = self.params.time_scale * (t / self.params.num_timesteps - 0.5)  # (B,)
         s = torch.sigmoid(self.w * tau[:, None, None, None] + self.b)  # (B, sublayers, 2, 1|C)
         p = self.p
         gamma = s[:, :, 0] * p[:, 0] + (1 - s[:, :, 0]) * p[:, 1]  # (B, sublayers, C)

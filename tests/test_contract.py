@@ -6,6 +6,7 @@ import torch
 from dicesearch.registry import default_registry
 from dicesearch.testing import (
     check_finite,
+    check_float64,
     check_gradients_reach_every_parameter,
     check_output_shapes,
     check_seeded_determinism,
@@ -43,6 +44,15 @@ def test_finite_in_fp32(spec):
 
 def test_finite_under_cpu_bf16_autocast(spec):
     check_finite(spec, torch.bfloat16)
+
+
+FLOAT64_CASES = [(block, conditioning) for block, conditioning, layout in CASES if layout == "features"]
+
+
+@pytest.mark.parametrize(("block", "conditioning"), FLOAT64_CASES, ids=["-".join(c) for c in FLOAT64_CASES])
+def test_runs_in_float64(block, conditioning):
+    """model.double() of a feature cascade (two stages, the connector, both conditioning paths)."""
+    check_float64(tiny_spec(block, conditioning, layout="features"))
 
 
 def test_seeded_determinism(spec):

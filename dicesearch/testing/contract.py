@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Literal, NamedTuple
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 from dicesearch.conditioning import ConditionSignal
 
@@ -160,6 +162,42 @@ def check_seeded_determinism(spec, registry: Registry | None = None) -> None:
     assert differs, f"{spec.name}: seeds 0 and 1 built identical weights (is the RNG used?)"
 
 
+class _NarrowResults(TorchDispatchMode):
+    """Records every operation that produces a floating tensor narrower than float64."""
+
+    NARROW = (torch.float32, torch.float16, torch.bfloat16, torch.complex64)
+
+    def __init__(self):
+        super().__init__()
+        self.found: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for value in tree_flatten(out)[0]:
+            if isinstance(value, torch.Tensor) and value.dtype in self.NARROW:
+                self.found.append(f"{func} -> {value.dtype}")
+        return out
+
+
+def check_float64(spec, registry: Registry | None = None) -> None:
+    """After ``model.double()`` every operation runs in float64 and computes what fp32 does."""
+    model = build_model(spec, registry)
+    _perturb(model)
+    x, t, y = _inputs(spec)
+    with torch.no_grad():
+        expected = model(x, t, y)
+        model.double()
+        x = x.double()
+        with _NarrowResults() as watch:
+            out = model(x, t, y)
+    assert out.dtype == torch.float64, f"{spec.name}: model.double() returned {out.dtype}"
+    narrow = sorted(set(watch.found))
+    assert not narrow, f"{spec.name}: under model.double() these ops computed in lower precision: {', '.join(narrow[:6])}"
+    scale = float(expected.abs().max()) or 1.0
+    error = float((out - expected.double()).abs().max())
+    assert error <= 1e-4 * scale, f"{spec.name}: float64 and float32 outputs differ by {error:.3g} (max |output| {scale:.3g})"
+
+
 def check_spec_round_trip(spec, registry: Registry | None = None) -> None:
     """spec -> YAML -> spec is exact, and so is YAML -> spec -> YAML."""
     text = dump_spec(spec)
@@ -186,4 +224,5 @@ def check_block(
             check_gradients_reach_every_parameter(spec, registry)
             check_finite(spec, None, registry)
             check_finite(spec, torch.bfloat16, registry)
+            check_float64(spec, registry)
             check_seeded_determinism(spec, registry)

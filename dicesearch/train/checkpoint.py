@@ -9,6 +9,10 @@ Layout of ``step-00001000.safetensors`` (format ``dicesearch-checkpoint/1``):
   ``seed``, ``optimizer_groups`` (JSON: AdamW's param groups), ``grad_scaler`` (JSON: the
   GradScaler's state, ``{}`` when off), ``rng`` and the torch / dicesearch versions.
 
+A checkpoint without ``optimizer_groups`` (step 0 of a run whose weights were imported,
+``save_weights_checkpoint``) holds weights only: resuming from it starts AdamW and the
+GradScaler afresh from the run's config.
+
 No generator state is stored: every random draw of step k is a function of (seed, k)
 (see ``seeding``), so ``seed`` and ``step`` are all a resume needs. Files are written to a
 hidden temporary file in the same folder, flushed to disk, then renamed over the target, so
@@ -45,6 +49,7 @@ __all__ = [
     "read_weights",
     "remove_partial_files",
     "save_checkpoint",
+    "save_weights_checkpoint",
 ]
 
 FORMAT = "dicesearch-checkpoint/1"
@@ -176,6 +181,24 @@ def save_checkpoint(
     return write_atomically(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
+def save_weights_checkpoint(
+    path: Path, *, step: int, seed: int, model: dict[str, torch.Tensor], ema: dict[str, torch.Tensor], extra: dict[str, str]
+) -> Path:
+    """Write model and EMA weights with no optimiser state (e.g. imported ones) to ``path``, atomically.
+
+    ``extra`` adds string metadata (where the weights came from).
+    """
+    from safetensors.torch import save_file
+
+    tensors: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    _cpu_tensors("model", model, seen, tensors)
+    _cpu_tensors("ema", ema, seen, tensors)
+    metadata = {**extra, "format": FORMAT, "step": str(step), "seed": str(seed), "rng": _RNG_NOTE,
+                "torch": torch.__version__, "dicesearch": _version("dicesearch")}  # fmt: skip
+    return write_atomically(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+
+
 def _open(path: Path):
     from safetensors import safe_open
 
@@ -232,6 +255,8 @@ def load_checkpoint(
         parts.setdefault(head, {})[rest] = tensor
     _load_module(path, model, parts["model"], "model")
     _load_module(path, ema, parts["ema"], "EMA")
+    if "optimizer_groups" not in info.metadata:  # weights only (imported): a fresh optimiser
+        return info
     state: dict[int, dict[str, torch.Tensor]] = {}
     for key, tensor in parts["optimizer"].items():
         index, _, name = key.partition(".")

@@ -5,7 +5,8 @@ The rules the ``dicesearch train`` command follows, kept out of the CLI:
 - data: a YAML file holding the data spec (``kind: latents``, ``path: ...``; relative paths
   are relative to that file), or ``kind`` / ``path`` / ``vae`` flags, or, with neither,
   the embedded digits at the model's input resolution. A resumed run reuses its
-  ``data.yaml`` unless new data are given.
+  ``data.yaml`` unless new data are given; a run imported without data
+  (``dicesearch import-checkpoint``) has none, and its first resume needs them.
 - config: a YAML file of ``TrainConfig`` fields, or the defaults (a resumed run: its
   ``train.yaml``); ``steps`` overrides either.
 - the spec: a preset name or a YAML file; a resumed run may omit it (its ``spec.yaml``).
@@ -105,6 +106,11 @@ def resolve_train_inputs(
         data_spec = load_data_file(data_file)
     elif data_kind or data_path or vae or not continuing:
         data_spec = data_spec_from_flags(data_kind, data_path, vae, model_spec)
+    elif not run.data_file.is_file():
+        raise DataError(
+            f"run folder {run.root}: no data.yaml (its weights were imported without data); give the data to train on: "
+            "--data FILE or --data-kind/--data-path/--vae"
+        )
     else:
         data_spec = run.read_data_spec()
     if config_file is not None:

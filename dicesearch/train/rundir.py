@@ -33,7 +33,7 @@ from dicesearch.spec import dump_spec, load_spec, spec_to_dict
 from dicesearch.train.checkpoint import latest_checkpoint, read_checkpoint_info, read_weights, write_atomically
 from dicesearch.train.config import TrainConfig, dump_config, load_config
 
-__all__ = ["RunDir", "TrainedModel", "load_trained", "prepare_run"]
+__all__ = ["RunDir", "TrainedModel", "load_trained", "locate_checkpoint", "prepare_run"]
 
 
 def _data_dict(data_spec: DataSpec) -> dict[str, Any]:
@@ -145,12 +145,12 @@ class TrainedModel:
 
     model: nn.Module  # eval mode, no gradients
     spec: Any  # ModelSpec
-    data_spec: DataSpec
+    data_spec: DataSpec | None  # None: a run without data.yaml (imported weights, see dicesearch.checkpoints)
     step: int
     checkpoint: Path
 
 
-def _locate(path: Path) -> tuple[RunDir, Path]:
+def locate_checkpoint(path: Path) -> tuple[RunDir, Path]:
     """A run folder, its checkpoints/ folder or one checkpoint file -> (run, checkpoint)."""
     if path.is_file():
         root = path.parent.parent if path.parent.name == "checkpoints" else path.parent
@@ -168,9 +168,9 @@ def load_trained(path: str | os.PathLike, weights: Literal["ema", "model"] = "em
     """Build the run's model and load one checkpoint's EMA (default) or raw weights into it."""
     from dicesearch.model import build_model
 
-    run, checkpoint = _locate(Path(path).expanduser())
+    run, checkpoint = locate_checkpoint(Path(path).expanduser())
     spec = run.read_spec()
-    data_spec = run.read_data_spec()
+    data_spec = run.read_data_spec() if run.data_file.is_file() else None
     info = read_checkpoint_info(checkpoint)
     model = build_model(spec)
     try:

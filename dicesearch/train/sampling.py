@@ -188,12 +188,17 @@ def check_decodable(data_spec: DataSpec) -> None:
         )
 
 
-def to_images(x: torch.Tensor, data_spec: DataSpec, vae=None) -> torch.Tensor:
+def to_images(x: torch.Tensor, data_spec: DataSpec | None, vae=None) -> torch.Tensor:
     """Model-space samples (N, C, H, W) -> images (N, C_img, H_img, W_img) in [-1, 1].
 
     Pixels are clamped; latents are decoded with ``vae`` (a ``dicesearch.data.Vae``) or the
-    data spec's VAE folder.
+    data spec's VAE folder. ``data_spec`` None (a run imported without data) means latents
+    and needs ``vae``.
     """
+    if data_spec is None:
+        if vae is None:
+            raise DataError("vae: these samples are latents of a run without data.yaml; give the VAE to decode them (dicesearch sample --vae DIR)")
+        return vae.decode(x)
     if data_spec.kind != "latents":
         return x.clamp(-1.0, 1.0)
     if vae is None:
@@ -207,7 +212,7 @@ def to_images(x: torch.Tensor, data_spec: DataSpec, vae=None) -> torch.Tensor:
 def sample_images(
     model: nn.Module,
     spec,
-    data_spec: DataSpec,
+    data_spec: DataSpec | None,
     config: SamplingConfig = SamplingConfig(),
     *,
     labels: torch.Tensor | None = None,
@@ -215,8 +220,14 @@ def sample_images(
     vae=None,
     progress: bool = False,
 ) -> torch.Tensor:
-    """Samples as images (N, C_img, H_img, W_img) in [-1, 1]: ``sample`` then ``to_images``."""
-    if vae is None:
-        check_decodable(data_spec)  # before minutes of sampling, not after
-    x = sample(model, spec, config, labels=labels, clip_denoised=data_spec.kind != "latents", device=device, progress=progress)
+    """Samples as images (N, C_img, H_img, W_img) in [-1, 1]: ``sample`` then ``to_images``.
+
+    ``data_spec`` None: latents (of a run imported without data), decoded by ``vae``.
+    """
+    if vae is None:  # before minutes of sampling, not after
+        if data_spec is None:
+            raise DataError("vae: the run has no data.yaml (imported weights); give the VAE its latents decode with (dicesearch sample --vae DIR)")
+        check_decodable(data_spec)
+    latents = data_spec is None or data_spec.kind == "latents"
+    x = sample(model, spec, config, labels=labels, clip_denoised=not latents, device=device, progress=progress)
     return to_images(x, data_spec, vae)
