@@ -1,15 +1,12 @@
-"""The ``import-checkpoint`` and ``export-checkpoint`` commands (click layer only)."""
+"""Commands about official checkpoints: import-checkpoint, export-checkpoint (the work is in ``dicesearch.checkpoints``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import click
-from rich.console import Console
-
+from dicesearch.cli.app import console, main
 from dicesearch.errors import DataError
-
-console = Console()
 
 
 def _data_spec(spec, data_file, data_kind, data_path, vae):
@@ -32,7 +29,7 @@ def _data_spec(spec, data_file, data_kind, data_path, vae):
     return data_spec
 
 
-@click.command("import-checkpoint")
+@main.command("import-checkpoint")
 @click.argument("preset")
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--output", "-o", "out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run folder to create.")
@@ -64,7 +61,7 @@ def import_checkpoint_command(preset, file, out, data_file, data_kind, data_path
     console.print("\n".join(lines), markup=False, highlight=False, soft_wrap=True)
 
 
-@click.command("export-checkpoint")
+@main.command("export-checkpoint")
 @click.argument("run", type=click.Path(path_type=Path))
 @click.option("--output", "-o", "out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="State-dict file to write (.pt).")
 @click.option("--weights", type=click.Choice(["ema", "model"]), default="ema", show_default=True, help="EMA or raw weights.")
