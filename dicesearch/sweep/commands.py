@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+import datetime
+import time
 from pathlib import Path
 
 from rich.console import Console
+
+
+def quiet_libraries() -> None:
+    """Optuna's "a new study created" and MLflow's database-migration INFO lines say nothing the
+    sweep's own lines do not; their warnings still show."""
+    import logging
+
+    import mlflow  # noqa: F401  (it sets its loggers' levels when imported: import it first)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _data_args(space) -> str:
@@ -19,10 +34,12 @@ def run_sweep(path: str, console: Console, *, trials=None, out_dir=None, storage
     from dicesearch.sweep.precheck import check_budget_reachable, check_data
     from dicesearch.sweep.plots import importance_note, save_plots
     from dicesearch.sweep.report import ranked_table
+    from dicesearch.sweep.summary import cost_line, rung_agreement_line
     from dicesearch.sweep.search_space import load_search_space
 
     if not console.is_terminal:  # a log file: lines need not wrap at 80 columns
         console.width = max(console.width, 160)
+    quiet_libraries()
     space = load_search_space(path)
     if trials is not None:
         space.config = space.config.model_copy(update={"trials": trials})
@@ -47,17 +64,21 @@ def run_sweep(path: str, console: Console, *, trials=None, out_dir=None, storage
         from dicesearch.sweep.optuna_backend import OptunaSweep
 
         runner = OptunaSweep(space, paths, console, device)
+    started, clock = datetime.datetime.now(), time.monotonic()
     try:
         result = runner.run()
     except KeyboardInterrupt:
         console.print(f"\n[yellow]interrupted.[/] Completed trials are saved; run the same command to resume:\n  dicesearch sweep {path}")
         raise SystemExit(130) from None
     keys = config.metric_keys
-    console.print(ranked_table(result.study, keys))
+    rungs = len(config.fidelity.rungs) if config.fidelity else None
+    console.print(ranked_table(result.study, keys, rungs=rungs))
     plots = save_plots(result.study, paths.out_dir / "plots", keys)
-    note = importance_note(result.study)
-    if note:
-        console.print(note, highlight=False)
+    lines = [importance_note(result.study), cost_line(result.study, started, time.monotonic() - clock)]
+    if config.fidelity:
+        lines.append(rung_agreement_line(result.study, keys[0], config.fidelity.rungs))
+    for line in filter(None, lines):
+        console.print(line, highlight=False)
     runner.mirror.end_sweep("FINISHED", plots)
     if result.mlflow_failures:
         console.print(f"[yellow]warning:[/] {result.mlflow_failures} MLflow call(s) failed; re-run the command to mirror the missing trials")
@@ -93,6 +114,7 @@ def calibrate_space(path: str, console: Console, *, best: int, random_count: int
 
     if not console.is_terminal:
         console.width = max(console.width, 160)
+    quiet_libraries()
     space = load_search_space(path)
     check_data(space)
     paths = SweepLocations.for_config(space.config, out_dir, storage, tracking_uri)

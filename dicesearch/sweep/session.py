@@ -9,6 +9,7 @@ ran it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,8 @@ from rich.console import Console
 
 from dicesearch.sweep.locations import SweepLocations
 from dicesearch.sweep.mlflow_mirror import MlflowMirror
-from dicesearch.sweep.record import ATTR_DUPLICATE_OF, ATTR_PARAMS, ATTR_SPEC, ATTR_WORKER
+from dicesearch.sweep.ranking import Score
+from dicesearch.sweep.record import ATTR_DUPLICATE_OF, ATTR_PARAMS, ATTR_RUNGS, ATTR_SPEC, ATTR_WORKER
 from dicesearch.sweep.search_space import SearchSpace
 from dicesearch.sweep.studies import SweepStudy, this_worker
 from dicesearch.sweep.trial import TrialOutcome, describe_values, outcome_of, record_outcome
@@ -46,6 +48,9 @@ def sweep_params(config) -> dict[str, Any]:
         "data": config.data.kind,
         "seed": config.seed,
     }
+
+
+SCORE_PREFIXES = ("fid", "kid", "sfid", "precision", "recall", "is")  # metrics a rung keeps: the scores and their spreads
 
 
 class SweepSession:
@@ -128,6 +133,21 @@ class SweepSession:
             self._warn(number, recorded.reason)
         return recorded
 
+    def record_rung(self, number: int, index: int, steps: int, metrics: dict[str, float], rungs: int) -> float | None:
+        """Trial ``number`` was scored at rung ``index`` (``steps`` training steps): keep its scores
+        (an Optuna intermediate value, the trial's record, MLflow) and return the objective's."""
+        key = self.metric_keys[0]
+        score = metrics.get(key)
+        kept = {k: v for k, v in metrics.items() if k.split("_")[0] in SCORE_PREFIXES}
+        earlier = self.study.trial(number).user_attrs.get(ATTR_RUNGS, [])
+        self.study.set_attrs(number, {ATTR_RUNGS: [*earlier, {"rung": index, "steps": steps, **kept}]})
+        if isinstance(score, (int, float)) and math.isfinite(score):
+            self.study.report(number, float(score), steps)
+        self.mirror.log_rung(number, index, steps, kept)
+        shown = Score.of(metrics, key)
+        self.console.print(f"trial {number}: rung {index + 1}/{rungs} ({steps} steps): {key} {shown.text() if shown else '-'}", highlight=False)
+        return score if isinstance(score, (int, float)) and math.isfinite(score) else None
+
     def reuse(self, number: int, values: dict[str, Any], spec_yaml: str, summary: dict[str, Any]) -> bool:
         """If a finished trial had exactly ``values``, record its result as trial ``number``'s
         (identical configurations are not trained twice; the sampler sees the result again)."""
@@ -135,7 +155,7 @@ class SweepSession:
         if earlier is None:
             return False
         self.begin_trial(number, values, spec_yaml, summary)
-        self.study.set_attrs(number, {ATTR_DUPLICATE_OF: earlier.number})
+        self.study.set_attrs(number, {ATTR_DUPLICATE_OF: earlier.number, **({ATTR_RUNGS: earlier.user_attrs[ATTR_RUNGS]} if ATTR_RUNGS in earlier.user_attrs else {})})
         self.console.print(f"trial {number}: the same configuration as trial {earlier.number}; its result is reused, not retrained", highlight=False)
         self.record(number, outcome_of(earlier))
         return True
