@@ -44,7 +44,7 @@ class AdaLNZeroParams(ConditioningParams):
 
 
 class _AdaLNModulation(Modulation):
-    def __init__(self, params: torch.Tensor, sublayers: int, gated: bool, eps: float, affine):
+    def __init__(self, params: torch.Tensor, sublayers: int, gated: bool, eps: float, affine: tuple | None):
         # params: (B, k * sublayers * C) with k = 3 (shift, scale, gate) or 2 (shift, scale)
         self.chunks = params.chunk((3 if gated else 2) * sublayers, dim=-1)
         self.gated = gated
