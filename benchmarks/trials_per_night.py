@@ -39,9 +39,9 @@ from dataclasses import dataclass
 import torch
 
 from dicesearch.analysis.flops import count_flops
-from dicesearch.model import build_model
 from dicesearch.sweep.load import load_search_space
 from dicesearch.sweep.runner import estimate_memory, memory_batch, over_budget_reason  # the sweep's memory gate
+from gpucheck.flops import forward_flops
 
 
 @dataclass(frozen=True)
@@ -89,16 +89,6 @@ def draw_configurations(space, n: int, seed: int) -> list[tuple[dict, object]]:
         study.tell(trial, 0.0)
         draws.append((values, spec))
     return draws
-
-
-def forward_flops(spec) -> float:
-    """FLOPs of one forward pass at batch 1 (matmuls, convolutions, attention), on the meta device."""
-    with torch.device("meta"):
-        model = build_model(spec)
-        side, channels = spec.input.resolution, spec.input.channels
-        x, t = torch.zeros(1, channels, side, side), torch.zeros(1)
-        y = torch.zeros(1, dtype=torch.long) if spec.input.num_classes else None
-    return float(count_flops(lambda: model(x, t, y)).flops)
 
 
 def gate_refusal(space, spec) -> str | None:
