@@ -10,32 +10,34 @@ from __future__ import annotations
 
 import multiprocessing
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor
+from multiprocessing.pool import AsyncResult, Pool
 from typing import Any
 
 
-def worker_pool(workers: int) -> ProcessPoolExecutor:
+def worker_pool(workers: int) -> Pool:
     """Fresh (spawned) processes: they must not inherit the parent's CUDA state."""
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    return multiprocessing.get_context("spawn").Pool(workers)
 
 
 class Background:
-    """Keyed results of ``fn(*args)``: submitted to ``executor`` now, or computed on ``result``."""
+    """Keyed results of ``fn(*args)``: started in ``pool`` now, or computed on ``result``."""
 
-    def __init__(self, executor: ProcessPoolExecutor | None = None):
-        self.executor = executor
-        self.pending: dict[Any, Future | tuple[Callable, tuple]] = {}
+    def __init__(self, pool: Pool | None = None):
+        self.pool = pool
+        self.pending: dict[Any, AsyncResult | tuple[Callable, tuple]] = {}
 
     def submit(self, key, fn: Callable, *args) -> None:
-        self.pending[key] = self.executor.submit(fn, *args) if self.executor is not None else (fn, args)
+        self.pending[key] = self.pool.apply_async(fn, args) if self.pool is not None else (fn, args)
 
     def result(self, key):
         job = self.pending[key]
-        if isinstance(job, Future):
-            return job.result()
+        if isinstance(job, AsyncResult):
+            return job.get()
         fn, args = job
         return fn(*args)
 
     def shutdown(self) -> None:
-        if self.executor is not None:
-            self.executor.shutdown(wait=False, cancel_futures=True)
+        """Stop the workers now, whatever they are doing (their results are no longer wanted)."""
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()

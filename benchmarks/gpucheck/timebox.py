@@ -20,6 +20,10 @@ class Deadline:
     def expired(self) -> bool:
         return time.monotonic() >= self.end
 
+    def allows(self, seconds: float = 0.0) -> bool:
+        """Is there time left for work expected to take ``seconds``?"""
+        return not self.expired and self.remaining >= seconds
+
     @property
     def elapsed(self) -> float:
         return time.monotonic() - self.start
