@@ -21,6 +21,10 @@ not run), and writes one report. The defaults fit in 8 minutes on an H100/H200:
 
 Without CUDA it runs a reduced form (narrowed models, tiny batches and grids, no CUDA-only
 columns) in well under a minute, so CI and tests/test_gpu_check.py keep it working.
+
+A section that raises is reported with its traceback and the others still run (exit
+status 1); the report is rewritten after every section, so a killed run keeps what it
+measured.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import argparse
 import os
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -36,7 +41,7 @@ import torch
 from gpucheck import kernels, memory, sampling, speed
 from gpucheck.background import Background, worker_pool
 from gpucheck.environment import detect
-from gpucheck.markdown import report
+from gpucheck.markdown import Section, report
 from gpucheck.plan import WEIGHTS, plan_for
 from gpucheck.timebox import Budget
 
@@ -48,6 +53,28 @@ def _logger(start: float):
         print(f"[{time.monotonic() - start:6.1f} s] {message}", flush=True)
 
     return log
+
+
+def run_section(name: str, runner, deadline, log) -> Section:
+    """One section; a bug in it becomes a section showing the traceback, and the check goes on."""
+    try:
+        section = runner(deadline)
+    except Exception:  # noqa: BLE001 - one GPU session is too dear to lose the other sections
+        log(f"section {name} failed:\n{traceback.format_exc()}")
+        section = Section(f"{SECTIONS.index(name) + 1}. {name}: failed", failed=True)
+        section.add("```\n" + traceback.format_exc()[-4000:] + "```")
+    section.seconds = deadline.elapsed
+    return section
+
+
+def write_report(path: Path, env, sections: list[Section], form: str, args, start: float, done: bool) -> None:
+    total = time.monotonic() - start
+    state = f"{total:.0f} s in all" if done else f"incomplete: {total:.0f} s so far"
+    footer = (
+        f"_{form}; sections {', '.join(args.sections)}; {state} (section budget {args.budget_s:.0f} s); "
+        f"written by `benchmarks/gpu_check.py` on {time.strftime('%Y-%m-%d %H:%M %Z')}._"
+    )
+    path.write_text(report(f"dicesearch GPU check: {env.gpu}", env.lines(), sections, footer))
 
 
 def background_for(env) -> Background:
@@ -85,25 +112,20 @@ def main(argv: list[str] | None = None) -> int:
         "sampling": lambda d: sampling.run(plan, registry, env, d, log),
         "kernels": lambda d: kernels.run(plan, registry, env, d, log),
     }
+    form = "reduced form (no CUDA: small configs, no CUDA columns)" if env.reduced else "full form"
     sections = []
     try:
         for name in args.sections:
             deadline = budget.section(name)
             log(f"section {name}: {deadline.remaining:.0f} s")
-            section = runners[name](deadline)
-            section.seconds = deadline.elapsed
-            sections.append(section)
+            sections.append(run_section(name, runners[name], deadline, log))
+            write_report(args.out, env, sections, form, args, start, done=False)  # a kill keeps what was measured
     finally:
         background.shutdown()
-    total = time.monotonic() - start
-    form = "reduced form (no CUDA: small configs, no CUDA columns)" if env.reduced else "full form"
-    footer = (
-        f"_{form}; sections {', '.join(args.sections)}; {total:.0f} s in all (section budget {args.budget_s:.0f} s); "
-        f"written by `benchmarks/gpu_check.py` on {time.strftime('%Y-%m-%d %H:%M %Z')}._"
-    )
-    args.out.write_text(report(f"dicesearch GPU check: {env.gpu}", env.lines(), sections, footer))
-    log(f"wrote {args.out}")
-    return 0
+    write_report(args.out, env, sections, form, args, start, done=True)
+    failed = [s.title for s in sections if s.failed]
+    log(f"wrote {args.out}" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -197,16 +197,24 @@ class Comparison:
         return (self.estimate.peak - self.measured) / self.measured
 
 
+def measured_peak(cfg: Config, device: torch.device | None) -> tuple[int | None, str]:
+    """(bytes, note): a real step's peak on a CUDA ``device``, or None and why not (no GPU, OOM, an error)."""
+    if device is None or device.type != "cuda":
+        return None, "needs a GPU"
+    try:
+        return measure_peak(cfg, device), ""
+    except torch.cuda.OutOfMemoryError:
+        release(device)
+        return None, "OOM"
+    except Exception as exc:  # noqa: BLE001 - one failing config must not end the table
+        release(device)
+        return None, f"failed: {type(exc).__name__}: {' '.join(str(exc).split())[:100]}"
+
+
 def compare(cfg: Config, registry, device: torch.device | None) -> Comparison:
     """Estimate ``cfg`` and, on a CUDA ``device``, measure it; failures become a note, not an exception."""
     est = estimate_training_memory(cfg.spec, cfg.batch_size, cfg.precision, gradient_checkpointing=cfg.checkpointing, registry=registry)
-    if device is None or device.type != "cuda":
-        return Comparison(cfg, est, None, "needs a GPU")
-    try:
-        return Comparison(cfg, est, measure_peak(cfg, device))
-    except torch.cuda.OutOfMemoryError:
-        release(device)
-        return Comparison(cfg, est, None, "OOM")
+    return Comparison(cfg, est, *measured_peak(cfg, device))
 
 
 def _gib(n: float) -> str:

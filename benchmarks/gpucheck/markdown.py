@@ -37,6 +37,7 @@ class Section:
     title: str
     parts: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    failed: bool = False  # the section raised: its parts hold the traceback
 
     def add(self, text: str) -> None:
         self.parts.append(text)

@@ -10,7 +10,6 @@ gradient checkpointing): the estimate of
 from __future__ import annotations
 
 import memory_estimator
-import torch
 
 from gpucheck.markdown import Section, num, percent, table
 from gpucheck.plan import Plan
@@ -46,20 +45,6 @@ def start(plan: Plan, registry, background) -> list:
     return chosen
 
 
-def measured_peak(cfg, device) -> tuple[int | None, str]:
-    """(bytes, note): the real step's peak on CUDA, or None and why not."""
-    if device is None:
-        return None, "needs a GPU"
-    try:
-        return memory_estimator.measure_peak(cfg, device), ""
-    except torch.cuda.OutOfMemoryError:
-        memory_estimator.release(device)
-        return None, "OOM"
-    except Exception as exc:  # noqa: BLE001 - one failing config must not end the check
-        memory_estimator.release(device)
-        return None, f"failed: {type(exc).__name__}: {' '.join(str(exc).split())[:100]}"
-
-
 def describe(spec) -> tuple[str, str, str]:
     """(blocks, conditioning, layout) of a spec: what the coverage of the table is judged by."""
     blocks = "+".join(dict.fromkeys(stage.block.kind for stage in spec.stages))
@@ -76,8 +61,7 @@ def run(plan: Plan, chosen: list, background, env, deadline, log) -> Section:
             skipped.append(cfg.label)
             continue
         est = background.result(("memory", index))
-        peak, note = measured_peak(cfg, device)
-        result = memory_estimator.Comparison(cfg, est, peak, note)
+        result = memory_estimator.Comparison(cfg, est, *memory_estimator.measured_peak(cfg, device))
         if result.error is not None:
             errors.append((abs(result.error), cfg.label))
         blocks, conditioning, layout = describe(cfg.spec)

@@ -16,6 +16,9 @@ from dicesearch.spec import parse_spec, spec_to_dict
 from gpucheck.gate import CANDIDATES
 
 SPEED_PRESETS = ("DiT-XL/2", "DICE", "DiMR-XL/2R", "DiffuSSM-XL", "DRWKV-H/2", "LiT-XL/2")
+# compiled jobs run in this order (the time box may cut the tail): the headline models first,
+# the one whose blocks checkpoint every WKV chunk (the longest compile to expect) last
+COMPILE_ORDER = ("DiT-XL/2", "DICE", "LiT-XL/2", "DiMR-XL/2R", "DiffuSSM-XL", "DRWKV-H/2")
 SAMPLING_PRESETS = ("DiT-XL/2", "DiMR-XL/2R", "DICE")  # DICE Tab. 2's three models
 BLOCKS = ("dice", "convnext", "attention", "ssm", "rwkv", "linear_attention")
 

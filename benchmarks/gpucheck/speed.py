@@ -20,7 +20,7 @@ from dicesearch.spec import load_spec
 from gpucheck.flops import training_step_flops
 from gpucheck.gate import gate_batch
 from gpucheck.markdown import Section, num, percent, table
-from gpucheck.plan import SPEED_PRESETS, Plan, narrowed
+from gpucheck.plan import COMPILE_ORDER, SPEED_PRESETS, Plan, narrowed
 
 GiB = 2**30
 # a job is started only with this much of the section's time left (a compile takes tens of seconds)
@@ -32,7 +32,7 @@ def compile_blocks(model: torch.nn.Module) -> None:
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
     for stage in model.stages:
         for block in stage.blocks:
-            block.compile()
+            block.compile(dynamic=False)  # fixed training shapes; each stage's width compiles once
 
 
 def _sync(device: torch.device) -> None:
@@ -79,14 +79,14 @@ def measure(spec, batch: int, mode: str, precision: str, plan: Plan, device: tor
         memory_estimator.release(device)
 
 
-def jobs(plan: Plan, env) -> list[tuple[str, str, str]]:
+def jobs(plan: Plan) -> list[tuple[str, str, str]]:
     """(preset, mode, precision) in the order they run: every eager step, then compiled fp16, then bf16."""
     modes = [("eager", "fp16"), ("eager", "bf16")]
     if plan.compile:
         modes += [("compiled", "fp16"), ("compiled", "bf16")]
     ordered = []
     for mode, precision in modes:
-        ordered += [(name, mode, precision) for name in SPEED_PRESETS]
+        ordered += [(name, mode, precision) for name in (COMPILE_ORDER if mode == "compiled" else SPEED_PRESETS)]
     return ordered
 
 
@@ -118,7 +118,7 @@ def run(plan: Plan, specs: dict, background, env, deadline, log) -> Section:
     section = Section("2. Training step: speed and model FLOP utilisation")
     gate, batch, flops = {}, {}, {}
     results = {}
-    for name, mode, precision in jobs(plan, env):
+    for name, mode, precision in jobs(plan):
         key = (name, mode, precision)
         if not deadline.allows(0.0 if plan.reduced else MIN_SECONDS[mode]):
             results[key] = {"note": "not run (time box)"}
