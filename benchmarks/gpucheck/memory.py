@@ -21,7 +21,7 @@ TARGET = 0.10  # the issue's target: within +-10 % of the measured peak
 def configs(plan: Plan, registry) -> list:
     if plan.memory_channels is None:
         return memory_estimator.configs(registry)
-    return memory_estimator.custom_configs(registry, channels=plan.memory_channels, depth=2, batch_size=plan.memory_batch)
+    return memory_estimator.custom_configs(registry, channels=plan.memory_channels, depth=1, batch_size=plan.memory_batch)
 
 
 def estimate(spec_yaml: str, batch_size: int, precision: str, checkpointing: bool):

@@ -2,7 +2,7 @@
 
 The reduced form exists so that CI and a test keep every code path of the check working
 on a CPU in well under a minute: the same sections and tables, with the presets narrowed
-(1/24 of the width, at most 2 blocks a stage), tiny batches, few sampling steps, small
+(1/48 of the width, one block a stage), tiny batches, few sampling steps, small
 grids and short sequences, and no CUDA-only columns (measured GPU memory, compiled steps,
 MFU).
 """
@@ -52,7 +52,7 @@ GPU = Plan(
     wkv_chunks=(32, 64, 128, 256), memory_channels=None, memory_batch=None, gate_candidates=CANDIDATES,
 )  # fmt: skip
 CPU = Plan(
-    reduced=True, narrow=24, max_depth=2, max_batch=2, warmup_steps=1, timed_steps=1, compile=False,
+    reduced=True, narrow=48, max_depth=1, max_batch=2, warmup_steps=1, timed_steps=1, compile=False,
     sampling_steps=3, grids=(4, 8), scaling_channels=48, kernel_tokens=256, kernel_channels=32,
     wkv_chunks=(32, 64), memory_channels=48, memory_batch=2, gate_candidates=(1, 2),
 )  # fmt: skip
