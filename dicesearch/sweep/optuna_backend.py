@@ -117,6 +117,7 @@ class OptunaSweep:
 
         def on_report(step: int, loss: float) -> bool:
             self.mirror.log_loss(number, step, loss)
+            self.session.progress.step(number, step, loss)
             if not single or rung_run is not None:  # rungs stop trials on their scores, not the loss
                 return False
             trial.report(loss, step)

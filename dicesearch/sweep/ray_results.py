@@ -132,9 +132,9 @@ class RayResults:
             return
         step, loss = int(result["step"]), float(result["loss"])
         self._curves.setdefault(trial.trial_id, []).append([step, loss])
-        number = self._numbers.get(trial.trial_id)
         if number is not None and trial.trial_id not in self._kept:
             self.session.mirror.log_loss(number, step, loss)
+            self.session.progress.step(number, step, loss)
 
     def completed(self, trial) -> None:
         """Ray trial ``trial`` ended: its final report's outcome, or pruned by ASHA between reports."""

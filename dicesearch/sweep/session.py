@@ -19,6 +19,7 @@ from rich.console import Console
 
 from dicesearch.sweep.locations import SweepLocations
 from dicesearch.sweep.mlflow_mirror import MlflowMirror
+from dicesearch.sweep.progress import TrialProgress
 from dicesearch.sweep.ranking import Score
 from dicesearch.sweep.record import ATTR_DUPLICATE_OF, ATTR_PARAMS, ATTR_RUNGS, ATTR_SPEC, ATTR_WORKER
 from dicesearch.sweep.search_space import SearchSpace
@@ -67,6 +68,8 @@ class SweepSession:
         self.mirror = MlflowMirror(locations.tracking_uri, self.name, space.source)
         self.study: SweepStudy | None = None
         self.ran = 0
+        rungs = self.config.fidelity.rungs if self.config.fidelity else None
+        self.progress = TrialProgress(self.console, self.config.budget.train_steps, self.config.replicates, rungs)
 
     # -- the sweep ----------------------------------------------------------------------------
 
@@ -99,10 +102,12 @@ class SweepSession:
 
     def stopped(self, status: str) -> None:
         """The sweep ends early (Ctrl-C, an error): bring MLflow in line and close the parent run."""
+        self.progress.close()
         self.reconcile()
         self.mirror.end_sweep(status)
 
     def finish(self, result: SweepResult) -> SweepResult:
+        self.progress.close()
         self.reconcile()
         result.ran = self.ran
         result.mlflow_failures = self.mirror.failures
@@ -116,10 +121,13 @@ class SweepSession:
         self.mirror.start_trial(number, values, summary, spec_yaml)
 
     def announce(self, number: int, values: dict[str, Any]) -> None:
+        """Say that trial ``number`` starts training, and show its live line from now on."""
         self.console.print(f"trial {number}: {describe_values(values)}", highlight=False)
+        self.progress.start(number)
 
     def record(self, number: int, outcome: TrialOutcome) -> TrialOutcome | None:
         """Record, mirror and print how trial ``number`` ended (None: it already had)."""
+        self.progress.end(number)
         recorded = record_outcome(
             self.study, self.mirror, number, outcome, self.metric_keys, self.directions, self.config.memory.budget_gb
         )
@@ -144,6 +152,7 @@ class SweepSession:
         if isinstance(score, (int, float)) and math.isfinite(score):
             self.study.report(number, float(score), steps)
         self.mirror.log_rung(number, index, steps, kept)
+        self.progress.scored(number, metrics)
         shown = Score.of(metrics, key)
         self.console.print(f"trial {number}: rung {index + 1}/{rungs} ({steps} steps): {key} {shown.text() if shown else '-'}", highlight=False)
         return score if isinstance(score, (int, float)) and math.isfinite(score) else None
