@@ -23,7 +23,7 @@ LOG_EVERY_S = 30.0
 class _Running:
     number: int
     total: int  # training steps the trial runs in all (replicates x train_steps)
-    started: float = field(default_factory=time.monotonic)
+    started: float = field(default_factory=lambda: time.monotonic())
     step: int = 0
     loss: float | None = None
     rung: str = ""
