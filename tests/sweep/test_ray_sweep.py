@@ -188,6 +188,30 @@ def test_asha_stops_a_trial_whose_loss_falls_behind(in_tmp):
     assert run.data.tags["dicesearch.status"] == "pruned" and run.info.status == "FAILED"
 
 
+def test_ray_stops_trials_at_rungs_by_the_rung_rule_and_reuses_identical_ones(in_tmp):
+    """The Optuna backend's multi-fidelity rule, on the same rung scores, in a Tune scheduler;
+    a configuration drawn again is not trained again."""
+    parameters = "  stages[0].channels: {choice: [16, 32, 48]}"
+    space = write_space(in_tmp, "rungs", parameters=parameters, trials=4, pruner="none", extra="fidelity: {rungs: [4, 8], keep: 1/2}")
+    space.write_text(space.read_text().replace("train_steps: 10, ", ""))  # the last rung is the budget
+    result = sweep(space)
+    assert result.exit_code == 0, result.output
+    trials = sorted(trials_of(in_tmp, "rungs"), key=lambda t: t.datetime_start)
+    seen = []
+    for trial in trials:
+        if "duplicate_of" in trial.user_attrs:
+            assert trial.value is not None and "reused, not retrained" in result.output
+            continue
+        score = trial.intermediate_values[4]
+        seen.append(score)
+        if 8 in trial.intermediate_values:
+            assert trial.state == TrialState.COMPLETE and trial.value == trial.intermediate_values[8]
+        else:
+            assert trial.state == TrialState.PRUNED and trial.user_attrs["reason"].startswith("pruned at rung 1 (4 steps): fid_8")
+            assert trial.user_attrs["metrics"]["fid_8"] == score
+    assert "rung" in result.output
+
+
 def test_an_unreachable_ray_address_is_one_line_and_exit_2(tmp_path):
     space = write_space(tmp_path, "nowhere", extra="ray_address: 127.0.0.1:1")
     done = subprocess.run(
