@@ -131,11 +131,11 @@ def schema(output: Path | None) -> None:
         click.echo(text)
 
 
-def _count(n: float) -> str:
+def format_count(n: float) -> str:
     return f"{n:,.0f}"
 
 
-def _giga(n: float) -> str:
+def format_giga(n: float) -> str:
     """n / 1e9 with two decimals, or three significant digits below 1 (0.00687, not 0.00)."""
     value = n / 1e9
     if value >= 1 or value == 0:
@@ -143,7 +143,7 @@ def _giga(n: float) -> str:
     return f"{value:.{2 - math.floor(math.log10(value))}f}"
 
 
-def _share(part: float, whole: float) -> str:
+def format_share(part: float, whole: float) -> str:
     return f"{100 * part / whole:.1f} %" if whole else "-"
 
 
@@ -172,11 +172,11 @@ def profile(spec: str, steps: int, batch_size: int, timed_forwards: int, device:
     table = Table(title=f"{p.name} on {p.device}")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    table.add_row("parameters (trainable)", _count(p.trainable_parameters))
+    table.add_row("parameters (trainable)", format_count(p.trainable_parameters))
     if p.parameters != p.trainable_parameters:
-        table.add_row("parameters (all, incl. frozen tables)", _count(p.parameters))
-    table.add_row("multiply-adds / forward (G)", _giga(p.macs))
-    table.add_row("FLOPs / forward (G)", _giga(p.flops))
+        table.add_row("parameters (all, incl. frozen tables)", format_count(p.parameters))
+    table.add_row("multiply-adds / forward (G)", format_giga(p.macs))
+    table.add_row("FLOPs / forward (G)", format_giga(p.flops))
     table.add_row(f"samples/s ({p.sampling_steps} steps, batch {p.batch_size})", f"{p.samples_per_second:.4g}")
     table.add_row("seconds / forward", f"{p.seconds_per_forward:.3f} (mean of {p.timed_forwards})")
     console.print(table)
@@ -184,12 +184,12 @@ def profile(spec: str, steps: int, batch_size: int, timed_forwards: int, device:
     for column in ("stage", "block", "grid", "channels", "depth", "parameters"):
         stages.add_column(column, justify="right" if column in ("channels", "depth", "parameters") else "left")
     for s in p.stages:
-        stages.add_row(str(s.index), s.block, f"{s.grid}x{s.grid}", str(s.channels), str(s.depth), _count(s.parameters))
-    stages.add_row("shared", "conditioning", "", "", "", _count(p.shared_parameters))
+        stages.add_row(str(s.index), s.block, f"{s.grid}x{s.grid}", str(s.channels), str(s.depth), format_count(s.parameters))
+    stages.add_row("shared", "conditioning", "", "", "", format_count(p.shared_parameters))
     console.print(stages)
     parts = Table(title="per component (multiply-adds per forward at batch 1)")
     for column in ("component", "parameters", "share", "multiply-adds (G)", "share "):
         parts.add_column(column, justify="left" if column == "component" else "right")
     for c in p.components:
-        parts.add_row(c.name, _count(c.parameters), _share(c.parameters, p.parameters), _giga(c.macs), _share(c.macs, p.macs))
+        parts.add_row(c.name, format_count(c.parameters), format_share(c.parameters, p.parameters), format_giga(c.macs), format_share(c.macs, p.macs))
     console.print(parts)
