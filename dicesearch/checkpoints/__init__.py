@@ -1,4 +1,4 @@
-"""Official checkpoints in and out: DiT, Diffusion-RWKV and DiMR weights <-> dicesearch runs.
+"""Official checkpoints in and out: DiT, Diffusion-RWKV and DiMR weights -> dicesearch runs, DiT's back.
 
 Each model family's state-dict layout is data (``dit.py``, ``drwkv.py``, ``dimr.py``: every
 official key, its shape and where it goes), checked strictly in both directions

@@ -17,29 +17,41 @@ official model splits the blocks into ``in_blocks`` (N // 2), ``mid_block`` and
 ``.ffn.spatial_mix_{k,r}`` (1, 1, D)              ``.channel.mix_{k,r}`` (D,), reshaped
 ``.ffn.{key,receptance,value}.weight``            ``.channel.*.weight``
 ``.att.key_norm.*`` / ``.ffn.key_norm.*``         ``.spatial.key_norm.*`` / ``.channel.key_norm.*``
+``.ln1.weight`` + ``.ln2.weight`` (D,) each       ``.modulator.norm_weight`` (2, D), stacked
+``.ln1.bias`` + ``.ln2.bias``                     ``.modulator.norm_bias`` (2, D), stacked
 ``.adaLN_modulation.1.*``                         ``.modulator.regress.1.*``
+``in_blocks.0.ln0.*``                             ``stages.0.blocks.0.input_norm.*``
 ``out_blocks.j.skip_linear.*``                    ``stages.0.skip_projections.j.*``
+``norm_f.*``                                      ``stages.0.blocks.{N - 1}.final_norm.*``
 ``final_layer.linear.*``                          ``stages.0.head.proj.*``
 ``final_layer.adaLN_modulation.1.*``              ``stages.0.head.modulator.regress.1.*``
 ================================================  ==========================================
 
-Not in the preset yet (the import names the first and stops): the affine weights of each
-block's ``ln1``/``ln2`` (LayerNorm eps 1e-5 under the adaLN modulation), the first block's
-extra input norm ``ln0`` and the final ``norm_f`` before the head (4D + 2D + 2D values,
-exactly the official models' surplus over the presets).
+Row 0 of ``norm_weight``/``norm_bias`` is the spatial mix's norm (``ln1``), row 1 the
+channel mix's (``ln2``): adaLN-Zero's ``norm_affine`` (LayerNorm eps ``block_eps``
+1e-5, nn.LayerNorm's default, then DiT's modulation). ``ln0`` is applied by the first
+block to its input, ``norm_f`` by the last block to its output, the rwkv block's
+``stack_norms``; the head's own norm (the code's ``norm_final``, eps 1e-6) has no affine.
+Every tensor is copied as it is or reshaped, so an import is exact. A DRWKV-like spec
+without ``norm_affine`` or ``stack_norms`` has no place for those norms: the import
+names the first such key and the setting that gives it one.
 """
 
 from __future__ import annotations
 
 from dicesearch.checkpoints.layout import Entry, OfficialLayout, absent, entry
-from dicesearch.checkpoints.transforms import Reshaped
+from dicesearch.checkpoints.transforms import Reshaped, Stacked
 
 NAME = "Diffusion-RWKV"
 SOURCE = "feizc/Diffusion-RWKV models_drwkv.py"
 
-NORM_AFFINE = "the affine weights of Diffusion-RWKV's block LayerNorms (ln1, ln2) are not in the preset's rwkv block yet"
-INPUT_NORM = "Diffusion-RWKV's first block normalises its input (ln0); the preset's rwkv block has no such norm yet"
-FINAL_NORM = "Diffusion-RWKV's final LayerNorm before the head (norm_f) is not in the preset yet"
+NORM_AFFINE = (
+    "the affine weights of Diffusion-RWKV's block LayerNorms (ln1, ln2) need conditioning.norm_affine: true "
+    "(as in the DRWKV presets)"
+)
+INPUT_NORM = "Diffusion-RWKV's first block normalises its input (ln0); set the rwkv block's stack_norms: true (as in the DRWKV presets)"
+FINAL_NORM = "Diffusion-RWKV's final LayerNorm before the head (norm_f) needs the rwkv block's stack_norms: true (as in the DRWKV presets)"
+BLOCK_EPS, HEAD_EPS = 1e-5, 1e-6  # the code's nn.LayerNorm default in the blocks; its FinalLayer's norm_final
 
 
 def claims(spec) -> bool:
@@ -47,29 +59,54 @@ def claims(spec) -> bool:
 
 
 def misfit(spec) -> str | None:
-    stage, cond = spec.stages[0], spec.conditioning
+    stage, cond, block = spec.stages[0], spec.conditioning, spec.stages[0].block
+    adaln = cond.kind == "adaln_zero"
     checks = [
-        (cond.kind == "adaln_zero", f"conditioning is '{cond.kind}', Diffusion-RWKV's is adaln_zero"),
-        (cond.kind != "adaln_zero" or cond.embed_dim in (None, stage.channels), "adaln_zero.embed_dim must be the stage's channels"),
+        (adaln, f"conditioning is '{cond.kind}', Diffusion-RWKV's is adaln_zero"),
+        (not adaln or cond.embed_dim in (None, stage.channels), "adaln_zero.embed_dim must be the stage's channels"),
+        (not adaln or (cond.block_eps or cond.eps) == BLOCK_EPS, "adaln_zero.block_eps must be 1e-5, the eps of Diffusion-RWKV's block LayerNorms"),
+        (not adaln or cond.eps == HEAD_EPS, "adaln_zero.eps must be 1e-6, the eps of Diffusion-RWKV's final-layer norm"),
+        (
+            block.shift_pixels == 1 and block.shift_fraction == 0.25 and block.bonus_over_length,
+            "Diffusion-RWKV's blocks shift 1 pixel, a quarter of the channels each way, and divide the bonus by T "
+            "(rwkv shift_pixels: 1, shift_fraction: 0.25, bonus_over_length: true)",
+        ),
         (stage.depth % 2 == 1, f"depth {stage.depth} is even; the official model has N // 2 in-blocks, a middle block and N // 2 out-blocks"),
-        (stage.long_skip and stage.head == "linear", "Diffusion-RWKV has long skips and a linear head"),
+        (
+            stage.long_skip and stage.head == "linear" and stage.head_norm == "conditioned",
+            "Diffusion-RWKV has long skips and a linear head behind an adaLN-modulated norm (head_norm: conditioned)",
+        ),
         (stage.position_embedding == "learned", f"position_embedding is '{stage.position_embedding}', Diffusion-RWKV's is learned"),
     ]
     return next((why for ok, why in checks if not ok), None)
+
+
+def _layer_norm(spec, theirs: str, ours: str, why: str) -> list[Entry]:
+    """An official nn.LayerNorm's weight and bias -> ``ours``.{weight,bias} with stack_norms, else absent."""
+    d = spec.stages[0].channels
+    if spec.stages[0].block.stack_norms:
+        return [entry(f"{ours}.{p}", f"{theirs}.{p}", (d,)) for p in ("weight", "bias")]
+    return [absent(f"{theirs}.{p}", (d,), why) for p in ("weight", "bias")]
+
+
+def _block_norm_affines(spec, theirs: str, ours: str) -> list[Entry]:
+    """ln1 and ln2 (D,) each -> the modulator's norm_weight and norm_bias (2, D), rows (ln1, ln2)."""
+    d = spec.stages[0].channels
+    if not spec.conditioning.norm_affine:
+        return [absent(f"{theirs}.ln{n}.{p}", (d,), NORM_AFFINE) for n in (1, 2) for p in ("weight", "bias")]
+    return [
+        entry(f"{ours}.modulator.norm_{p}", tuple((f"{theirs}.ln{n}.{p}", (d,)) for n in (1, 2)), transform=Stacked((2, d)))
+        for p in ("weight", "bias")
+    ]
 
 
 def _block(spec, theirs: str, ours: str, layer: int, skip: int | None) -> list[Entry]:
     stage = spec.stages[0]
     d, hidden = stage.channels, max(1, int(stage.channels * stage.block.hidden_ratio))
     key_norm = stage.block.key_norm
-    items = [
-        absent(f"{theirs}.ln1.weight", (d,), NORM_AFFINE),
-        absent(f"{theirs}.ln1.bias", (d,), NORM_AFFINE),
-        absent(f"{theirs}.ln2.weight", (d,), NORM_AFFINE),
-        absent(f"{theirs}.ln2.bias", (d,), NORM_AFFINE),
-    ]
+    items = _block_norm_affines(spec, theirs, ours)
     if layer == 0:
-        items += [absent(f"{theirs}.ln0.weight", (d,), INPUT_NORM), absent(f"{theirs}.ln0.bias", (d,), INPUT_NORM)]
+        items += _layer_norm(spec, f"{theirs}.ln0", f"{ours}.input_norm", INPUT_NORM)
     items += [
         entry(f"{ours}.spatial.decay", f"{theirs}.att.spatial_decay", (d,)),
         entry(f"{ours}.spatial.bonus", f"{theirs}.att.spatial_first", (d,)),
@@ -120,9 +157,8 @@ def layout(spec) -> OfficialLayout:
     for j in range(half):
         entries += _block(spec, f"out_blocks.{j}", f"stages.0.blocks.{half + 1 + j}", half + 1 + j, j)
     out = p * p * spec.output_channels
+    entries += _layer_norm(spec, "norm_f", f"stages.0.blocks.{stage.depth - 1}.final_norm", FINAL_NORM)
     entries += [
-        absent("norm_f.weight", (d,), FINAL_NORM),
-        absent("norm_f.bias", (d,), FINAL_NORM),
         entry("stages.0.head.proj.weight", "final_layer.linear.weight", (out, d)),
         entry("stages.0.head.proj.bias", "final_layer.linear.bias", (out,)),
         entry("stages.0.head.modulator.regress.1.weight", "final_layer.adaLN_modulation.1.weight", (2 * d, d)),

@@ -1,8 +1,10 @@
 """A run's weights -> a state dict in the official layout (``dicesearch export-checkpoint``).
 
-The file is what the official sampling scripts load: for a DiT preset, DiT's
-``sample.py --model DiT-XL/2 --ckpt model.pt`` (``torch.load`` gives a plain state dict
-of the run's EMA weights, or its raw weights with ``weights="model"``).
+The file is what DiT's official sampling script loads: ``sample.py --model DiT-XL/2
+--ckpt model.pt`` (``torch.load`` gives a plain state dict of the run's EMA weights, or
+its raw weights with ``weights="model"``). Export is offered for DiT models only: the
+Diffusion-RWKV and DiMR layouts import (``import-checkpoint``), but writing them back is
+not part of the product (DiMR's would not be bit-exact: see ``transforms.Offset``).
 """
 
 from __future__ import annotations
@@ -45,6 +47,11 @@ def export_checkpoint(
     spec = run_dir.read_spec()
     where = str(run_dir.spec_file)
     layout = layout_for(spec, where)
+    if layout.family != dit.NAME:
+        raise CheckpointError(
+            f"{where}: export-checkpoint writes DiT's layout only; {spec.name} is a {layout.family} model, whose "
+            "official checkpoints import (import-checkpoint) but are not written back"
+        )
     layout.check_supported(where)
     state = read_weights(checkpoint, weights)
     layout.check_model({key: tuple(t.shape) for key, t in state.items()}, str(checkpoint))

@@ -39,6 +39,7 @@ class ImportResult:
     kind: str  # what the file held, e.g. "state dict"
     tensors: int  # official tensors read (one weight set)
     values: int  # their values
+    notes: tuple[str, ...] = ()  # how the imported model still differs from the official one (DiMR's class token)
 
 
 def _check(layout: OfficialLayout, state: dict[str, torch.Tensor], where: str, registry) -> None:
@@ -99,6 +100,8 @@ def import_checkpoint(spec, path: str | os.PathLike, out_dir: str | os.PathLike,
         for name, text in files.items():
             (staging / name).write_text(text)
         source = {"imported_from": str(path.resolve()), "official_layout": f"{layout.family} ({layout.source})", "official_content": weights.kind}
+        if layout.notes:
+            source["import_notes"] = "; ".join(layout.notes)
         save_weights_checkpoint(checkpoint_path(staging / "checkpoints", 0), step=0, seed=seed,
                                 model=converted["model"], ema=converted["ema"], extra=source)  # fmt: skip
         umask = os.umask(0)
@@ -110,4 +113,4 @@ def import_checkpoint(spec, path: str | os.PathLike, out_dir: str | os.PathLike,
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     n = sum(t.numel() for t in weights.ema.values())
-    return ImportResult(out, checkpoint_path(out / "checkpoints", 0), layout.family, weights.kind, len(weights.ema), n)
+    return ImportResult(out, checkpoint_path(out / "checkpoints", 0), layout.family, weights.kind, len(weights.ema), n, layout.notes)

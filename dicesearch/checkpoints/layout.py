@@ -1,11 +1,13 @@
 """An official model's state-dict layout as data, and the strict checks on a file against it.
 
-An :class:`OfficialLayout` lists, in the official state dict's order, every official tensor
-with its shape and where it goes in the preset's model: one :class:`Entry` per dicesearch
-tensor (made from one official tensor, or several, by a :mod:`transform
-<dicesearch.checkpoints.transforms>`), or an entry with no dicesearch counterpart yet,
-with the reason. Each model family builds its layout from a spec (``dit.py``,
-``drwkv.py``, ``dimr.py``).
+An :class:`OfficialLayout` lists, in the official state dict's order (the keys of one
+stacked entry kept together), every official tensor with its shape and where it goes in
+the preset's model: one :class:`Entry` per dicesearch tensor (made from one official
+tensor, or several, by a :mod:`transform <dicesearch.checkpoints.transforms>`), or an
+entry for an official tensor the spec has no place for, with the reason and the setting
+that gives it one. Each model family builds its layout from a spec (``dit.py``,
+``drwkv.py``, ``dimr.py``); ``notes`` say what an imported model still computes
+differently from the official one (DiMR's class token).
 
 The checks name one key and its expected shape in one line (``CheckpointError``):
 
@@ -73,9 +75,10 @@ class OfficialLayout:
     source: str  # "facebookresearch/DiT models.py"
     preset: str  # the spec's name, for messages
     entries: tuple[Entry, ...]
+    notes: tuple[str, ...] = ()  # what the imported model still computes differently, said on every import
 
     def official_shapes(self) -> dict[str, Shape]:
-        """Official key -> shape, in the official state dict's order."""
+        """Official key -> shape, in the entries' order (the official state dict's, but within a stacked entry)."""
         return {key: shape for item in self.entries for key, shape in item.official}
 
     def ours_shapes(self) -> dict[str, Shape]:

@@ -1,13 +1,21 @@
-"""How one official tensor (or a few) becomes one dicesearch tensor, and back, exactly.
+"""How one official tensor (or a few) becomes one dicesearch tensor, and back.
 
-Each transform is a pure rearrangement (reshape, permutation, concatenation): no value is
-rounded, so import -> export -> import is bit-identical.
+Every transform but ``Offset`` is a pure rearrangement (reshape, permutation,
+concatenation): no value is rounded, so import -> export -> import is bit-identical.
 
 - ``SAME``: the tensor as it is.
 - ``Reshaped(shape)``: the same values in another shape, e.g. DiT's ``pos_embed``
   (1, H*W, D) -> our (H, W, D) table, or RWKV's (1, 1, C) mixing weights -> (C,).
-- ``Stacked()``: several official tensors concatenated along dim 0, e.g. DiMR's GeGLU
-  ``w0`` and ``w1`` -> our ``fc1`` (``FeedForward`` chunks it into value, gate halves).
+- ``Stacked(shape)``: several official tensors concatenated along dim 0 (then, given a
+  shape, viewed as it), e.g. DiMR's GeGLU ``w0`` and ``w1`` -> our ``fc1``
+  (``FeedForward`` chunks it into value, gate halves), or Diffusion-RWKV's ``ln1.weight``
+  and ``ln2.weight`` (C,) -> one (2, C) ``norm_weight``.
+- ``Offset(by, inner)``: ``inner``'s tensor plus a constant, e.g. DiMR's time-dependent
+  weight, which the official forward uses as ``nodecay_weight + 1``. The sum is taken
+  in fp32 (fp64 stays fp64), as the official forward takes it, so the imported model
+  computes with the same value; the way back subtracts the constant again, which gives
+  back the original only up to that rounding (an official value below 2^-24 in
+  magnitude becomes 0), so an offset layout is not exported.
 - ``ShuffledRows(ratio)``: a pixel-shuffle projection's output rows reordered from DiMR's
   (r1, r2, c) order to ``F.pixel_shuffle``'s (c, r1, r2).
 """
@@ -22,7 +30,7 @@ import torch
 
 Shape = tuple[int, ...]
 
-__all__ = ["SAME", "Reshaped", "Shape", "ShuffledRows", "Stacked", "Transform"]
+__all__ = ["SAME", "Offset", "Reshaped", "Shape", "ShuffledRows", "Stacked", "Transform"]
 
 
 class Transform(ABC):
@@ -74,16 +82,44 @@ class Reshaped(Transform):
 
 @dataclass(frozen=True)
 class Stacked(Transform):
-    """Official tensors concatenated along dim 0 (their other dims equal)."""
+    """Official tensors concatenated along dim 0 (their other dims equal), viewed as ``shape`` if given.
 
-    def ours_shape(self, official: Sequence[Shape]) -> Shape:
+    ``Stacked((2, C))`` of two (C,) tensors a, b is the (2, C) tensor with rows a, b.
+    """
+
+    shape: Shape | None = None
+
+    def _joined(self, official: Sequence[Shape]) -> Shape:
         return (sum(shape[0] for shape in official), *official[0][1:])
 
+    def ours_shape(self, official: Sequence[Shape]) -> Shape:
+        return self.shape if self.shape is not None else self._joined(official)
+
     def to_ours(self, tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-        return torch.cat(list(tensors), dim=0)
+        joined = torch.cat(list(tensors), dim=0)
+        return joined.reshape(self.shape) if self.shape is not None else joined
 
     def to_official(self, tensor: torch.Tensor, official: Sequence[Shape]) -> tuple[torch.Tensor, ...]:
-        return tuple(tensor.split([shape[0] for shape in official], dim=0))
+        joined = tensor.reshape(self._joined(official))
+        return tuple(part.clone() for part in joined.split([shape[0] for shape in official], dim=0))
+
+
+@dataclass(frozen=True)
+class Offset(Transform):
+    """``inner``'s tensor plus ``by`` (in at least fp32); back: minus ``by``, exact up to that rounding."""
+
+    by: float
+    inner: Transform = SAME
+
+    def ours_shape(self, official: Sequence[Shape]) -> Shape:
+        return self.inner.ours_shape(official)
+
+    def to_ours(self, tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+        t = self.inner.to_ours(tensors)
+        return t.to(torch.promote_types(t.dtype, torch.float32)) + self.by
+
+    def to_official(self, tensor: torch.Tensor, official: Sequence[Shape]) -> tuple[torch.Tensor, ...]:
+        return self.inner.to_official(tensor - self.by, official)
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,7 @@ def import_checkpoint_command(preset, file, out, data_file, data_kind, data_path
     lines = [
         f"imported {file} ({result.kind}, {result.tensors} tensors, {result.values:,} values, {result.family} layout) "
         f"as {spec.name} into {run}/ (spec.yaml, checkpoints/{result.checkpoint.name})",
+        *(f"  note:      {note}" for note in result.notes),
         f"  sample:    dicesearch sample {run} -o samples.png" + ("" if data_spec is not None else " --vae DIR"),
         f"  profile:   dicesearch profile {run}",
         f"  fine-tune: dicesearch train --resume --out {run} --steps N"
@@ -67,7 +68,7 @@ def import_checkpoint_command(preset, file, out, data_file, data_kind, data_path
 @click.option("--weights", type=click.Choice(["ema", "model"]), default="ema", show_default=True, help="EMA or raw weights.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
 def export_checkpoint_command(run, out, weights, overwrite) -> None:
-    """Write a run's weights (its folder or one checkpoint) in the official layout of its model family."""
+    """Write a DiT run's weights (its folder or one checkpoint) in DiT's official layout, for DiT's sample.py."""
     from dicesearch.checkpoints.exporter import export_checkpoint
 
     with console.status(f"exporting {run}..."):

@@ -20,10 +20,10 @@ TINY_DIT = {
     "stages": [{"patch_size": 2, "channels": 32, "depth": 2, "position_embedding": "sincos", "head": "linear",
                 "block": {"kind": "attention", "heads": 2, "activation": "gelu_tanh"}}],
 }  # fmt: skip
-TINY_DRWKV = {
+TINY_DRWKV = {  # Diffusion-RWKV's model but for the blocks' norm affines (no norm_affine)
     "name": "tiny-drwkv",
     "input": {"channels": 4, "resolution": 8, "num_classes": 4, "learn_sigma": True},
-    "conditioning": {"kind": "adaln_zero"},
+    "conditioning": {"kind": "adaln_zero", "block_eps": 1e-5},
     "stages": [{"patch_size": 2, "channels": 32, "depth": 3, "position_embedding": "learned", "head": "linear",
                 "long_skip": True, "block": {"kind": "rwkv"}}],
 }  # fmt: skip
@@ -94,6 +94,7 @@ def test_an_official_key_the_preset_lacks_is_named(files, tmp_path):
     path = _tiny(files, tmp_path, "tiny-drwkv")
     line = _run(tmp_path, "import-checkpoint", files[0] / "tiny-drwkv.yaml", path, "-o", tmp_path / "run")
     assert "key 'in_blocks.0.ln1.weight' (32,) has no counterpart in preset tiny-drwkv: the affine weights" in line
+    assert line.endswith("need conditioning.norm_affine: true (as in the DRWKV presets)")
 
 
 @pytest.mark.parametrize(
@@ -139,14 +140,14 @@ def _weights_run(root, spec, registry):
     return root
 
 
-def test_export_refuses_runs_without_a_complete_official_layout(files, registry, tmp_path_factory, tmp_path):
+def test_export_refuses_runs_that_are_not_dit_models(files, registry, tmp_path_factory, tmp_path):
     runs = tmp_path_factory.mktemp("runs")
     dice = _weights_run(runs / "dice", load_spec("DICE-digits"), registry)
     drwkv = _weights_run(runs / "drwkv", load_spec(files[0] / "tiny-drwkv.yaml"), registry)
     dit = _weights_run(runs / "dit", load_spec(files[0] / "tiny-dit.yaml"), registry)
     assert "DICE-digits has no official checkpoint layout" in _run(tmp_path, "export-checkpoint", dice, "-o", tmp_path / "m.pt")
     line = _run(tmp_path, "export-checkpoint", drwkv, "-o", tmp_path / "m.pt")
-    assert "key 'in_blocks.0.ln1.weight' (32,) has no counterpart in preset tiny-drwkv" in line
+    assert "export-checkpoint writes DiT's layout only; tiny-drwkv is a Diffusion-RWKV model" in line
     (tmp_path / "m.pt").write_bytes(b"keep")
     line = _run(tmp_path, "export-checkpoint", dit, "-o", tmp_path / "m.pt")
     assert "already exists; choose another -o or pass --overwrite" in line and (tmp_path / "m.pt").read_bytes() == b"keep"

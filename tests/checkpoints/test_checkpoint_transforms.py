@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from dicesearch.checkpoints.transforms import SAME, Reshaped, ShuffledRows, Stacked
+from dicesearch.checkpoints.transforms import SAME, Offset, Reshaped, ShuffledRows, Stacked
 from dicesearch.layers import FeedForward
 
 
@@ -58,3 +58,29 @@ def test_reshaped_position_table_keeps_dits_token_order():
 def test_same_is_the_tensor_itself():
     t = torch.randn(3)
     assert SAME.to_ours([t]) is t and SAME.to_official(t, [t.shape])[0] is t
+
+
+def test_stacked_rows_make_one_table_of_several_vectors():
+    """Diffusion-RWKV's ln1.weight and ln2.weight (C,) -> norm_weight (2, C), row i the (i+1)-th norm's."""
+    a, b = torch.randn(5), torch.randn(5)
+    stacked = Stacked((2, 5))
+    table = stacked.to_ours([a, b])
+    assert stacked.ours_shape([(5,), (5,)]) == (2, 5)
+    assert torch.equal(table[0], a) and torch.equal(table[1], b)
+    back = stacked.to_official(table, [(5,), (5,)])
+    assert torch.equal(back[0], a) and torch.equal(back[1], b)
+    grid = Stacked((2, 2, 3)).to_ours([torch.full((3,), float(i)) for i in range(4)])  # (sub-layer, vector, C)
+    assert [grid[k, v, 0].item() for k in range(2) for v in range(2)] == [0.0, 1.0, 2.0, 3.0]
+
+
+def test_offset_adds_in_fp32_and_goes_back_up_to_that_rounding():
+    """DiMR's time-dependent weight is nodecay_weight + 1 in its forward: the same fp32 sum here."""
+    official = torch.tensor([0.0, 0.25, -3e-8, 1e-9, -0.7])
+    offset = Offset(1.0, Stacked((1, 5)))
+    ours = offset.to_ours([official])
+    assert ours.shape == (1, 5) and torch.equal(ours[0], official + 1)
+    back = offset.to_official(ours, [(5,)])[0]
+    assert torch.equal(back[[0, 1, 4]], official[[0, 1, 4]])  # exactly representable sums come back exactly
+    assert (back - official).abs().max() <= 2.0**-24  # the others within half an ulp of 1
+    half = Offset(1.0).to_ours([torch.tensor([1e-3], dtype=torch.float16)])
+    assert half.dtype == torch.float32 and half.item() == torch.tensor(1e-3, dtype=torch.float16).float().item() + 1
