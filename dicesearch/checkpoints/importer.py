@@ -27,6 +27,7 @@ from dicesearch.checkpoints.families import fitting_preset, layout_for
 from dicesearch.checkpoints.files import read_official
 from dicesearch.checkpoints.layout import OfficialLayout
 from dicesearch.errors import CheckpointError
+from dicesearch.files import ordinary_folder_mode
 
 __all__ = ["ImportResult", "import_checkpoint"]
 
@@ -101,9 +102,7 @@ def import_checkpoint(spec, path: str | os.PathLike, out_dir: str | os.PathLike,
         source = {"imported_from": str(path.resolve()), "official_layout": f"{layout.family} ({layout.source})", "official_content": weights.kind}
         save_weights_checkpoint(checkpoint_path(staging / "checkpoints", 0), step=0, seed=seed,
                                 model=converted["model"], ema=converted["ema"], extra=source)  # fmt: skip
-        umask = os.umask(0)
-        os.umask(umask)
-        staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; a run folder is an ordinary folder
+        staging.chmod(ordinary_folder_mode())  # mkdtemp makes it private; a run folder is an ordinary folder
         if out.is_dir():
             out.rmdir()  # empty, checked above
         os.replace(staging, out)

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from dicesearch.errors import SpecError
 from dicesearch.spec.messages import validation_error
+from dicesearch.yaml_files import compose, parse_yaml, read_text
 
 PRESET_PACKAGE = "dicesearch.presets"
 
@@ -47,21 +48,14 @@ def preset_path(name: str) -> Path | None:
 
 
 def read_yaml(text: str, source: str) -> Any:
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SpecError(f"{where}: malformed YAML: {problem} (check the indentation and the ':' after each key)") from None
+    """Parsed YAML (``dicesearch.yaml_files``: UTF-8, bounded depth, no duplicate keys, no
+    control characters); every problem one ``SpecError`` line with file, line and column."""
+    return parse_yaml(text, source, SpecError)
 
 
 def yaml_locator(text: str):
     """A function mapping a field path to the 1-based line where it is written."""
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        root = None
+    root = compose(text)
 
     def locate(path) -> int | None:
         node, line = root, None
@@ -115,10 +109,7 @@ def load_spec(name_or_path: str | Path, registry=None):
             known = ", ".join(list_presets())
             raise SpecError(f"{name_or_path}: no such file or preset; presets: {known}")
         path = preset
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise SpecError(f"{path}: cannot read: {exc.strerror}") from None
+    text = read_text(path, SpecError, "spec")
     data = read_yaml(text, str(path))
     return parse_spec(data, str(path), registry, text)
 

@@ -126,6 +126,10 @@ def explain(error: dict, root: type[BaseModel], registry=None) -> tuple[Path, st
         return path, unknown_name_message(where, str(error.get("input")), known)
     if kind == "literal_error":
         return path, f"{_describe(error.get('input'))} is not allowed; choose one of {ctx.get('expected')}"
+    if kind == "boolean_for_number":  # dicesearch.filemodel: the message says it all
+        return path, error["msg"]
+    if kind == "finite_number":
+        return path, f"{_describe(error.get('input'))} is not a finite number; write a number (nan and inf are not allowed)"
     if kind in ("model_type", "model_attributes_type", "dict_type"):
         return path, f"expected a mapping of keys to values, got {_describe(error.get('input'))}"
     msg = error["msg"]

@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     NonNegativeFloat,
     NonNegativeInt,
@@ -37,6 +36,7 @@ from pydantic import (
     model_validator,
 )
 
+from dicesearch.filemodel import FileModel
 from dicesearch.plugin_api import StageGeometry
 
 if TYPE_CHECKING:
@@ -52,8 +52,8 @@ class SpecFieldError(ValueError):
         self.message = message
 
 
-class Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class Frozen(FileModel):
+    """Frozen, unknown keys rejected, finite numbers, no boolean for a number (see ``dicesearch.filemodel``)."""
 
 
 class InputSpec(Frozen):

@@ -23,16 +23,17 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt, field_validator
+from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, field_validator
 
 from dicesearch.data import DataSpec, DigitsSpec
+from dicesearch.filemodel import FileModel
 from dicesearch.objective import Budget
 from dicesearch.sweep.distributions import Distribution
 from dicesearch.sweep.spec_paths import Token, parse_path
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class _Frozen(FileModel):
+    """Finite numbers, no boolean for a number, unknown keys rejected."""
 
 
 Metric = Literal["fid", "kid", "gmacs", "gflops", "params", "samples_per_second"]

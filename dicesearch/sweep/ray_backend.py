@@ -34,6 +34,7 @@ from ray.tune.search.optuna import OptunaSearch
 from rich.console import Console
 
 from dicesearch.errors import SpecError
+from dicesearch.files import inside
 from dicesearch.spec import dump_spec
 from dicesearch.sweep import ray_cluster
 from dicesearch.sweep.locations import SweepLocations
@@ -55,7 +56,7 @@ class RaySweep:
         self.session = SweepSession(space, locations, console)
         self.console = self.session.console
         self.name = self.session.name
-        self.experiment_dir = locations.out_dir / "ray" / self.name
+        self.experiment_dir = inside(locations.out_dir / "ray", self.name)  # the study name never leaves the folder
         self.recorder = ResultsRecorder(str(Path(space.source).absolute()), locations, self._sweep_params(), self.console.width)
 
     @property
@@ -150,7 +151,7 @@ class RaySweep:
                 trial_dirname_creator=_trial_dirname,
             ),
             run_config=tune.RunConfig(
-                name=self.name,
+                name=self.experiment_dir.name,
                 storage_path=str(self.experiment_dir.parent),
                 callbacks=[self.recorder],
                 verbose=0,

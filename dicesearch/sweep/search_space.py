@@ -15,6 +15,7 @@ from dicesearch.spec.messages import validation_error
 from dicesearch.sweep.config import SweepConfig
 from dicesearch.sweep.distributions import ChoiceParam
 from dicesearch.sweep.spec_paths import assign, expand, format_tokens, get
+from dicesearch.yaml_files import read_text
 
 
 class SearchSpace:
@@ -177,7 +178,7 @@ def _resolve_base(base: str | dict, source: Path) -> tuple[Any, str]:
     path = candidate if candidate.is_file() else Path(base) if Path(base).is_file() else preset_path(base)
     if path is None:
         raise SpecError(f"{source}: base: '{base}' is neither a spec file (relative to the search space) nor a preset")
-    text = path.read_text()
+    text = read_text(path, SpecError, "spec")
     return read_yaml(text, str(path)), str(path)
 
 
@@ -187,7 +188,7 @@ def load_search_space(path: str | Path, registry: Registry | None = None) -> Sea
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"{path}: no such search-space file")
-    text = path.read_text()
+    text = read_text(path, SpecError, "search space")
     data = read_yaml(text, str(path))
     if not isinstance(data, dict):
         raise SpecError(f"{path}: expected a mapping with keys such as base, parameters, budget")
