@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from dicesearch.errors import SpecError
+from dicesearch.provenance import recorded_origin
 from dicesearch.registry import closest, unknown_name_message
 from dicesearch.spec.models import SpecFieldError
 
@@ -93,8 +94,16 @@ def _describe(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def explain(error: dict, root: type[BaseModel], registry=None) -> tuple[Path, str]:
-    """One pydantic error -> (path, message with the fix)."""
+def _unknown(where: str, name: str, known: list[str], registry, recorded) -> str:
+    """An unknown kind: the known ones, the closest, skipped plugins, the distribution it came from."""
+    message = registry.unknown(where, name) if registry is not None else unknown_name_message(where, name, known)
+    return message + recorded_origin(recorded, where, name)
+
+
+def explain(error: dict, root: type[BaseModel], registry=None, recorded=None) -> tuple[Path, str]:
+    """One pydantic error -> (path, message with the fix). ``registry`` adds the plugins
+    that were skipped, ``recorded`` (a spec's provenance header) the distribution a kind
+    came from, to an unknown kind's message."""
     kind = error["type"]
     ctx = error.get("ctx") or {}
     path, _ = walk(root, error["loc"])
@@ -119,11 +128,11 @@ def explain(error: dict, root: type[BaseModel], registry=None) -> tuple[Path, st
         known = [t.strip("'") for t in str(ctx.get("expected_tags", "")).split(", ") if t]
         if kind == "union_tag_not_found":
             return path + ("kind",), f"missing 'kind'; choose a {where}: {', '.join(known)}"
-        return path + ("kind",), unknown_name_message(where, str(ctx.get("tag")), known)
+        return path + ("kind",), _unknown(where, str(ctx.get("tag")), known, registry, recorded)
     if kind == "literal_error" and path and path[-1] == "kind":
         where = "conditioning method" if "conditioning" in path else "block"
         known = [t.strip("'") for t in str(ctx.get("expected", "")).replace(" or ", ", ").split(", ") if t]
-        return path, unknown_name_message(where, str(error.get("input")), known)
+        return path, _unknown(where, str(error.get("input")), known, registry, recorded)
     if kind == "literal_error":
         return path, f"{_describe(error.get('input'))} is not allowed; choose one of {ctx.get('expected')}"
     if kind == "boolean_for_number":  # dicesearch.filemodel: the message says it all
@@ -145,6 +154,8 @@ def format_errors(
     root: type[BaseModel],
     source: str,
     locate: Callable[[Path], int | None] | None = None,
+    registry=None,
+    recorded=None,
 ) -> list[str]:
     """Every problem as one line: ``source:line: path: message``."""
     errors = exc.errors(include_url=False)
@@ -155,7 +166,7 @@ def format_errors(
     ]
     lines = []
     for error in errors:
-        path, message = explain(error, root)
+        path, message = explain(error, root, registry, recorded)
         line = locate(path) if locate else None
         where = f"{source}:{line}" if line else source
         lines.append(f"{where}: {format_path(path)}: {message}")
@@ -168,10 +179,12 @@ def validation_error(
     source: str,
     locate: Callable[[Path], int | None] | None = None,
     list_hint: str = "",
+    registry=None,
+    recorded=None,
 ) -> SpecError:
     """One ``SpecError`` for a failed validation: the first problem's line, a count of the
     rest (``list_hint`` says how to see them) and every line in ``.lines``."""
-    lines = format_errors(exc, root, source, locate)
+    lines = format_errors(exc, root, source, locate, registry, recorded)
     more = f" (and {len(lines) - 1} more{'; ' + list_hint if list_hint else ''})" if len(lines) > 1 else ""
     error = SpecError(lines[0] + more)
     error.lines = lines

@@ -175,6 +175,9 @@ def _check_model(spec: ModelSpecBase, registry: Registry) -> ModelSpecBase:
             ("cascade", "loss_weights"),
             f"{len(weights)} weights for {len(spec.stages)} stages; give one per stage or 'auto'",
         )
+    from dicesearch.model.feasibility import check_buildable  # sizes no device could build: refused in milliseconds
+
+    check_buildable(spec, registry)
     return spec
 
 
@@ -192,7 +195,7 @@ def _class_name(name: str, suffix: str) -> str:
     return "".join(part.capitalize() for part in name.split("_")) + suffix
 
 
-def _tagged(params: type[BaseModel], name: str, suffix: str, description: str) -> type[BaseModel]:
+def tagged_params_model(params: type[BaseModel], name: str, suffix: str, description: str) -> type[BaseModel]:
     """The plugin's params model plus the ``kind`` tag that selects it."""
     return create_model(
         _class_name(name, suffix),
@@ -211,11 +214,11 @@ def _union(models: list[type[BaseModel]]) -> Any:
 def build_spec_types(registry: Registry) -> SpecTypes:
     """Generate StageSpec and ModelSpec whose unions hold the registry's plugins."""
     block_models = {
-        name: _tagged(reg.type.params, name, "Block", reg.type.description)
+        name: tagged_params_model(reg.type.params, name, "Block", reg.type.description)
         for name, reg in sorted(registry.blocks.items())
     }
     conditioning_models = {
-        name: _tagged(reg.type.params, name, "Conditioning", reg.type.description)
+        name: tagged_params_model(reg.type.params, name, "Conditioning", reg.type.description)
         for name, reg in sorted(registry.conditionings.items())
     }
     if not block_models or not conditioning_models:
