@@ -111,6 +111,36 @@ def spec_provenance(spec, registry) -> Provenance:
     return Provenance(dicesearch_version(), tuple(uses))
 
 
+def recorded_spec_yaml(spec, registry=None) -> str:
+    """The spec's YAML (``dump_spec``) under its provenance header: what run folders and sweep
+    trials keep, and ``dicesearch export`` writes out."""
+    from dicesearch.spec import dump_spec
+
+    if registry is None:
+        from dicesearch.registry import default_registry
+
+        registry = default_registry()
+    return spec_provenance(spec, registry).header() + dump_spec(spec)
+
+
+def file_mismatch(path, registry=None) -> str | None:
+    """:func:`mismatch_warning` for a spec file's header (None: no file, no header, no difference)."""
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None  # reading it for real says why
+    if registry is None:
+        from dicesearch.registry import default_registry
+
+        registry = default_registry()
+    return mismatch_warning(Provenance.from_header(text), registry, str(path))
+
+
 def differences(recorded: Provenance, registry) -> list[str]:
     """How the installed plugins differ from those ``recorded`` (one phrase each)."""
     out = []
@@ -149,7 +179,9 @@ __all__ = [
     "Provenance",
     "differences",
     "dicesearch_version",
+    "file_mismatch",
     "mismatch_warning",
     "recorded_origin",
+    "recorded_spec_yaml",
     "spec_provenance",
 ]

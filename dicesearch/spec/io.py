@@ -89,11 +89,12 @@ def _registry(registry):
     return registry
 
 
-def parse_spec(data: Any, source: str = "<spec>", registry=None, text: str | None = None, locate=None):
+def parse_spec(data: Any, source: str = "<spec>", registry=None, text: str | None = None, locate=None, prefix=()):
     """Validate already-parsed YAML data into a ModelSpec (raises SpecError, one line).
 
-    ``text`` (the YAML it came from) gives the errors their line numbers; ``locate`` (a field
-    path -> line function) does instead, e.g. for a spec inline in a search space."""
+    ``text`` (the YAML it came from) gives the errors their line numbers; for a spec inside
+    another file (a search space's inline ``base``) ``locate`` maps paths of that file to
+    lines and ``prefix`` (``("base",)``) is where the spec sits in it."""
     registry = _registry(registry)
     model_spec = registry.spec_types.ModelSpec
     if not isinstance(data, dict):
@@ -104,10 +105,10 @@ def parse_spec(data: Any, source: str = "<spec>", registry=None, text: str | Non
         locate = locate or (yaml_locator(text) if text else None)
         recorded = Provenance.from_header(text) if text else None  # names the distribution of a kind gone missing
         hint = f"run `dicesearch validate {source}` to list them"
-        raise validation_error(exc, model_spec, source, locate, hint, registry, recorded) from None
+        raise validation_error(exc, model_spec, source, locate, hint, registry, recorded, prefix) from None
 
 
-def check_spec_forward(spec, source: str, text: str | None = None, registry=None, locate=None) -> None:
+def check_spec_forward(spec, source: str, text: str | None = None, registry=None, locate=None, prefix=()) -> None:
     """One forward at batch 1 on the meta device (``dicesearch.model.feasibility.check_forward``):
     a block that fails or returns the wrong shape is a SpecError at its line in ``text``."""
     from dicesearch.model.feasibility import check_forward
@@ -116,8 +117,9 @@ def check_spec_forward(spec, source: str, text: str | None = None, registry=None
         check_forward(spec, _registry(registry))
     except SpecFieldError as exc:
         locate = locate or (yaml_locator(text) if text else None)
-        line = locate(exc.path) if locate else None
-        raise SpecError(f"{source}{f':{line}' if line else ''}: {format_path(exc.path)}: {exc.message}") from None
+        path = (*prefix, *exc.path)
+        line = locate(path) if locate else None
+        raise SpecError(f"{source}{f':{line}' if line else ''}: {format_path(path)}: {exc.message}") from None
 
 
 def load_spec(name_or_path: str | Path, registry=None, forward: bool = False):

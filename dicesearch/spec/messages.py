@@ -156,8 +156,10 @@ def format_errors(
     locate: Callable[[Path], int | None] | None = None,
     registry=None,
     recorded=None,
+    prefix: Path = (),
 ) -> list[str]:
-    """Every problem as one line: ``source:line: path: message``."""
+    """Every problem as one line: ``source:line: path: message`` (``prefix`` + the path, for
+    a model inside another file, e.g. a search space's inline ``base``)."""
     errors = exc.errors(include_url=False)
     # pydantic reports a too-short tuple after dropping its invalid items: noise next to the real error
     errors = [
@@ -167,6 +169,7 @@ def format_errors(
     lines = []
     for error in errors:
         path, message = explain(error, root, registry, recorded)
+        path = (*prefix, *path)
         line = locate(path) if locate else None
         where = f"{source}:{line}" if line else source
         lines.append(f"{where}: {format_path(path)}: {message}")
@@ -181,10 +184,11 @@ def validation_error(
     list_hint: str = "",
     registry=None,
     recorded=None,
+    prefix: Path = (),
 ) -> SpecError:
     """One ``SpecError`` for a failed validation: the first problem's line, a count of the
     rest (``list_hint`` says how to see them) and every line in ``.lines``."""
-    lines = format_errors(exc, root, source, locate, registry, recorded)
+    lines = format_errors(exc, root, source, locate, registry, recorded, prefix)
     more = f" (and {len(lines) - 1} more{'; ' + list_hint if list_hint else ''})" if len(lines) > 1 else ""
     error = SpecError(lines[0] + more)
     error.lines = lines

@@ -35,7 +35,7 @@ from rich.console import Console
 
 from dicesearch.errors import SpecError
 from dicesearch.files import inside
-from dicesearch.spec import dump_spec
+from dicesearch.provenance import recorded_spec_yaml
 from dicesearch.sweep import ray_cluster
 from dicesearch.sweep.locations import SweepLocations
 from dicesearch.sweep.ray_results import RayResults, ResultsRecorder
@@ -227,7 +227,7 @@ class _Sampler:
             spec, values = self._space.sample(trial)
         except SpecError as exc:
             return {KEY: SampledConfig(invalid=f"invalid configuration: {exc}", distributions=distributions).model_dump()}
-        spec_yaml = dump_spec(spec)
+        spec_yaml = recorded_spec_yaml(spec, self._space.registry)  # with the plugins' distributions and versions
         earlier = self._study.identical(values)
         if earlier is not None:
             sampled = SampledConfig(

@@ -29,7 +29,8 @@ from torch import nn
 
 from dicesearch.data import DataSpec, parse_data_spec
 from dicesearch.errors import DataError, TrainingError
-from dicesearch.spec import dump_spec, load_spec, spec_to_dict
+from dicesearch.provenance import recorded_spec_yaml
+from dicesearch.spec import load_spec, spec_to_dict
 from dicesearch.train.checkpoint import latest_checkpoint, read_checkpoint_info, read_weights, write_atomically
 from dicesearch.train.config import TrainConfig, dump_config, load_config
 from dicesearch.yaml_files import load_yaml_file
@@ -77,7 +78,7 @@ class RunDir:
 
     def write(self, spec, data_spec: DataSpec, config: TrainConfig) -> None:
         for path, text in (
-            (self.spec_file, dump_spec(spec)),
+            (self.spec_file, recorded_spec_yaml(spec)),  # the plugins' distributions and versions as a header
             (self.data_file, yaml.safe_dump(_data_dict(data_spec), sort_keys=False)),
             (self.train_file, dump_config(config)),
         ):
