@@ -22,6 +22,7 @@ the memory of the device a model is about to be built on.
 
 from __future__ import annotations
 
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ MAX_BLOCKS = 1000  # blocks in all; the deepest preset (DiMR-XL/2R) has 61
 MAX_PARAMETERS = 10**11  # 373 GiB of fp32 weights: no single device holds them
 BUILD_ERRORS = (Exception,)  # a plugin's builder may raise anything on absurd sizes
 
-_CACHE: OrderedDict[tuple[int, str], ParameterEstimate] = OrderedDict()
+_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # registry -> {spec JSON: estimate}, 256 each
 
 
 @dataclass(frozen=True)
@@ -86,9 +87,10 @@ def _block_builder(spec, index: int, registry, conditioning) -> Callable[[object
     return build
 
 
-def _culprit(params, build: Callable[[object], int]) -> tuple[str, object, object] | None:
+def _culprit(params, build: Callable[[object], int], below: int | None = None) -> tuple[str, object, object] | None:
     """The numeric block parameter that, set back to its default, builds the smallest block
-    (or, when the block fails to build, lets it build): (name, value, default) or None."""
+    (when the block fails to build: lets it build at all; else: makes it smaller than
+    ``below``): (name, value, default), or None when no single parameter is to blame."""
     best = None
     for name, field in type(params).model_fields.items():
         if name == "kind" or field.is_required():
@@ -100,7 +102,7 @@ def _culprit(params, build: Callable[[object], int]) -> tuple[str, object, objec
             count = build(params.model_copy(update={name: default}))
         except BUILD_ERRORS:
             continue
-        if best is None or count < best[0]:
+        if (below is None or count < below) and (best is None or count < best[0]):
             best = (count, name, value, default)
     return None if best is None else best[1:]
 
@@ -121,10 +123,11 @@ def estimate_parameters(spec, registry) -> ParameterEstimate:
     """
     from dicesearch.model.denoiser import Denoiser
 
-    key = (id(registry), spec.model_dump_json())
-    if key in _CACHE:
-        _CACHE.move_to_end(key)
-        return _CACHE[key]
+    cache = _CACHE.setdefault(registry, OrderedDict())
+    key = spec.model_dump_json()
+    if key in cache:
+        cache.move_to_end(key)
+        return cache[key]
     with torch.device("meta"):
         try:
             conditioning = _conditioning(spec, registry)
@@ -159,9 +162,9 @@ def estimate_parameters(spec, registry) -> ParameterEstimate:
         stages.append(_count(model.stages[i]) + (stage.depth - 1) * blocks[i] + skips + _link_extra(spec, i))
     shared = _count(model) - sum(_count(s) for s in model.stages)
     estimate = ParameterEstimate(total=shared + sum(stages), block=tuple(blocks), stage=tuple(stages))
-    _CACHE[key] = estimate
-    if len(_CACHE) > 256:
-        _CACHE.popitem(last=False)
+    cache[key] = estimate
+    if len(cache) > 256:
+        cache.popitem(last=False)
     return estimate
 
 
@@ -194,7 +197,8 @@ def check_buildable(spec, registry) -> None:
                 f"{stage.depth:,} blocks of {block:,} parameters make {estimate.total:,} in all ({_gib(estimate.total)} of fp32 "
                 f"weights), {limit}; use at most {most:,} blocks",
             )
-        found = _culprit(stage.block, _block_builder(spec, i, registry, _meta_conditioning(spec, registry)))
+        builder = _block_builder(spec, i, registry, _meta_conditioning(spec, registry))
+        found = _culprit(stage.block, builder, below=block // 10)  # a parameter that makes the block 10x too big
         if found is not None:
             name, value, default = found
             raise SpecFieldError(

@@ -101,7 +101,7 @@ def test_a_ray_sweep_logs_every_trial_to_optuna_and_mlflow_and_exports_the_best(
     assert b.datetime_start < a.datetime_complete, "the two trials should have run at the same time"
     for t in trials:
         assert t.value == t.user_attrs["metrics"]["fid_8"] > 0
-        assert t.user_attrs["loss_curve"] and t.user_attrs["spec_yaml"].startswith("name:")
+        assert t.user_attrs["loss_curve"] and t.user_attrs["spec_yaml"].startswith("# made with dicesearch ") and "\nname:" in t.user_attrs["spec_yaml"]
         assert Path(t.user_attrs["samples_png"]) == in_tmp / "runs" / "basic" / f"trial-{t.number}" / "samples.png"
         assert Path(t.user_attrs["samples_png"]).is_file()
     runs = mlflow_runs(in_tmp, "basic")
