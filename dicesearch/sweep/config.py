@@ -128,6 +128,14 @@ class SweepConfig(_Frozen):
                 f"N = {self.budget.fid_samples} is too few to score: FID's covariances and precision/recall's nearest "
                 f"neighbours need at least {MIN_IMAGES} images; use {MIN_IMAGES} or more (FID is biased by about 1/N: 128 or more compare well)",
             )
+        from pydantic import ValidationError
+
+        from dicesearch.train.config import SamplingConfig
+
+        try:  # what every trial's sampler would refuse (more steps than the noise schedule has)
+            SamplingConfig(sampler=self.budget.sampler, steps=self.budget.sampling_steps)
+        except ValidationError as exc:
+            raise SpecFieldError(("budget", "sampling_steps"), f"{exc.errors()[0]['msg']} (got {self.budget.sampling_steps})") from None
         return self
 
     @field_validator("parameters")
