@@ -68,7 +68,7 @@ class Result:
         return self.grid * self.grid
 
 
-def _case(kind: str, grid: int, channels: int, device: str) -> Callable[[], None]:
+def block_case(kind: str, grid: int, channels: int, device: str) -> Callable[[], None]:
     """One fwd+bwd of a ``kind`` block on a grid x grid input, as a closure."""
     registry = default_registry()
     cond_type, block_type = registry.conditioning("adaln_zero"), registry.block(kind)
@@ -100,7 +100,7 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _best_seconds(run: Callable[[], None], repeats: int, device: str) -> float:
+def best_seconds(run: Callable[[], None], repeats: int, device: str) -> float:
     best = math.inf
     for _ in range(repeats):
         _sync(device)
@@ -128,7 +128,7 @@ def _native_output_silenced():
         os.close(devnull)
 
 
-def _peak_bytes(run: Callable[[], None], device: str) -> int:
+def peak_bytes(run: Callable[[], None], device: str) -> int:
     """Most bytes held at once by what ``run`` allocates (see the module docstring)."""
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -147,7 +147,14 @@ def _peak_bytes(run: Callable[[], None], device: str) -> int:
     return peak
 
 
-def _slope(results: list[Result], value: Callable[[Result], float]) -> float:
+def measure(kind: str, grid: int, channels: int, device: str, repeats: int = 1) -> Result:
+    """Peak memory (a first pass, which also warms up) and the best time of ``repeats`` passes."""
+    run = block_case(kind, grid, channels, device)
+    peak = peak_bytes(run, device)
+    return Result(kind, grid, best_seconds(run, repeats, device), peak)
+
+
+def slope(results: list[Result], value: Callable[[Result], float]) -> float:
     """d log(value) / d log(tokens) between the two largest grids measured."""
     if len(results) < 2:
         return float("nan")
@@ -203,9 +210,7 @@ def main() -> None:
             if kind == "attention" and args.max_attention_grid and grid > args.max_attention_grid:
                 print(f"{kind:17s} {f'{grid}x{grid}':>8s} {grid * grid:7d}   skipped (--max-attention-grid)")
                 continue
-            run = _case(kind, grid, args.channels, args.device)
-            peak = _peak_bytes(run, args.device)  # also the warm-up pass
-            row = Result(kind, grid, _best_seconds(run, args.repeats, args.device), peak)
+            row = measure(kind, grid, args.channels, args.device, args.repeats)
             growth_t = f"{row.seconds / rows[-1].seconds:6.1f}x" if rows else ""
             growth_m = f"{row.peak_bytes / rows[-1].peak_bytes:6.1f}x" if rows else ""
             rows.append(row)
@@ -214,10 +219,9 @@ def main() -> None:
                 f"{row.peak_bytes / 2**20:9.1f} {growth_m:>7s}",
                 flush=True,
             )
-            del run
     print("\nexponent of tokens over the two largest grids (1 = linear, 2 = quadratic)")
     for kind, rows in results.items():
-        print(f"{kind:17s} time {_slope(rows, lambda r: r.seconds):5.2f}   memory {_slope(rows, lambda r: r.peak_bytes):5.2f}")
+        print(f"{kind:17s} time {slope(rows, lambda r: r.seconds):5.2f}   memory {slope(rows, lambda r: r.peak_bytes):5.2f}")
     if args.plot:
         _plot(results, args.plot, f"one block at width {args.channels}, batch 1, fwd+bwd ({where})")
         print(f"\nwrote {args.plot}")

@@ -48,14 +48,18 @@ class Config:
     checkpointing: bool = False
 
 
-def _custom(registry, block: str, conditioning: str, layout: str, channels: int = 384, depth: int = 6):
-    """A 32x32x4-latent model: one patch-2 stage, or a coarse patch-4 stage feeding it."""
+def custom_spec(registry, block: str, conditioning: str, layout: str, channels: int = 384, depth: int = 6):
+    """A 32x32x4-latent model: one patch-2 stage, or a coarse patch-4 stage feeding it.
+
+    ``layout``: "single" (one stage, learned positions, U-ViT long skips), "noise" (a DICE
+    noise cascade) or "features" (a DiMR feature cascade).
+    """
     params = {"kind": block, **({"heads": 6} if block == "attention" else {})}
     fine = {"patch_size": 2, "channels": channels, "depth": depth, "block": params, "head": "linear"}
     if layout == "single":
         stages = [{**fine, "position_embedding": "learned", "long_skip": True}]
     else:
-        coarse = {"patch_size": 4, "channels": 2 * channels, "depth": depth // 2, "block": params, "head": "conv3x3"}
+        coarse = {"patch_size": 4, "channels": 2 * channels, "depth": max(1, depth // 2), "block": params, "head": "conv3x3"}
         stages = [coarse, fine]
     data = {
         "name": f"{block}/{conditioning}/{layout}",
@@ -67,61 +71,103 @@ def _custom(registry, block: str, conditioning: str, layout: str, channels: int 
     return parse_spec(data, source="benchmark", registry=registry)
 
 
+# (block, conditioning, layout, batch at width 384, precision, gradient checkpointing): every
+# block, both conditioning methods, single stage and both cascades, fp16/bf16/fp32, with and
+# without checkpointing
+CUSTOM = (
+    ("dice", "tdln", "single", 64, "fp16", False),
+    ("dice", "adaln_zero", "noise", 128, "fp16", False),
+    ("dice", "adaln_zero", "features", 64, "bf16", True),
+    ("convnext", "adaln_zero", "single", 64, "fp16", False),
+    ("convnext", "tdln", "noise", 32, "bf16", False),
+    ("convnext", "tdln", "features", 64, "fp16", True),
+    ("attention", "tdln", "features", 32, "fp16", False),
+    ("attention", "adaln_zero", "single", 32, "fp32", False),
+    ("ssm", "adaln_zero", "single", 16, "fp16", False),
+    ("ssm", "tdln", "noise", 16, "bf16", True),
+    ("rwkv", "adaln_zero", "features", 16, "fp16", False),
+    ("rwkv", "tdln", "single", 16, "bf16", False),
+    ("linear_attention", "adaln_zero", "noise", 32, "bf16", False),
+    ("linear_attention", "tdln", "features", 32, "fp16", True),
+)
+
+
+def custom_configs(registry, channels: int = 384, depth: int = 6, batch_size: int | None = None) -> list[Config]:
+    """The CUSTOM table at ``channels`` x ``depth`` (``batch_size`` replaces every batch)."""
+    out = []
+    for block, conditioning, layout, batch, precision, checkpointing in CUSTOM:
+        spec = custom_spec(registry, block, conditioning, layout, channels, depth)
+        label = spec.name + (" ckpt" if checkpointing else "")
+        out.append(Config(label, spec, batch_size or batch, precision, checkpointing))
+    return out
+
+
 def configs(registry) -> list[Config]:
-    c = lambda *a, **k: _custom(registry, *a, **k)  # noqa: E731
+    """Every block in the CUSTOM table at width 384, then presets at a few batch sizes."""
     return [
+        *custom_configs(registry),
         Config("DiT-S/2", load_spec("DiT-S/2"), 64),
         Config("DiT-S/2 ckpt", load_spec("DiT-S/2"), 128, checkpointing=True),
         Config("DiT-B/2", load_spec("DiT-B/2"), 32, "bf16"),
         Config("DiT-B/2", load_spec("DiT-B/2"), 128),
         Config("DICE", load_spec("DICE"), 16),
         Config("DiMR-XL/2R", load_spec("DiMR-XL/2R"), 8, "bf16"),
-        Config("dice/tdln/single", c("dice", "tdln", "single"), 64),
-        Config("dice/adaln_zero/noise", c("dice", "adaln_zero", "noise"), 128),
-        Config("convnext/adaln_zero/single", c("convnext", "adaln_zero", "single"), 64),
-        Config("convnext/tdln/noise", c("convnext", "tdln", "noise"), 32),
-        Config("attention/tdln/features", c("attention", "tdln", "features"), 32),
-        Config("attention/adaln_zero/single", c("attention", "adaln_zero", "single"), 32, "fp32"),
-        Config("convnext/tdln/features ckpt", c("convnext", "tdln", "features"), 64, checkpointing=True),
     ]
 
 
-def training_step(cfg: Config, device: torch.device):
-    """Build ``cfg``'s model, EMA, optimizer and batch on ``device``; return one training step.
+class TrainingStep:
+    """One training step of ``cfg``'s model on ``device``, the step the estimator traces.
 
-    The step the estimator traces: the trainer's ``training_loss`` (forward over every
-    stage under autocast, the multi-scale loss and VLB in fp32), backward (GradScaler in
-    fp16), foreach AdamW, zero_grad(set_to_none), then the EMA update.
+    The trainer's ``training_loss`` (forward over every stage under autocast, the
+    multi-scale loss and VLB in fp32), backward (GradScaler in fp16), foreach AdamW,
+    zero_grad(set_to_none), then the EMA update. Call it to run one step (returns the
+    loss); ``model`` is exposed so callers can compile its blocks.
     """
-    spec, precision = cfg.spec, cfg.precision
-    torch.manual_seed(0)
-    with torch.device(device):
-        model = build_model(spec)
-    model.train()
-    model.set_gradient_checkpointing(cfg.checkpointing)
-    ema = copy.deepcopy(model).requires_grad_(False)
-    ema_params, params = list(ema.parameters()), list(model.parameters())
-    opt = torch.optim.AdamW([p for p in params if p.requires_grad], lr=1e-4, weight_decay=0.0, foreach=True)
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    b, c, r = cfg.batch_size, spec.input.channels, spec.input.resolution
-    schedule = NoiseSchedule()
-    x0 = torch.randn(b, c, r, r, device=device)  # (B, C, H, W)
-    noise = torch.randn(b, c, r, r, device=device)
-    t = torch.randint(0, 1000, (b,), device=device)
-    y = torch.randint(0, spec.input.num_classes, (b,), device=device) if spec.input.num_classes else None
 
-    def step() -> float:
-        autocast = torch.autocast(device.type, dtype=_DTYPES[precision], enabled=precision != "fp32")
-        loss = training_loss(model, schedule, x0, t, noise, y, spec.resolved_loss_weights(), spec.input.learn_sigma, "pixels", autocast).total
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-        opt.zero_grad(set_to_none=True)
+    def __init__(self, cfg: Config, device: torch.device):
+        spec, self.precision, self.spec = cfg.spec, cfg.precision, cfg.spec
+        torch.manual_seed(0)
+        with torch.device(device):
+            self.model = build_model(spec)
+        self.model.train()
+        self.model.set_gradient_checkpointing(cfg.checkpointing)
+        ema = copy.deepcopy(self.model).requires_grad_(False)
+        self.ema_params, self.params = list(ema.parameters()), list(self.model.parameters())
+        self.optimizer = torch.optim.AdamW([p for p in self.params if p.requires_grad], lr=1e-4, weight_decay=0.0, foreach=True)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision == "fp16")
+        self.device = device
+        b, c, r = cfg.batch_size, spec.input.channels, spec.input.resolution
+        self.schedule = NoiseSchedule()
+        self.x0 = torch.randn(b, c, r, r, device=device)  # (B, C, H, W)
+        self.noise = torch.randn(b, c, r, r, device=device)
+        self.t = torch.randint(0, 1000, (b,), device=device)
+        self.y = torch.randint(0, spec.input.num_classes, (b,), device=device) if spec.input.num_classes else None
+
+    def __call__(self) -> float:
+        autocast = torch.autocast(self.device.type, dtype=_DTYPES[self.precision], enabled=self.precision != "fp32")
+        spec = self.spec
+        loss = training_loss(
+            self.model, self.schedule, self.x0, self.t, self.noise, self.y, spec.resolved_loss_weights(), spec.input.learn_sigma, "pixels", autocast
+        ).total
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
         with torch.no_grad():
-            torch._foreach_lerp_(ema_params, params, 1e-4)
+            torch._foreach_lerp_(self.ema_params, self.params, 1e-4)
         return float(loss.detach())
 
-    return step
+
+def training_step(cfg: Config, device: torch.device) -> TrainingStep:
+    """Build ``cfg``'s model, EMA, optimizer and batch on ``device``; return one training step."""
+    return TrainingStep(cfg, device)
+
+
+def release(device: torch.device) -> None:
+    """Free what the last case left on ``device`` (call after dropping the references)."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def measure_peak(cfg: Config, device: torch.device) -> int:
@@ -134,9 +180,45 @@ def measure_peak(cfg: Config, device: torch.device) -> int:
     torch.cuda.synchronize(device)
     peak = torch.cuda.max_memory_allocated(device)
     del step
-    gc.collect()
-    torch.cuda.empty_cache()
+    release(device)
     return peak
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The estimate of one config beside the measured peak (None without CUDA, or on failure)."""
+
+    cfg: Config
+    estimate: object  # a MemoryEstimate
+    measured: int | None  # bytes, torch.cuda.max_memory_allocated() of a real step
+    note: str = ""  # "needs a GPU", "OOM", ...
+
+    @property
+    def error(self) -> float | None:
+        """(estimated - measured) / measured, or None when nothing was measured."""
+        if self.measured is None:
+            return None
+        return (self.estimate.peak - self.measured) / self.measured
+
+
+def measured_peak(cfg: Config, device: torch.device | None) -> tuple[int | None, str]:
+    """(bytes, note): a real step's peak on a CUDA ``device``, or None and why not (no GPU, OOM, an error)."""
+    if device is None or device.type != "cuda":
+        return None, "needs a GPU"
+    try:
+        return measure_peak(cfg, device), ""
+    except torch.cuda.OutOfMemoryError:
+        release(device)
+        return None, "OOM"
+    except Exception as exc:  # noqa: BLE001 - one failing config must not end the table
+        release(device)
+        return None, f"failed: {type(exc).__name__}: {' '.join(str(exc).split())[:100]}"
+
+
+def compare(cfg: Config, registry, device: torch.device | None) -> Comparison:
+    """Estimate ``cfg`` and, on a CUDA ``device``, measure it; failures become a note, not an exception."""
+    est = estimate_training_memory(cfg.spec, cfg.batch_size, cfg.precision, gradient_checkpointing=cfg.checkpointing, registry=registry)
+    return Comparison(cfg, est, *measured_peak(cfg, device))
 
 
 def _gib(n: float) -> str:
@@ -144,24 +226,18 @@ def _gib(n: float) -> str:
 
 
 def accuracy_table(registry, device: torch.device | None) -> None:
-    header = f"{'config':<30} {'batch':>5} {'prec':>4}  {'estimated GiB':>13}  {'measured GiB':>12}  {'error':>7}  {'method':<16} {'est. s':>6}"
+    header = f"{'config':<36} {'batch':>5} {'prec':>4}  {'estimated GiB':>13}  {'measured GiB':>12}  {'error':>7}  {'method':<16} {'est. s':>6}"
     print(header)
     print("-" * len(header))
     errors = []
     for cfg in configs(registry):
-        est = estimate_training_memory(cfg.spec, cfg.batch_size, cfg.precision, gradient_checkpointing=cfg.checkpointing, registry=registry)
-        if device is None:
-            measured, error = "needs a GPU", ""
-        else:
-            try:
-                real = measure_peak(cfg, device)
-                measured, error = _gib(real), f"{100 * (est.peak - real) / real:+6.1f}%"
-                errors.append(abs(est.peak - real) / real)
-            except torch.cuda.OutOfMemoryError:
-                gc.collect()
-                torch.cuda.empty_cache()
-                measured, error = "OOM", ""
-        print(f"{cfg.label:<30} {cfg.batch_size:>5} {cfg.precision:>4}  {_gib(est.peak):>13}  {measured:>12}  {error:>7}  {est.method:<16} {est.seconds:6.1f}", flush=True)
+        row = compare(cfg, registry, device)
+        est = row.estimate
+        measured = _gib(row.measured) if row.measured is not None else row.note
+        error = f"{100 * row.error:+6.1f}%" if row.error is not None else ""
+        if row.error is not None:
+            errors.append(abs(row.error))
+        print(f"{cfg.label:<36} {cfg.batch_size:>5} {cfg.precision:>4}  {_gib(est.peak):>13}  {measured:>12}  {error:>7}  {est.method:<16} {est.seconds:6.1f}", flush=True)
     print()
     if device is None:
         print("The measured column needs a CUDA GPU: run this script on one to compare.")

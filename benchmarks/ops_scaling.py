@@ -25,34 +25,34 @@ import torch
 from dicesearch.ops import BidirectionalS4DLayer, bi_wkv, linear_attention
 
 
-def _bi_wkv_case(length: int, channels: int, device: str) -> Callable[[], torch.Tensor]:
+def bi_wkv_case(length: int, channels: int, device: str, chunk_size: int | None = None) -> Callable[[], torch.Tensor]:
     w = torch.randn(channels, device=device, requires_grad=True)
     u = torch.randn(channels, device=device, requires_grad=True)
     k = torch.randn(1, length, channels, device=device, requires_grad=True)
     v = torch.randn(1, length, channels, device=device, requires_grad=True)
-    return lambda: bi_wkv(w, u, k, v)
+    return lambda: bi_wkv(w, u, k, v, chunk_size=chunk_size)
 
 
-def _s4d_case(length: int, channels: int, device: str) -> Callable[[], torch.Tensor]:
+def s4d_case(length: int, channels: int, device: str) -> Callable[[], torch.Tensor]:
     layer = BidirectionalS4DLayer(channels, d_state=64).to(device)  # kernel generation + FFT conv
     x = torch.randn(1, length, channels, device=device, requires_grad=True)
     return lambda: layer(x)
 
 
-def _linear_attention_case(length: int, channels: int, device: str, heads: int = 2) -> Callable[[], torch.Tensor]:
+def linear_attention_case(length: int, channels: int, device: str, heads: int = 2) -> Callable[[], torch.Tensor]:
     # LiT-S: hidden 384 with 2 heads (LiT supplement, Tab. 1).
     q, k, v = (torch.randn(1, heads, length, channels // heads, device=device, requires_grad=True) for _ in range(3))
     return lambda: linear_attention(q, k, v)
 
 
 CASES = {
-    "bi_wkv": _bi_wkv_case,
-    "bidirectional S4D": _s4d_case,
-    "linear attention": _linear_attention_case,
+    "bi_wkv": bi_wkv_case,
+    "bidirectional S4D": s4d_case,
+    "linear attention": linear_attention_case,
 }
 
 
-def _time_fwd_bwd(run: Callable[[], torch.Tensor], repeats: int, device: str) -> tuple[float, float]:
+def time_fwd_bwd(run: Callable[[], torch.Tensor], repeats: int, device: str) -> tuple[float, float]:
     """Best (wall seconds, process CPU seconds) of ``repeats`` fwd+bwd runs."""
 
     def once() -> tuple[float, float]:
@@ -83,7 +83,7 @@ def main() -> None:
     for name, make in CASES.items():
         previous = None
         for length in args.lengths:
-            wall, cpu = _time_fwd_bwd(make(length, args.channels, args.device), args.repeats, args.device)
+            wall, cpu = time_fwd_bwd(make(length, args.channels, args.device), args.repeats, args.device)
             growth = f"{wall / previous:.2f}" if previous else "-"
             print(f"{name:<20}{length:>7}{wall * 1e3:>11.1f}{growth:>8}{cpu * 1e3:>11.1f}{wall / length * 1e6:>15.1f}", flush=True)
             previous = wall

@@ -67,14 +67,26 @@ class ConditioningMethod(nn.Module, ABC):
     def modulator(self, dim: int, sublayers: int, gated: bool = True) -> Modulator:
         """A new modulator for a block of width ``dim`` with ``sublayers`` conditioned norms.
 
-        ``gated=False`` asks for norms only (used by output heads), where the method has
-        gates at all.
+        ``gated=False`` asks for norms only (what :meth:`feature_norm` does by default),
+        where the method has gates at all.
         """
 
-    def stage_input(self, dim: int) -> nn.Module | None:
-        """Optional module ``(x (B, H, W, dim), signal) -> x`` applied to each stage's input.
+    def feature_norm(self, dim: int) -> Modulator:
+        """A conditioned norm (no gate) for the composer's own layers of width ``dim``.
+
+        Stage heads (``head_norm: conditioned``) and cascade connectors
+        (``connector_norm: conditioned``) use ``feature_norm(dim)(signal).norm(0, x)``.
+        By default this is ``modulator(dim, sublayers=1, gated=False)``; a method whose
+        block norms differ from the norms it puts elsewhere overrides it (TD-LN: DiMR's
+        blocks may use RMSNorm, its heads and upsampler always LayerNorm).
+        """
+        return self.modulator(dim, sublayers=1, gated=False)
+
+    def stage_input(self, dim: int, index: int) -> nn.Module | None:
+        """Optional module ``(x (B, H, W, dim), signal) -> x`` applied to stage ``index``'s input.
 
         Methods whose blocks do not see the class label use this to inject it (TD-LN).
+        ``index`` counts stages from the coarsest (0), so a method can serve some only.
         """
         return None
 

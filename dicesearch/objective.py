@@ -14,7 +14,7 @@ means (``metrics.replicates``).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -93,6 +93,9 @@ def static_metrics(spec) -> dict[str, float]:
     }
 
 
+RungCallback = Callable[[int, int, dict], bool]  # (rung index, steps, metrics) -> go on?
+
+
 def evaluate(
     spec,
     data,
@@ -102,6 +105,10 @@ def evaluate(
     replicates: int = 1,
     reference_seed: int | None = None,
     workdir: str | Path | None = None,
+    rungs: Sequence[int] | None = None,
+    run_dir: str | Path | None = None,
+    start_rung: int = 0,
+    on_rung: RungCallback | None = None,
     device: str = "auto",
     on_progress: Callable[[int, float], None] | None = None,
     progress_bar: bool = False,
@@ -116,74 +123,116 @@ def evaluate(
     (unless ``count_static`` is False, e.g. when the caller counted them already) the
     parameters and multiply-adds. The sample grid is replicate 0's. ``reference_seed``
     (default: ``seed``) chooses the real images the scores compare against.
+
+    Multi-fidelity: with ``rungs`` (increasing step counts, the last one
+    ``budget.train_steps``) training stops at each rung, every replicate is scored there
+    exactly as at the end (same N, sampler, reference), and ``on_rung(index, steps,
+    metrics)`` says whether to go on (it is called at the last rung too, where the answer
+    does not matter); False ends the evaluation with that rung's scores.
+    Training continues from the rung's checkpoint in ``run_dir`` (``run_dir/r<k>`` per
+    replicate), so a run continued over rungs equals one trained straight through; with
+    ``start_rung`` > 0 it continues an interrupted evaluation from the checkpoint of rung
+    ``start_rung - 1``. Metrics carry ``rung`` (the index reached) and ``rung_steps``.
     """
     from dicesearch.metrics import score_names
     from dicesearch.metrics.replicates import aggregate_replicates
 
     if replicates < 1:
         raise ValueError(f"replicates must be at least 1, got {replicates}")
+    rungs = list(rungs or [budget.train_steps])
+    if rungs != sorted(set(rungs)) or rungs[-1] != budget.train_steps:
+        raise ValueError(f"rungs must increase and end at train_steps {budget.train_steps}, got {rungs}")
+    if len(rungs) > 1 and run_dir is None:
+        raise ValueError("rungs need a run_dir for the rung checkpoints")
+    if not 0 <= start_rung < len(rungs):
+        raise ValueError(f"start_rung {start_rung} is not one of the {len(rungs)} rungs")
+    reference = seed if reference_seed is None else reference_seed
     runs = []
     for r in range(replicates):
         offset = r * budget.train_steps
         report = None if on_progress is None else (lambda step, loss, offset=offset: on_progress(offset + step, loss))
-        reference = seed if reference_seed is None else reference_seed
-        runs.append(_run_once(spec, data, budget, seed + r, reference, workdir if r == 0 else None, device, report, progress_bar))
-    metrics = static_metrics(spec) if count_static else {}
-    metrics.update(aggregate_replicates([run.metrics for run in runs], score_names(budget.fid_samples).values()))
-    curve = [(r * budget.train_steps + step, loss) for r, run in enumerate(runs) for step, loss in run.loss_curve]
-    return Evaluation(metrics=metrics, loss_curve=curve, samples_png=runs[0].samples_png)
+        folder = None if run_dir is None else Path(run_dir) / f"r{r}"
+        runs.append(_Replicate(spec, data, budget, seed + r, reference, folder, device, report, progress_bar))
+    scores = score_names(budget.fid_samples).values()
+    static = static_metrics(spec) if count_static else {}
+    for index in range(start_rung, len(rungs)):
+        results = [run.advance(rungs[index], workdir if r == 0 else None) for r, run in enumerate(runs)]
+        metrics = {**static, **aggregate_replicates([m for m, _ in results], scores), "rung": float(index), "rung_steps": float(rungs[index])}
+        if on_rung is not None and not on_rung(index, rungs[index], metrics) and index + 1 < len(rungs):
+            break
+    curve = [(r * budget.train_steps + step, loss) for r, run in enumerate(runs) for step, loss in run.reporter.curve]
+    return Evaluation(metrics=metrics, loss_curve=curve, samples_png=results[0][1])
 
 
-def _run_once(spec, data, budget: Budget, seed: int, reference_seed: int, workdir, device: str, on_progress, progress_bar: bool) -> Evaluation:
-    """One replicate: train with ``seed``, sample with ``seed``, score against ``reference_seed``'s real images."""
-    from dicesearch.data import load_dataset
-    from dicesearch.data.images import ImageView
-    from dicesearch.metrics import image_scores, reference_stats_from_dataset
-    from dicesearch.metrics.inception_score import load_logits_network, logits_network_path
-    from dicesearch.train import SamplingConfig, TrainConfig, save_grid, train
-    from dicesearch.train.sampling import sample_images
+class _Replicate:
+    """One replicate of a short run: train with ``seed`` (to each rung in turn), sample with
+    ``seed``, score against ``reference_seed``'s real images."""
 
-    device_t = resolve_device(device)
-    metrics: dict[str, float] = {}
-    dataset = load_dataset(data)
-    reporter = _Reporter(budget.report_every, on_progress)
-    config = TrainConfig(
-        steps=budget.train_steps,
-        batch_size=budget.batch_size,
-        lr=budget.lr,
-        warmup_steps=budget.warmup_steps,
-        ema_decay=budget.ema_decay,
-        seed=seed,
-        log_every=budget.report_every,
-    )
-    if device_t.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device_t)
-    start = time.perf_counter()
-    result = train(spec, data, config, out_dir=None, callbacks=[reporter], device=device_t, progress=progress_bar, dataset=dataset)
-    metrics["train_seconds"] = time.perf_counter() - start
-    metrics["train_steps_per_second"] = budget.train_steps / metrics["train_seconds"]
-    tail = reporter.losses[-max(1, len(reporter.losses) // 10):]
-    metrics["final_loss"] = sum(tail) / len(tail)
-    if device_t.type == "cuda":
-        metrics["memory_measured_gb"] = torch.cuda.max_memory_allocated(device_t) / 2**30
+    def __init__(self, spec, data, budget: Budget, seed: int, reference_seed: int, run_dir: Path | None, device: str, on_progress, progress_bar: bool):
+        from dicesearch.data import load_dataset
 
-    sampling = SamplingConfig(
-        sampler=budget.sampler, steps=budget.sampling_steps, num_samples=budget.fid_samples, seed=seed, batch_size=min(budget.fid_samples, 250)
-    )
-    start = time.perf_counter()
-    images = sample_images(result.ema, spec, data, sampling, device=device_t)
-    metrics["sampling_seconds"] = time.perf_counter() - start
-    metrics["samples_per_second"] = budget.fid_samples / metrics["sampling_seconds"]
+        self.spec, self.data, self.budget, self.seed, self.reference_seed = spec, data, budget, seed, reference_seed
+        self.run_dir, self.progress_bar = run_dir, progress_bar
+        self.device = resolve_device(device)
+        self.dataset = load_dataset(data)
+        self.reporter = _Reporter(budget.report_every, on_progress)
+        self.seconds = {"train_seconds": 0.0, "sampling_seconds": 0.0, "fid_seconds": 0.0}
+        self.steps = 0
 
-    start = time.perf_counter()
-    reference = reference_stats_from_dataset(ImageView(dataset, data), budget.fid_samples, dataset.fingerprint, seed=reference_seed, progress=progress_bar)
-    classifier_path = logits_network_path()
-    classifier = load_logits_network(classifier_path) if classifier_path else None
-    metrics.update(image_scores(images, reference, budget.fid_samples, classifier=classifier, seed=seed, progress=progress_bar))
-    metrics["fid_seconds"] = time.perf_counter() - start
+    def advance(self, steps: int, workdir) -> tuple[dict[str, float], str | None]:
+        """Train on to ``steps`` (from the last checkpoint), then sample and score: (metrics, grid path)."""
+        from dicesearch.train import TrainConfig, train
 
-    samples_png = None
-    if workdir is not None:
-        Path(workdir).mkdir(parents=True, exist_ok=True)
-        samples_png = str(save_grid(images[:64], Path(workdir) / "samples.png"))
-    return Evaluation(metrics=metrics, loss_curve=reporter.curve, samples_png=samples_png)
+        budget = self.budget
+        config = TrainConfig(
+            steps=steps, batch_size=budget.batch_size, lr=budget.lr, warmup_steps=budget.warmup_steps, ema_decay=budget.ema_decay,
+            seed=self.seed, log_every=budget.report_every, checkpoint_every=budget.train_steps + 1, keep_checkpoints=1,
+        )  # fmt: skip
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        start = time.perf_counter()
+        result = train(
+            self.spec, self.data, config, out_dir=self.run_dir, callbacks=[self.reporter], resume=self.run_dir is not None,
+            device=self.device, progress=self.progress_bar, dataset=self.dataset,
+        )  # fmt: skip
+        elapsed = time.perf_counter() - start
+        self.seconds["train_seconds"] += elapsed
+        trained, self.steps = result.step - result.start_step, result.step
+        metrics: dict[str, float] = {"train_steps_per_second": trained / elapsed if elapsed > 0 else 0.0}
+        tail = self.reporter.losses[-max(1, len(self.reporter.losses) // 10):]
+        if tail:
+            metrics["final_loss"] = sum(tail) / len(tail)
+        if self.device.type == "cuda":
+            metrics["memory_measured_gb"] = torch.cuda.max_memory_allocated(self.device) / 2**30
+        scores, samples_png = self._score(result.ema, workdir)
+        return {**metrics, **scores, **self.seconds}, samples_png
+
+    def _score(self, ema, workdir) -> tuple[dict[str, float], str | None]:
+        from dicesearch.data.images import ImageView
+        from dicesearch.metrics import image_scores, reference_stats_from_dataset
+        from dicesearch.metrics.inception_score import load_logits_network, logits_network_path
+        from dicesearch.train import SamplingConfig, save_grid
+        from dicesearch.train.sampling import sample_images
+
+        budget = self.budget
+        sampling = SamplingConfig(
+            sampler=budget.sampler, steps=budget.sampling_steps, num_samples=budget.fid_samples, seed=self.seed, batch_size=min(budget.fid_samples, 250)
+        )
+        start = time.perf_counter()
+        images = sample_images(ema, self.spec, self.data, sampling, device=self.device)
+        sampling_seconds = time.perf_counter() - start
+        self.seconds["sampling_seconds"] += sampling_seconds
+        start = time.perf_counter()
+        reference = reference_stats_from_dataset(
+            ImageView(self.dataset, self.data), budget.fid_samples, self.dataset.fingerprint, seed=self.reference_seed, progress=self.progress_bar
+        )
+        classifier_path = logits_network_path()
+        classifier = load_logits_network(classifier_path) if classifier_path else None
+        scores = image_scores(images, reference, budget.fid_samples, classifier=classifier, seed=self.seed, progress=self.progress_bar)
+        self.seconds["fid_seconds"] += time.perf_counter() - start
+        scores["samples_per_second"] = budget.fid_samples / sampling_seconds
+        samples_png = None
+        if workdir is not None:
+            Path(workdir).mkdir(parents=True, exist_ok=True)
+            samples_png = str(save_grid(images[:64], Path(workdir) / "samples.png"))
+        return scores, samples_png

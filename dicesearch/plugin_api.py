@@ -8,7 +8,9 @@ anything is built. The built module maps channels-last features::
     forward(x: (B, H, W, C), signal: ConditionSignal) -> (B, H, W, C)
 
 and gets its conditioning through ``ctx.conditioning.modulator(...)``
-(see :mod:`dicesearch.conditioning`).
+(see :mod:`dicesearch.conditioning`). An operation whose cost the FLOP counter cannot
+see (a custom kernel, a recurrence written as elementwise maths) is declared with
+``with declared_cost(name, flops=...)`` (see :mod:`dicesearch.costs`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from dicesearch.conditioning import ConditioningMethod
+from dicesearch.costs import declared_cost
 from dicesearch.filemodel import FileModel
 from dicesearch.hookspecs import hookimpl
 
@@ -30,6 +33,7 @@ __all__ = [
     "ConditioningParams",
     "ConditioningType",
     "StageGeometry",
+    "declared_cost",
     "hookimpl",
 ]
 

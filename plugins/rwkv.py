@@ -46,9 +46,16 @@ match:
 * The optional LayerNorm of the code's ``key_norm`` (off by default there and here): on
   the WKV output before the receptance gate, and on the squared-ReLU hidden features.
 * Conditioning through the modulator (adaLN-Zero, as the paper's best variant, Fig. 3c,
-  or any other method). The code's extra LayerNorm on the first block's input and the
-  affine parameters of its modulated LayerNorms are not reproduced (4C parameters per
-  block): the modulator owns the norms.
+  or any other method), which owns the block's two norms. The code's norms are
+  ``nn.LayerNorm``s with an elementwise affine, then DiT's modulation: adaLN-Zero's
+  ``norm_affine: true`` reproduces them (4C parameters per block).
+* ``stack_norms: true`` adds the code's two other LayerNorms (with affine, 2C parameters
+  each): ``ln0`` on the first block's input (block 0 normalises the stream before its
+  first sub-layer, and the normalised stream is what continues) and the final norm
+  ``norm_f`` on the last block's output, before the output head (whose own norm, the
+  code's ``norm_final``, has no affine and is the head's conditioned norm here). The
+  first and last block of the stage apply them, so the final norm sees the stream after
+  every long skip, as the code's does.
 * The long skip (Linear(Concat(h_shallow, h_deep))) is the stage's ``long_skip: true``.
 """
 
@@ -76,6 +83,9 @@ class RWKVParams(BlockParams):
         True, description="Divide the bonus u by T, as the released code does (false: the equation's u)."
     )
     key_norm: bool = Field(False, description="LayerNorm on the WKV output and on the channel mix's hidden features.")
+    stack_norms: bool = Field(
+        False, description="LayerNorms on the first block's input (code: ln0) and the last block's output (code: norm_f)."
+    )
 
 
 def quad_shift(x: torch.Tensor, pixels: int, fraction: float) -> torch.Tensor:
@@ -196,12 +206,18 @@ class RWKVBlock(nn.Module):
         self.modulator = ctx.conditioning.modulator(dim, sublayers=2)
         self.spatial = SpatialMix(dim, params, ctx.index, ctx.depth)
         self.channel = ChannelMix(dim, params, ctx.index, ctx.depth)
+        first, last = ctx.index == 0, ctx.index == ctx.depth - 1
+        self.input_norm = nn.LayerNorm(dim) if params.stack_norms and first else None  # the code's ln0
+        self.final_norm = nn.LayerNorm(dim) if params.stack_norms and last else None  # the code's norm_f
 
     def forward(self, x: torch.Tensor, signal: ConditionSignal) -> torch.Tensor:
         # x: (B, H, W, C)
+        if self.input_norm is not None:
+            x = self.input_norm(x)
         mod = self.modulator(signal)
         x = x + mod.gate(0, self.spatial(mod.norm(0, x)))
-        return x + mod.gate(1, self.channel(mod.norm(1, x)))
+        x = x + mod.gate(1, self.channel(mod.norm(1, x)))
+        return self.final_norm(x) if self.final_norm is not None else x
 
 
 @hookimpl

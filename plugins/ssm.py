@@ -28,9 +28,11 @@ Choices where the paper is ambiguous, stated here:
   5 + 4h = 13, so h = 2; the parameter count "9 D^2 + 2 M D^2" needs h = 1 + M/4 (1.5 at
   M = 2). The default, h = 1.75, is the value at which the model reproduces both totals
   the paper reports for DiffuSSM-XL (D = 1152, 29 layers, M = 2, adaLN-Zero): 673.1M
-  parameters ("approximately 673M", Sec. 5.1), and 278 G multiply-adds per forward on
-  its J = 512, L = 1024 sequences, against 1.85e11 total Gflops / 660M images = 280 G
-  (Tab. 1). h = 2 would give 711.6M and 298 G, h = 1.5 634.6M and 258 G.
+  parameters ("approximately 673M", Sec. 5.1), and, on its J = 512, L = 1024
+  sequences, 276 G multiply-adds in the linear maps (the terms of the paper's cost
+  formula) against 1.85e11 total Gflops / 660M images = 280 G (Tab. 1). Counting also
+  the FFT convolutions and S4D's complex kernel product (dicesearch.costs), 290 G.
+  h = 2 would give 711.6M and 296 G (310 G), h = 1.5 634.6M and 256 G (270 G).
 * act is GELU: the paper writes sigma for "activation functions" and names none.
   Every linear map has a bias.
 * W_down_m are M separate 2D -> 2D/M maps, stored as the M row blocks of one 2D -> 2D

@@ -10,21 +10,43 @@ learned vectors each::
 
 There is no gate (residual branches are added as they are) and no conditioning MLP.
 
+The time input tau(t), for timesteps t = 0 (least noise) ... T - 1 (pure noise):
+
+* ``time_input: centered`` (default): tau = time_scale * (t / T - 0.5); the paper does
+  not say what tau is.
+* ``time_input: dimr``: what DiMR's official code feeds. Its training and sampling
+  compute ``log_snr = 8 n / 1000 - 4`` from its timestep n = t + 1 in {1, ..., 1000}
+  and pass ``log_snr / 4`` to every time-dependent parameter, so
+  tau = (8 (t + 1) / T - 4) / 4 = 2 (t + 1) / T - 1, in (-1, 1]. Despite the name it is
+  linear in t and grows with the noise, as ``centered`` does (``centered`` with
+  time_scale 2 differs from it by the constant 2 / T).
+
 Choices where the paper is silent, stated here:
 
-* tau(t) = time_scale * (t / num_timesteps - 0.5). DiMR's code feeds log-SNR / 4, which
-  spans about [-2.5, 2.3] on DiT's linear schedule; the default time_scale 5 gives the same
-  range without making blocks depend on the noise schedule.
 * w, b are scalars per interpolated vector (the paper's "learnable weight and bias");
-  ``per_channel: true`` makes them per-channel as in DiMR's official code. w starts at 1
-  and b at 0; p1 = p2 = 1 and p3 = p4 = 0, so TD-LN starts as a plain LayerNorm.
+  ``per_channel: true`` makes them per-channel as in DiMR's official code, whose
+  ``TimeDependentParameter`` holds p1, p2 and a per-channel weight and bias for every
+  time-dependent vector. w starts at 1 and b at 0 (the code: a zero "nodecay" weight
+  plus 1, a zero bias); p1 = p2 = 1 and p3 = p4 = 0, so TD-LN starts as a plain
+  LayerNorm. An official (param0, param1, nodecay_weight, nodecay_bias) is (p1, p2,
+  w - 1, b) here.
+* ``block_norm``: the norm of the blocks' sub-layers. ``layer`` is Eq. 7. ``rms`` is the
+  time-dependent RMSNorm of DiMR's XL and G configurations (the code's ``TDRMSNorm``):
+  z = x / (RMS(x) + rms_eps) * gamma(t), with gamma(t) from Eq. 5-6 and no shift. The
+  norms the composer asks for through ``feature_norm`` (stage heads, the feature
+  cascade's upsampler) are always Eq. 7's LayerNorm, as in the code, where the output
+  layer and the upsampler use its time-dependent LayerNorm whatever the blocks use.
 * The class label: DiMR feeds it as an extra token to its transformer branch only. Here,
-  so that it reaches every block kind (convolutions included), each stage adds a learned
-  class embedding (with a null row for classifier-free guidance) to every position of its
-  patchified input, through ``stage_input``.
+  so that it reaches every block kind (convolutions included), a stage adds a learned
+  class embedding (with a null row for classifier-free guidance) to every position of
+  its patchified input, through ``stage_input``: in every stage (``label_stages: all``)
+  or in the first, coarsest one only (``first``: DiMR-XL/2R's transformer branch, with
+  DiMR's 1001 x C table and none in the ConvNeXt branch).
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -34,36 +56,73 @@ from torch import nn
 from dicesearch.conditioning import ConditioningMethod, ConditionSignal, Modulation, Modulator, per_sample
 from dicesearch.plugin_api import ConditioningContext, ConditioningParams, ConditioningType, hookimpl
 
+NormKind = Literal["layer", "rms"]
+
 
 class TDLNParams(ConditioningParams):
     num_timesteps: PositiveInt = Field(1000, description="Training timesteps T; tau is computed from t / T.")
-    time_scale: PositiveFloat = Field(5.0, description="tau(t) = time_scale * (t / T - 0.5).")
+    time_input: Literal["centered", "dimr"] = Field(
+        "centered",
+        description="tau(t): centered = time_scale * (t / T - 0.5); dimr = DiMR code's log_snr / 4 = 2 (t + 1) / T - 1.",
+    )
+    time_scale: PositiveFloat = Field(5.0, description="centered: tau(t) = time_scale * (t / T - 0.5).")
     per_channel: bool = Field(False, description="Per-channel w and b (DiMR code) instead of scalars (paper).")
-    eps: PositiveFloat = Field(1e-6, description="LayerNorm epsilon.")
+    block_norm: NormKind = Field(
+        "layer", description="Blocks' norms: layer (Eq. 7) or rms (DiMR-XL's TDRMSNorm: time-dependent scale, no shift)."
+    )
+    label_stages: Literal["all", "first"] = Field(
+        "all", description="Stages whose input gets the class embedding: all, or the first (DiMR: its transformer branch)."
+    )
+    eps: PositiveFloat = Field(1e-6, description="LayerNorm epsilon (DiMR code: 1e-5).")
+    rms_eps: PositiveFloat = Field(1e-8, description="block_norm rms: added to RMS(x), as DiMR's code does.")
+
+
+def time_condition(t: torch.Tensor, params: TDLNParams, dtype: torch.dtype) -> torch.Tensor:
+    """tau(t) (B,) for timesteps t (B,), in ``dtype``."""
+    fraction = t.to(dtype) / params.num_timesteps
+    if params.time_input == "dimr":
+        return 2 * (fraction + 1 / params.num_timesteps) - 1  # (8 (t + 1) / T - 4) / 4
+    return params.time_scale * (fraction - 0.5)
+
+
+def rms_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """x / (sqrt(mean(x^2)) + eps) over the last dimension, in at least fp32, cast back."""
+    compute = torch.promote_types(x.dtype, torch.float32)
+    x32 = x.to(compute)
+    rms = x32.square().mean(dim=-1, keepdim=True).sqrt()
+    return (x32 / (rms + eps)).to(x.dtype)
 
 
 class _TDLNModulation(Modulation):
-    def __init__(self, gamma: torch.Tensor, beta: torch.Tensor, eps: float):
-        self.gamma, self.beta, self.eps = gamma, beta, eps  # (B, sublayers, C) each
+    def __init__(self, gamma: torch.Tensor, beta: torch.Tensor | None, kind: NormKind, eps: float):
+        self.gamma, self.beta, self.kind, self.eps = gamma, beta, kind, eps  # (B, sublayers, C) each
 
     def norm(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        gamma = per_sample(self.gamma[:, index], x)
+        if self.kind == "rms":
+            return rms_norm(x, self.eps) * gamma
         x = F.layer_norm(x, x.shape[-1:], eps=self.eps)
-        return x * per_sample(self.gamma[:, index], x) + per_sample(self.beta[:, index], x)
+        return x * gamma + per_sample(self.beta[:, index], x)
 
     def gate(self, index: int, h: torch.Tensor) -> torch.Tensor:
         return h
 
 
 class TDLNModulator(Modulator):
-    """The TD-LN parameters of one block's ``sublayers`` norms."""
+    """The TD-LN parameters of ``sublayers`` norms of width ``dim``.
 
-    def __init__(self, dim: int, sublayers: int, params: TDLNParams):
+    layer: p (sublayers, 4, dim) = p1, p2 (gamma), p3, p4 (beta); w, b (sublayers, 2, 1 | dim).
+    rms:   p (sublayers, 2, dim) = p1, p2 (gamma); w, b (sublayers, 1, 1 | dim).
+    """
+
+    def __init__(self, dim: int, sublayers: int, params: TDLNParams, kind: NormKind = "layer"):
         super().__init__()
-        self.params = params
+        self.params, self.kind = params, kind
         width = dim if params.per_channel else 1
-        self.p = nn.Parameter(torch.empty(sublayers, 4, dim))  # p1, p2 (gamma); p3, p4 (beta)
-        self.w = nn.Parameter(torch.empty(sublayers, 2, width))  # for s_gamma, s_beta
-        self.b = nn.Parameter(torch.empty(sublayers, 2, width))
+        vectors = 2 if kind == "layer" else 1  # gamma and beta, or gamma only
+        self.p = nn.Parameter(torch.empty(sublayers, 2 * vectors, dim))
+        self.w = nn.Parameter(torch.empty(sublayers, vectors, width))
+        self.b = nn.Parameter(torch.empty(sublayers, vectors, width))
         self.reset_special_parameters()
 
     def reset_special_parameters(self) -> None:
@@ -74,13 +133,14 @@ class TDLNModulator(Modulator):
             self.b.fill_(0.0)
 
     def forward(self, signal: ConditionSignal) -> Modulation:
-        t = signal.t.to(torch.promote_types(self.p.dtype, torch.float32))  # fp32, or fp64 after model.double()
-        tau = self.params.time_scale * (t / self.params.num_timesteps - 0.5)  # (B,)
-        s = torch.sigmoid(self.w * tau[:, None, None, None] + self.b)  # (B, sublayers, 2, 1|C)
+        tau = time_condition(signal.t, self.params, torch.promote_types(self.w.dtype, torch.float32))  # (B,): fp32, or fp64 after model.double()
+        s = torch.sigmoid(self.w * tau[:, None, None, None] + self.b)  # (B, sublayers, vectors, 1|C)
         p = self.p
         gamma = s[:, :, 0] * p[:, 0] + (1 - s[:, :, 0]) * p[:, 1]  # (B, sublayers, C)
+        if self.kind == "rms":
+            return _TDLNModulation(gamma, None, "rms", self.params.rms_eps)
         beta = s[:, :, 1] * p[:, 2] + (1 - s[:, :, 1]) * p[:, 3]
-        return _TDLNModulation(gamma, beta, self.params.eps)
+        return _TDLNModulation(gamma, beta, "layer", self.params.eps)
 
 
 class LabelInjection(nn.Module):
@@ -108,10 +168,15 @@ class TDLN(ConditioningMethod):
         return ConditionSignal(t=t, y=y, embedding=None)
 
     def modulator(self, dim: int, sublayers: int, gated: bool = True) -> Modulator:
-        return TDLNModulator(dim, sublayers, self.params)
+        return TDLNModulator(dim, sublayers, self.params, self.params.block_norm)
 
-    def stage_input(self, dim: int) -> nn.Module | None:
-        return LabelInjection(self.num_classes, dim) if self.num_classes > 0 else None
+    def feature_norm(self, dim: int) -> Modulator:
+        return TDLNModulator(dim, 1, self.params, "layer")
+
+    def stage_input(self, dim: int, index: int) -> nn.Module | None:
+        if self.num_classes == 0 or (self.params.label_stages == "first" and index > 0):
+            return None
+        return LabelInjection(self.num_classes, dim)
 
 
 @hookimpl

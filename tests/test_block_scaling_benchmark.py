@@ -29,7 +29,7 @@ def test_cpu_peak_is_the_most_bytes_held_at_once():
         c = torch.ones(2**19)  # 2 MiB again, alone
         del c
 
-    assert bench._peak_bytes(run, "cpu") == 3 * 2**20
+    assert bench.peak_bytes(run, "cpu") == 3 * 2**20
 
 
 def test_every_block_runs_and_the_plot_is_written(tmp_path, monkeypatch, capsys):

@@ -33,6 +33,25 @@ def test_profile_prints_the_static_analysis_table(tmp_path):
     assert result.exit_code == 0, result.output
     for text in ("parameters (trainable)", "multiply-adds / forward (G)", "FLOPs / forward (G)", "samples/s (10 steps, batch 1)", "parameters per stage", "shared"):
         assert text in result.output
+    assert "0.00 " not in result.output  # a tiny model's multiply-adds are readable, not rounded away
+    from dicesearch.analysis.profile import profile_spec
+    from dicesearch.cli import _count, _giga
+    from dicesearch.spec import load_spec
+
+    profile = profile_spec(load_spec(str(spec)), timed_forwards=1)
+    rows = {c.name: c for c in profile.components}
+    assert list(rows)[:2] == ["attention blocks", "dice blocks"]
+    assert sum(c.parameters for c in rows.values()) == profile.parameters
+    assert sum(c.macs for c in rows.values()) == profile.macs
+    for name in ("attention blocks", "dice blocks", "stage heads", "conditioning (shared)"):
+        line = next(line for line in result.output.splitlines() if name in line)
+        assert _count(rows[name].parameters) in line and _giga(rows[name].macs) in line
+
+
+def test_giga_keeps_three_significant_digits_below_one():
+    from dicesearch.cli import _giga
+
+    assert (_giga(118.6214e9), _giga(6.8595e9), _giga(6.877e6), _giga(24_576), _giga(0)) == ("118.62", "6.86", "0.00688", "0.0000246", "0.00")
 
 
 def test_resolve_writes_every_default(tmp_path):

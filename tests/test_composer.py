@@ -110,3 +110,37 @@ def test_scalar_timestep_is_broadcast_over_the_batch():
         a = model(torch.zeros(2, 3, 8, 8), 7, torch.tensor([0, 0]))
         b = model(torch.zeros(2, 3, 8, 8), torch.tensor([7, 7]), torch.tensor([0, 0]))
     torch.testing.assert_close(a, b)
+
+
+def test_plain_head_norm_is_a_layernorm_without_parameters():
+    from dicesearch.spec import parse_spec
+
+    data = tiny_spec("dice", layout="noise").model_dump(mode="json")
+    for stage in data["stages"]:
+        stage["head_norm"] = "plain"
+    model = _perturbed(parse_spec(data))
+    head = model.stages[1].head
+    assert head.modulator is None and [n for n, _ in head.named_parameters()] == ["proj.weight", "proj.bias"]
+    x = torch.randn(2, 8, 8, 32)
+    signal = model.conditioning(torch.tensor([5.0, 50.0]), torch.tensor([0, 1]))
+    with torch.no_grad():
+        expected = head.proj(F.layer_norm(x, (32,), eps=1e-6).permute(0, 3, 1, 2))
+        torch.testing.assert_close(head(x, signal), expected)
+
+
+def test_conditioned_connector_norms_come_from_the_conditioning_method():
+    from dicesearch.spec import parse_spec
+    from dicesearch_plugins.tdln import TDLNModulator
+
+    data = tiny_spec("convnext", "tdln", layout="features").model_dump(mode="json")
+    data["cascade"]["connector_norm"] = "conditioned"
+    model = _perturbed(parse_spec(data))
+    connector = model.stages[1].connector
+    assert isinstance(connector.norm_in, TDLNModulator) and isinstance(connector.norm_out, TDLNModulator)
+    features = torch.randn(1, 4, 4, connector.proj.in_features)
+    early, late = (model.conditioning(torch.tensor([t]), torch.tensor([0])) for t in (10.0, 900.0))
+    with torch.no_grad():
+        norm_in = connector.norm_in(early).norm(0, features)
+        shuffled = F.pixel_shuffle(connector.proj(norm_in).permute(0, 3, 1, 2), 2).permute(0, 2, 3, 1)
+        torch.testing.assert_close(connector(features, early), connector.norm_out(early).norm(0, shuffled))
+        assert not torch.allclose(connector(features, early), connector(features, late))  # time-dependent

@@ -78,3 +78,77 @@ def test_the_timestep_reaches_the_output_with_both_methods():
         x, y = torch.randn(1, 3, 8, 8), torch.tensor([2])
         with torch.no_grad():
             assert not torch.allclose(model(x, torch.tensor([10]), y), model(x, torch.tensor([900]), y)), conditioning
+
+
+def _randomised(module):
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn_like(p))
+    return module
+
+
+def test_tdln_dimr_variant_is_the_official_codes_equation():
+    """tau = log_snr / 4 with DiMR's log_snr = 8 n / T - 4, n = t + 1; per-channel w, b; RMS form."""
+    t = torch.tensor([0.0, 250.0, 999.0])
+    tau = (8 * (t + 1) / 1000 - 4) / 4  # DiMR's train.py and TimeDependentParameter.seed_time
+    x = torch.randn(3, 4, 4, 6)
+    layer = _randomised(TDLNModulator(6, 2, TDLNParams(time_input="dimr", per_channel=True, eps=1e-5)))
+    rms = _randomised(TDLNModulator(6, 2, TDLNParams(time_input="dimr", per_channel=True, rms_eps=1e-8), kind="rms"))
+    assert layer.w.shape == (2, 2, 6) and rms.p.shape == (2, 2, 6) and rms.w.shape == (2, 1, 6)
+    signal = ConditionSignal(t=t, y=None)
+    for i in range(2):
+        s_gamma = torch.sigmoid(layer.w[i, 0] * tau[:, None] + layer.b[i, 0])  # (B, C): per channel
+        s_beta = torch.sigmoid(layer.w[i, 1] * tau[:, None] + layer.b[i, 1])
+        gamma = s_gamma * layer.p[i, 0] + (1 - s_gamma) * layer.p[i, 1]
+        beta = s_beta * layer.p[i, 2] + (1 - s_beta) * layer.p[i, 3]
+        mean, var = x.mean(-1, keepdim=True), x.var(-1, unbiased=False, keepdim=True)
+        expected = (x - mean) / torch.sqrt(var + 1e-5) * gamma[:, None, None] + beta[:, None, None]
+        torch.testing.assert_close(layer(signal).norm(i, x), expected, rtol=1e-5, atol=1e-5)
+
+        s = torch.sigmoid(rms.w[i, 0] * tau[:, None] + rms.b[i, 0])
+        scale = s * rms.p[i, 0] + (1 - s) * rms.p[i, 1]
+        root_mean_square = torch.linalg.vector_norm(x, dim=-1, keepdim=True) / 6**0.5
+        expected = x / (root_mean_square + 1e-8) * scale[:, None, None]  # DiMR's TDRMSNorm
+        torch.testing.assert_close(rms(signal).norm(i, x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_tdln_dimr_time_input_is_centered_at_scale_two_shifted_by_one_step():
+    from dicesearch_plugins.tdln import time_condition
+
+    t = torch.arange(0, 1000, 37).double()
+    dimr = time_condition(t, TDLNParams(time_input="dimr"), torch.float64)
+    centered = time_condition(t, TDLNParams(time_scale=2.0), torch.float64)
+    torch.testing.assert_close(dimr, centered + 2 / 1000)
+    assert dimr[0] == -1 + 2 / 1000 and time_condition(torch.tensor([999.0]), TDLNParams(time_input="dimr"), torch.float64) == 1
+
+
+def test_tdln_feature_norms_are_layernorms_even_when_blocks_use_rms():
+    spec = tiny_spec("convnext", "tdln", conditioning_params={"block_norm": "rms", "per_channel": True}, layout="features")
+    model = build_model(spec)
+    assert model.stages[0].blocks[0].modulator.kind == "rms"
+    assert model.stages[0].head.modulator.kind == "layer"
+    assert model.stages[0].head.modulator.p.shape == (1, 4, 32)  # gamma and beta, p1..p4
+
+
+def test_tdln_label_in_the_first_stage_only():
+    spec = tiny_spec("convnext", "tdln", conditioning_params={"label_stages": "first"}, layout="noise")
+    model = build_model(spec)
+    assert model.stages[0].label_input is not None and model.stages[1].label_input is None
+    every = build_model(tiny_spec("convnext", "tdln", layout="noise"))
+    assert all(stage.label_input is not None for stage in every.stages)
+
+
+def test_adaln_norm_affine_is_layernorm_with_affine_then_modulation():
+    spec = tiny_spec("rwkv", "adaln_zero", conditioning_params={"norm_affine": True, "block_eps": 1e-5})
+    model = build_model(spec)
+    mod = _randomised(model.stages[0].blocks[0].modulator)
+    embedding = torch.randn(2, model.conditioning.embed_dim)
+    signal = ConditionSignal(t=torch.tensor([1.0, 2.0]), y=None, embedding=embedding)
+    shift0, scale0, gate0, shift1, scale1, gate1 = mod.regress(embedding).chunk(6, dim=-1)
+    x = torch.randn(2, 8, 8, 32)
+    for i, (shift, scale) in enumerate(((shift0, scale0), (shift1, scale1))):
+        normed = torch.nn.functional.layer_norm(x, (32,), eps=1e-5) * mod.norm_weight[i] + mod.norm_bias[i]
+        expected = normed * (1 + scale[:, None, None]) + shift[:, None, None]  # Diffusion-RWKV: modulate(ln(x))
+        torch.testing.assert_close(mod(signal).norm(i, x), expected)
+    head = model.stages[0].head.modulator
+    assert head.norm_weight is None and head.eps == 1e-6  # heads: no affine, eps unchanged

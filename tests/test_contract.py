@@ -105,3 +105,38 @@ def test_build_block_returns_a_block_as_a_model_builds_it_with_inputs():
     assert torch.equal(out, x)  # adaLN-Zero's gates start at zero: a fresh block is the identity
     again = build_block("convnext", "adaln_zero", block_params={"kernel_size": 3}, channels=16, resolution=4, batch=3)
     assert torch.equal(again.x, x) and torch.equal(again.module.dwconv.weight, block.dwconv.weight)
+
+
+# The options that reproduce official code, with every block: DiMR's TD-LN (time input,
+# per-channel, RMS block norms, label in the first stage only) and Diffusion-RWKV's
+# affine adaLN norms, with conditioned connectors and a plain head norm in one stage.
+VARIANT_CONDITIONING = {
+    "tdln_dimr": ("tdln", {"time_input": "dimr", "per_channel": True, "block_norm": "rms", "label_stages": "first", "eps": 1e-5}),
+    "adaln_affine": ("adaln_zero", {"norm_affine": True, "block_eps": 1e-5}),
+}
+VARIANT_BLOCK_PARAMS = {"convnext": {"form": "dimr"}, "rwkv": {"stack_norms": True}}
+
+
+def _variant_spec(block: str, variant: str):
+    from dicesearch.spec import parse_spec
+
+    conditioning, params = VARIANT_CONDITIONING[variant]
+    spec = tiny_spec(block, conditioning, conditioning_params=params, block_params=VARIANT_BLOCK_PARAMS.get(block), layout="features")
+    data = spec.model_dump(mode="json")
+    data["cascade"]["connector_norm"] = "conditioned"
+    data["stages"][0]["head_norm"] = "plain"
+    return parse_spec(data, source=f"{spec.name}-{variant}")
+
+
+@pytest.mark.parametrize("block", sorted(_registry.blocks))
+@pytest.mark.parametrize("variant", sorted(VARIANT_CONDITIONING))
+def test_official_code_variants_honour_the_contract(block, variant):
+    if block not in _registry.blocks:
+        pytest.skip(f"{block} not installed")
+    spec = _variant_spec(block, variant)
+    check_spec_round_trip(spec)
+    check_output_shapes(spec)
+    check_gradients_reach_every_parameter(spec)
+    check_finite(spec)
+    check_finite(spec, torch.bfloat16)
+    check_seeded_determinism(spec)

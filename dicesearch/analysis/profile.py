@@ -1,4 +1,9 @@
-"""Static analysis of a spec (DICE Tab. 2): parameters, multiply-adds, FLOPs, samples/s."""
+"""Static analysis of a spec (DICE Tab. 2): parameters, multiply-adds, FLOPs, samples/s.
+
+Multiply-adds follow the counting conventions of :mod:`dicesearch.costs` (FFTs, complex
+products and declared costs included) and are broken down per component: each block
+type, stage inputs, long skips, connectors, heads and the shared conditioning.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from dicesearch.analysis.breakdown import ComponentCost, component_costs
 from dicesearch.analysis.flops import count_flops
 from dicesearch.model import build_model
 
@@ -36,6 +42,7 @@ class Profile:
     seconds_per_forward: float
     timed_forwards: int
     samples_per_second: float = field(default=0.0)
+    components: list[ComponentCost] = field(default_factory=list)  # per block type, heads, ...
 
 
 def _sync(device: torch.device) -> None:
@@ -111,4 +118,5 @@ def profile_spec(
         seconds_per_forward=per_forward,
         timed_forwards=timed_forwards,
         samples_per_second=batch_size / (per_forward * sampling_steps),
+        components=component_costs(model, [s.block.kind for s in spec.stages], flops),
     )

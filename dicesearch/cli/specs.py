@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 import types
 import typing
@@ -158,6 +159,18 @@ def _count(n: float) -> str:
     return f"{n:,.0f}"
 
 
+def _giga(n: float) -> str:
+    """n / 1e9 with two decimals, or three significant digits below 1 (0.00687, not 0.00)."""
+    value = n / 1e9
+    if value >= 1 or value == 0:
+        return f"{value:.2f}"
+    return f"{value:.{2 - math.floor(math.log10(value))}f}"
+
+
+def _share(part: float, whole: float) -> str:
+    return f"{100 * part / whole:.1f} %" if whole else "-"
+
+
 @main.command()
 @click.argument("spec", metavar="SPEC|PRESET|RUN_DIR")
 @click.option("--steps", default=250, show_default=True, help="Sampling steps per sample (DICE/DiT: 250 DDPM steps).")
@@ -165,7 +178,12 @@ def _count(n: float) -> str:
 @click.option("--timed-forwards", default=3, show_default=True, help="Forwards timed to extrapolate samples/s.")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:1 or auto.")
 def profile(spec: str, steps: int, batch_size: int, timed_forwards: int, device: str) -> None:
-    """Static analysis of a spec, preset or run folder (DICE Tab. 2): params, multiply-adds, FLOPs, samples/s."""
+    """Static analysis of a spec, preset or run folder (DICE Tab. 2): params, multiply-adds, FLOPs, samples/s.
+
+    Parameters and multiply-adds are also shown per component (each block type, stage
+    inputs, long skips, connectors, heads, conditioning). FFTs, complex products and
+    costs that ops declare are counted (see dicesearch/costs.py for the conventions).
+    """
     from dicesearch.analysis.profile import profile_spec
     from dicesearch.devices import resolve_device
     from dicesearch.spec import load_spec
@@ -181,8 +199,8 @@ def profile(spec: str, steps: int, batch_size: int, timed_forwards: int, device:
     table.add_row("parameters (trainable)", _count(p.trainable_parameters))
     if p.parameters != p.trainable_parameters:
         table.add_row("parameters (all, incl. frozen tables)", _count(p.parameters))
-    table.add_row("multiply-adds / forward (G)", f"{p.macs / 1e9:.2f}")
-    table.add_row("FLOPs / forward (G)", f"{p.flops / 1e9:.2f}")
+    table.add_row("multiply-adds / forward (G)", _giga(p.macs))
+    table.add_row("FLOPs / forward (G)", _giga(p.flops))
     table.add_row(f"samples/s ({p.sampling_steps} steps, batch {p.batch_size})", f"{p.samples_per_second:.4g}")
     table.add_row("seconds / forward", f"{p.seconds_per_forward:.3f} (mean of {p.timed_forwards})")
     console.print(table)
@@ -193,3 +211,9 @@ def profile(spec: str, steps: int, batch_size: int, timed_forwards: int, device:
         stages.add_row(str(s.index), s.block, f"{s.grid}x{s.grid}", str(s.channels), str(s.depth), _count(s.parameters))
     stages.add_row("shared", "conditioning", "", "", "", _count(p.shared_parameters))
     console.print(stages)
+    parts = Table(title="per component (multiply-adds per forward at batch 1)")
+    for column in ("component", "parameters", "share", "multiply-adds (G)", "share "):
+        parts.add_column(column, justify="left" if column == "component" else "right")
+    for c in p.components:
+        parts.add_row(c.name, _count(c.parameters), _share(c.parameters, p.parameters), _giga(c.macs), _share(c.macs, p.macs))
+    console.print(parts)

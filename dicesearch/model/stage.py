@@ -18,40 +18,61 @@ class FeatureConnector(nn.Module):
 
     LayerNorm, a linear map to ``dim * ratio^2`` channels, pixel shuffle by ``ratio``,
     LayerNorm (as DiMR's official code). (B, h, w, F) -> (B, h*ratio, w*ratio, dim).
+    The norms are plain ``nn.LayerNorm`` (``connector_norm: plain``) or the conditioning
+    method's ``feature_norm`` (``conditioned``: DiMR's code, whose upsampler norms are
+    time-dependent LayerNorms). The pixel shuffle is PyTorch's: output channel
+    c * ratio^2 + i * ratio + j of the linear map goes to sub-pixel (i, j) of channel c
+    (DiMR's code orders them (i * ratio + j) * dim + c, a permutation of the rows).
     """
 
-    def __init__(self, in_features: int, dim: int, ratio: int):
+    def __init__(self, in_features: int, dim: int, ratio: int, norm: str, conditioning: ConditioningMethod):
         super().__init__()
         self.ratio = ratio
-        self.norm_in = nn.LayerNorm(in_features)
+        self.conditioned = norm == "conditioned"
+        if self.conditioned:
+            self.norm_in, self.norm_out = conditioning.feature_norm(in_features), conditioning.feature_norm(dim)
+        else:
+            self.norm_in, self.norm_out = nn.LayerNorm(in_features), nn.LayerNorm(dim)
         self.proj = nn.Linear(in_features, dim * ratio * ratio)
-        self.norm_out = nn.LayerNorm(dim)
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        x = self.proj(self.norm_in(features))  # (B, h, w, dim * r^2)
+    def _norm(self, norm: nn.Module, x: torch.Tensor, signal: ConditionSignal) -> torch.Tensor:
+        return norm(signal).norm(0, x) if self.conditioned else norm(x)
+
+    def forward(self, features: torch.Tensor, signal: ConditionSignal) -> torch.Tensor:
+        x = self.proj(self._norm(self.norm_in, features, signal))  # (B, h, w, dim * r^2)
         x = F.pixel_shuffle(channels_first(x), self.ratio)  # (B, dim, h*r, w*r)
-        return self.norm_out(channels_last(x))
+        return self._norm(self.norm_out, channels_last(x), signal)
 
 
 class StageHead(nn.Module):
-    """Conditioned norm, then a noise prediction.
+    """A norm, then a noise prediction.
 
+    The norm is the conditioning method's ``feature_norm`` (``head_norm: conditioned``:
+    DiT's adaLN shift and scale, DiMR's time-dependent LayerNorm) or a LayerNorm without
+    affine (``plain``: any scale and shift would fold into the projection that follows).
     conv3x3 (DiMR): a 3x3 convolution at the stage's grid -> (B, out, h, w).
     linear (DiT): a linear map to patch_size^2 * out values per token, unpatchified to
     the input resolution -> (B, out, h * p, w * p).
     """
 
-    def __init__(self, kind: str, dim: int, out_channels: int, patch_size: int, conditioning: ConditioningMethod):
+    PLAIN_EPS = 1e-6  # DiT's final-layer LayerNorm
+
+    def __init__(
+        self, kind: str, dim: int, out_channels: int, patch_size: int, conditioning: ConditioningMethod, norm: str = "conditioned"
+    ):
         super().__init__()
         self.kind, self.patch_size, self.out_channels = kind, patch_size, out_channels
-        self.modulator = conditioning.modulator(dim, sublayers=1, gated=False)
+        self.modulator = conditioning.feature_norm(dim) if norm == "conditioned" else None
         if kind == "conv3x3":
             self.proj = nn.Conv2d(dim, out_channels, 3, padding=1)
         else:
             self.proj = nn.Linear(dim, patch_size * patch_size * out_channels)
 
     def forward(self, x: torch.Tensor, signal: ConditionSignal) -> torch.Tensor:
-        x = self.modulator(signal).norm(0, x)  # (B, h, w, C)
+        if self.modulator is not None:
+            x = self.modulator(signal).norm(0, x)  # (B, h, w, C)
+        else:
+            x = F.layer_norm(x, x.shape[-1:], eps=self.PLAIN_EPS)
         if self.kind == "conv3x3":
             return self.proj(channels_first(x))
         b, h, w, _ = x.shape
@@ -99,10 +120,10 @@ class Stage(nn.Module):
             self.position = nn.Parameter(torch.zeros(geometry.height, geometry.width, dim))
         else:
             self.position = None
-        self.label_input = conditioning.stage_input(dim)
+        self.label_input = conditioning.stage_input(dim, index)
         if coarse_features is not None:
             ratio = spec.grid(index) // spec.grid(index - 1)
-            self.connector = FeatureConnector(coarse_features, dim, ratio)
+            self.connector = FeatureConnector(coarse_features, dim, ratio, spec.cascade.connector_norm, conditioning)
         else:
             self.connector = None
         block_type = registry.block(stage.block.kind)
@@ -114,7 +135,7 @@ class Stage(nn.Module):
         )
         skips = stage.depth // 2 if stage.long_skip else 0
         self.skip_projections = nn.ModuleList(nn.Linear(2 * dim, dim) for _ in range(skips))
-        self.head = StageHead(stage.head, dim, out_channels, p, conditioning)
+        self.head = StageHead(stage.head, dim, out_channels, p, conditioning, stage.head_norm)
 
     def reset_special_parameters(self) -> None:
         if self.position is not None and self.position.requires_grad:
@@ -142,7 +163,7 @@ class Stage(nn.Module):
         if self.label_input is not None:
             x = self.label_input(x, signal)
         if self.connector is not None:
-            x = x + self.connector(coarse_features)
+            x = x + self.connector(coarse_features, signal)
         outputs = [x] if self.collect == "all_blocks" else None
         skips = len(self.skip_projections)  # in-blocks 0..skips-1 feed out-blocks depth-skips..depth-1
         saved = []

@@ -49,6 +49,14 @@ one chunk at a time during backward. Peak extra memory is O(B*T*C + B*chunk^2*C)
 
 fp16/bf16 inputs are computed in fp32 and the result is cast back. float64 stays float64.
 Autocast is disabled inside, so an autocast region never lowers the precision.
+
+Cost (what FLOP counts report, :mod:`dicesearch.costs`): the linear-time recurrence RWKV
+kernels run, not this chunked evaluation. Per token, channel and direction, the
+numerator and denominator states a_t = e a_{t-1} + e' v_t and b_t = e b_{t-1} + e'
+(5 FLOPs), then wkv_t = (a_fwd + a_bwd + e^(u+k_t) v_t) / (b_fwd + b_bwd + e^(u+k_t))
+(6 FLOPs): ``BI_WKV_FLOPS`` = 16 FLOPs (8 multiply-adds) per batch x token x channel,
+declared with :func:`dicesearch.costs.declared_cost`. Exponentials are not counted, as
+activations are not.
 """
 
 from __future__ import annotations
@@ -57,9 +65,12 @@ import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from dicesearch.costs import declared_cost
 from dicesearch.ops._autocast import autocast_disabled
 
-__all__ = ["bi_wkv", "bi_wkv_reference"]
+__all__ = ["BI_WKV_FLOPS", "bi_wkv", "bi_wkv_reference"]
+
+BI_WKV_FLOPS = 16  # per batch x token x channel: 2 directions x 5 for the states, 6 to combine
 
 # Tokens per dense block. Work per token grows with the chunk, Python/launch overhead with
 # the number of chunks; 32 measured best on CPU, GPUs prefer fewer, larger blocks.
@@ -187,7 +198,7 @@ def bi_wkv(w: Tensor, u: Tensor, k: Tensor, v: Tensor, *, chunk_size: int | None
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     out_dtype = torch.promote_types(k.dtype, v.dtype)
     dtype = _compute_dtype(w, u, k, v)
-    with autocast_disabled(k.device):
+    with declared_cost("bi_wkv", BI_WKV_FLOPS * k.numel()), autocast_disabled(k.device):
         w, u, k, v = (t.to(dtype) for t in (w, u, k, v))
         batch, length, _ = k.shape
         s = w / length  # (C,) the paper's 1/T scaling of the decay

@@ -76,6 +76,11 @@ class CascadeSpec(Frozen):
         description="Feature cascade: pass the last block's output (DiMR Eq. 1) or the concatenation "
         "of the stage input and every block output (DiMR's official code).",
     )
+    connector_norm: Literal["plain", "conditioned"] = Field(
+        "plain",
+        description="Feature cascade: the connector's two LayerNorms are plain, or the conditioning method's "
+        "feature norms (DiMR's code: time-dependent).",
+    )
     upsample: Literal["bilinear", "nearest"] = Field(
         "bilinear", description="Noise cascade: how a coarse noise prediction is upsampled."
     )
@@ -242,6 +247,14 @@ def build_spec_types(registry: Registry) -> SpecTypes:
         head=(
             Literal["conv3x3", "linear"],
             Field("conv3x3", description="conv3x3: predict at the stage grid (DiMR); linear: unpatchify to the input (DiT)."),
+        ),
+        head_norm=(
+            Literal["conditioned", "plain"],
+            Field(
+                "conditioned",
+                description="The head's norm: conditioned by the conditioning method (DiT: adaLN shift and scale) "
+                "or a LayerNorm without affine.",
+            ),
         ),
     )
     default_conditioning = (

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+import time
 from pathlib import Path
 
 from rich.console import Console
@@ -14,6 +16,19 @@ class SweepFailed(DicesearchError):
     """A sweep ended without a single scored trial (exit status 1: the input may be fine)."""
 
     exit_code = 1
+
+
+def quiet_libraries() -> None:
+    """Optuna's "a new study created" and MLflow's database-migration INFO lines say nothing the
+    sweep's own lines do not; their warnings still show."""
+    import logging
+
+    import mlflow  # noqa: F401  (it sets its loggers' levels when imported: import it first)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _data_args(space) -> str:
@@ -30,9 +45,11 @@ def run_sweep(path: str, console: Console, *, trials=None, out_dir=None, storage
     from dicesearch.sweep.report import failure_summary, ranked_table
     from dicesearch.sweep.search_space import load_search_space
     from dicesearch.sweep.studies import probe_storage
+    from dicesearch.sweep.summary import cost_line, rung_agreement_line
 
     if not console.is_terminal:  # a log file: lines need not wrap at 80 columns
         console.width = max(console.width, 160)
+    quiet_libraries()
     space = load_search_space(path)
     if trials is not None:
         space.config = space.config.model_copy(update={"trials": trials})
@@ -59,21 +76,25 @@ def run_sweep(path: str, console: Console, *, trials=None, out_dir=None, storage
         from dicesearch.sweep.optuna_backend import OptunaSweep
 
         runner = OptunaSweep(space, paths, console, device)
+    started, clock = datetime.datetime.now(), time.monotonic()
     try:
         result = runner.run()
     except KeyboardInterrupt:
         console.print(f"\n[yellow]interrupted.[/] Completed trials are saved; run the same command to resume:\n  dicesearch sweep {path}")
         raise SystemExit(130) from None
     keys = config.metric_keys
-    console.print(ranked_table(result.study, keys))
+    rungs = len(config.fidelity.rungs) if config.fidelity else None
+    console.print(ranked_table(result.study, keys, rungs=rungs))
     failed = failure_summary(result.study)
     if failed is not None:  # nothing to plot or export: say why, and exit non-zero
         runner.mirror.end_sweep("FAILED")
         raise SweepFailed(f"{failed}; fix what the reasons say and run the same command again")
     plots = save_plots(result.study, paths.out_dir / "plots", keys)
-    note = importance_note(result.study)
-    if note:
-        console.print(note, highlight=False)
+    lines = [importance_note(result.study), cost_line(result.study, started, time.monotonic() - clock)]
+    if config.fidelity:
+        lines.append(rung_agreement_line(result.study, keys[0], config.fidelity.rungs))
+    for line in filter(None, lines):
+        console.print(line, highlight=False)
     runner.mirror.end_sweep("FINISHED", plots)
     if result.mlflow_failures:
         console.print(f"[yellow]warning:[/] {result.mlflow_failures} MLflow call(s) failed; re-run the command to mirror the missing trials")
@@ -91,8 +112,8 @@ def run_sweep(path: str, console: Console, *, trials=None, out_dir=None, storage
 def export_best(path: str, output: Path, trial_number, storage, console: Console) -> None:
     from dicesearch.provenance import Provenance, mismatch_warning
     from dicesearch.sweep.export import export_trial, load_study
-    from dicesearch.sweep.record import ATTR_SPEC
     from dicesearch.sweep.locations import SweepLocations
+    from dicesearch.sweep.record import ATTR_SPEC
     from dicesearch.sweep.search_space import load_search_space
 
     space = load_search_space(path)
@@ -115,6 +136,7 @@ def calibrate_space(path: str, console: Console, *, best: int, random_count: int
 
     if not console.is_terminal:
         console.width = max(console.width, 160)
+    quiet_libraries()
     space = load_search_space(path)
     check_data(space)
     paths = SweepLocations.for_config(space.config, out_dir, storage, tracking_uri)

@@ -27,9 +27,10 @@ from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, field_
 
 from dicesearch.data import DataSpec, DigitsSpec
 from dicesearch.filemodel import FileModel
-from dicesearch.spec.models import SpecFieldError
 from dicesearch.objective import Budget
+from dicesearch.spec.models import SpecFieldError
 from dicesearch.sweep.distributions import Distribution
+from dicesearch.sweep.fidelity import Fidelity
 from dicesearch.sweep.spec_paths import Token, parse_path
 
 
@@ -96,6 +97,7 @@ class SweepConfig(_Frozen):
     objective: Objective = Field(default_factory=Objective)
     budget: Budget = Field(default_factory=Budget)
     replicates: PositiveInt = Field(1, description="Seeds per trial (init, data order, noise); the objective is their mean.")
+    fidelity: Fidelity | None = Field(None, description="Rungs of training steps scored like the full budget (successive halving).")
     trial_time_limit_s: PositiveFloat | None = Field(None, description="Stop and record a trial that runs longer than this.")
     memory: MemoryBudget = Field(default_factory=MemoryBudget)
     backend: Literal["optuna", "ray"] = "optuna"
@@ -146,6 +148,24 @@ class SweepConfig(_Frozen):
         for path in value:
             parse_path(path)
         return value
+
+    @model_validator(mode="after")
+    def _fidelity_fits(self):
+        fidelity = self.fidelity
+        if fidelity is None:
+            return self
+        if self.pruner != "none" and "pruner" in self.model_fields_set:
+            raise SpecFieldError(("pruner",), f"fidelity rungs already stop trials on their scores; remove pruner: {self.pruner} (or the fidelity section)")
+        if len(self.objective.metrics) > 1 or self.objective.metrics[0] not in ("fid", "kid"):
+            raise SpecFieldError(("fidelity",), "fidelity rungs rank trials by one score; use objective: {metrics: [fid]} (or [kid])")
+        if "train_steps" in self.budget.model_fields_set and self.budget.train_steps != fidelity.rungs[-1]:
+            raise SpecFieldError(
+                ("budget", "train_steps"),
+                f"{self.budget.train_steps}, but the last rung is {fidelity.rungs[-1]}; the last rung is the full budget: "
+                "drop train_steps or make them equal",
+            )
+        budget = self.budget.model_copy(update={"train_steps": fidelity.rungs[-1]})
+        return self.model_copy(update={"budget": budget, "pruner": "none"})
 
     @property
     def resolved_study_name(self) -> str:

@@ -225,6 +225,23 @@ class MlflowMirror:
             return
         self._safe(f"log trial {number}'s loss", lambda: self._connect().log_metric(run_id, "loss", loss, step=step))
 
+    def log_rung(self, number: int, index: int, steps: int, scores: dict[str, float]) -> None:
+        """A rung's scores: each as ``rung<k>.<name>`` (one metric per rung, to compare trials at a
+        rung) and in the ``<name>`` series at step = the rung's training steps."""
+        run_id = self._trial_runs.get(number)
+        if run_id is None:
+            return
+
+        def log():
+            from mlflow.entities import Metric
+
+            now = int(time.time() * 1000)
+            metrics = [Metric(mlflow_key(f"rung{index + 1}.{k}"), float(v), now, 0) for k, v in scores.items() if v is not None]
+            metrics += [Metric(mlflow_key(k), float(v), now, int(steps)) for k, v in scores.items() if v is not None]
+            self._connect().log_batch(run_id, metrics=metrics)
+
+        self._safe(f"log trial {number}'s rung {index + 1}", log)
+
     def finish_trial(self, frozen_trial) -> None:
         """Log a finished trial from what the Optuna storage holds, and close its run."""
         self._safe(f"log trial {frozen_trial.number}", lambda: self._write_trial(frozen_trial))

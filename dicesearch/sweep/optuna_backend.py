@@ -11,6 +11,7 @@ Re-running the same command resumes the study.
 
 from __future__ import annotations
 
+import shutil
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -21,7 +22,8 @@ from dicesearch.errors import SpecError
 from dicesearch.provenance import recorded_spec_yaml
 from dicesearch.sweep import gate
 from dicesearch.sweep.locations import SweepLocations
-from dicesearch.sweep.record import ATTR_RETRY_OF, ATTR_WORKER, STATUS_SURPLUS
+from dicesearch.sweep.fidelity import goes_on, stop_reason
+from dicesearch.sweep.record import ATTR_RETRY_OF, ATTR_RUNGS, ATTR_WORKER, STATUS_SURPLUS
 from dicesearch.sweep.search_space import SearchSpace
 from dicesearch.sweep.session import SweepResult, SweepSession, sweep_params
 from dicesearch.sweep.studies import make_pruner, make_sampler, this_worker
@@ -109,17 +111,70 @@ class OptunaSweep:
         if assessment.rejection:
             self.session.record(number, TrialOutcome(status="rejected", reason=assessment.rejection, metrics=assessment.metrics))
             return
-        # counted above unless counting failed there
-        request = settings.request(spec_yaml, self.locations.trial_dir(number), count_static=not assessment.metrics.get("params"))
         self.session.announce(number, values)
         single = len(self.session.directions) == 1
+        rung_run = _RungRun(self, trial) if self.space.config.fidelity else None
 
         def on_report(step: int, loss: float) -> bool:
             self.mirror.log_loss(number, step, loss)
-            if not single:
+            self.session.progress.step(number, step, loss)
+            if not single or rung_run is not None:  # rungs stop trials on their scores, not the loss
                 return False
             trial.report(loss, step)
             return trial.should_prune()
 
-        outcome = run_trial(request, on_report, time_limit_s=settings.time_limit_s)
+        # counted above unless counting failed there
+        count_static = not assessment.metrics.get("params")
+        if rung_run is None:
+            request = settings.request(spec_yaml, self.locations.trial_dir(number), count_static=count_static)
+            outcome = run_trial(request, on_report, time_limit_s=settings.time_limit_s)
+        else:
+            request = settings.request(spec_yaml, self.locations.trial_dir(number), count_static, rung_run.run_dir, rung_run.start_rung)
+            outcome = rung_run.finished(run_trial(request, on_report, time_limit_s=settings.time_limit_s, on_rung=rung_run.on_rung))
         self.session.record(number, outcome.with_metrics(assessment.metrics))
+
+
+class _RungRun:
+    """One trial under multi-fidelity: where its rung checkpoints are, which rung it starts at
+    (a retry of an interrupted trial continues from that trial's last rung checkpoint), and
+    the rule applied at each rung (:mod:`dicesearch.sweep.fidelity`)."""
+
+    def __init__(self, sweep: OptunaSweep, trial: optuna.trial.Trial):
+        self.session, self.number = sweep.session, trial.number
+        self.fidelity = sweep.space.config.fidelity
+        self.key, self.direction = sweep.session.metric_keys[0], sweep.session.directions[0]
+        self.run_dir = sweep.locations.trial_dir(trial.number) / "run"
+        self.start_rung, self.stopped = 0, ""
+        retry_of = trial.user_attrs.get(ATTR_RETRY_OF)
+        earlier = sweep.session.study.trial(retry_of) if retry_of is not None else None
+        earlier_run = sweep.locations.trial_dir(retry_of) / "run" if retry_of is not None else None
+        if earlier is not None and earlier.intermediate_values and earlier_run.is_dir():
+            rungs = list(self.fidelity.rungs)
+            done = [step for step in rungs if step in earlier.intermediate_values]
+            self.run_dir, self.start_rung = earlier_run, min(len(done), len(rungs) - 1)
+            for step in done[: self.start_rung]:  # the scores it already has, as this trial's own
+                self.session.study.report(self.number, earlier.intermediate_values[step], step)
+            self.session.study.set_attrs(self.number, {ATTR_RUNGS: earlier.user_attrs.get(ATTR_RUNGS, [])[: self.start_rung]})
+            sweep.console.print(f"trial {self.number}: continues trial {retry_of} from its checkpoint at rung {self.start_rung} ({rungs[self.start_rung - 1]} steps)" if self.start_rung else f"trial {self.number}: runs trial {retry_of} again", highlight=False)
+
+    def on_rung(self, index: int, steps: int, metrics: dict) -> bool:
+        rungs = len(self.fidelity.rungs)
+        score = self.session.record_rung(self.number, index, steps, metrics, rungs)
+        if index + 1 == rungs:
+            return True
+        if score is None:
+            self.stopped = f"failed: no {self.key} at rung {index + 1} ({steps} steps)"
+            return False
+        scores = self.session.study.scores_at(steps)
+        if goes_on(score, scores, self.fidelity.keep, self.direction):
+            return True
+        self.stopped = stop_reason(index, steps, self.key, score, len(scores), self.fidelity.keep)
+        return False
+
+    def finished(self, outcome: TrialOutcome) -> TrialOutcome:
+        """The outcome as recorded: stopped at a rung it is pruned there, with that rung's scores."""
+        shutil.rmtree(self.run_dir, ignore_errors=True)  # the trial never continues: its checkpoints are spent
+        if outcome.status == "complete" and self.stopped:
+            status = "failed" if self.stopped.startswith("failed") else "pruned"
+            return outcome.model_copy(update={"status": status, "reason": self.stopped})
+        return outcome

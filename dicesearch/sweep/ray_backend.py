@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
 
 import optuna
 from ray import tune
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search.optuna import OptunaSearch
 from rich.console import Console
 
@@ -37,9 +39,10 @@ from dicesearch.errors import SpecError
 from dicesearch.files import inside
 from dicesearch.provenance import recorded_spec_yaml
 from dicesearch.sweep import ray_cluster
+from dicesearch.sweep.fidelity import goes_on
 from dicesearch.sweep.locations import SweepLocations
 from dicesearch.sweep.ray_results import RayResults, ResultsRecorder
-from dicesearch.sweep.ray_trial import KEY, SampledConfig, TrialReport, run_ray_trial
+from dicesearch.sweep.ray_trial import KEY, SampledConfig, TrialReport, rung_root, run_ray_trial
 from dicesearch.sweep.record import is_failure
 from dicesearch.sweep.search_space import SearchSpace
 from dicesearch.sweep.session import SweepResult, SweepSession, sweep_params
@@ -165,12 +168,16 @@ class RaySweep:
     def _trainable(self):
         settings = TrialSettings.for_sweep(self.config, self.device, threads=max(1, int(self.config.cpus_per_trial)))
         resources = {"cpu": self.config.cpus_per_trial, "gpu": self.config.gpus_per_trial}
-        return tune.with_resources(tune.with_parameters(run_ray_trial, settings=settings), resources)
+        run_root = str(rung_root(self.locations.out_dir, self.name)) if self.config.fidelity else None
+        return tune.with_resources(tune.with_parameters(run_ray_trial, settings=settings, run_root=run_root), resources)
 
     def _scheduler(self):
-        """ASHA on the training loss; none for ``pruner: none`` or several objectives (as Optuna)."""
+        """The rung rule with fidelity rungs; else ASHA on the training loss; none for ``pruner: none``
+        or several objectives (as Optuna)."""
         from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
+        if self.config.fidelity:
+            return RungScheduler(self.config.fidelity.keep, self.session.directions[0], self.session.metric_keys[0], len(self.config.fidelity.rungs))
         budget = self.config.budget
         steps = budget.train_steps * self.config.replicates  # replicate r reports as r * train_steps + step
         grace = max(budget.report_every, steps // 3)  # as the Optuna backend's median pruner warms up
@@ -222,11 +229,11 @@ class _Sampler:
             self._space = load_search_space(self.space_source)
             name = self._space.config.resolved_study_name
             self._study = SweepStudy.open(name, self.locations.storage_url, self.directions, self.seed)
-        distributions = _all_distributions(trial)
         try:
             spec, values = self._space.sample(trial)
         except SpecError as exc:
-            return {KEY: SampledConfig(invalid=f"invalid configuration: {exc}", distributions=distributions).model_dump()}
+            return {KEY: SampledConfig(invalid=f"invalid configuration: {exc}", distributions=_all_distributions(trial)).model_dump()}
+        distributions = _all_distributions(trial)  # what was sampled (define-by-run: known only now)
         spec_yaml = recorded_spec_yaml(spec, self._space.registry)  # with the plugins' distributions and versions
         earlier = self._study.identical(values)
         if earlier is not None:
@@ -258,20 +265,46 @@ class _Searcher(OptunaSearch):
         super().on_trial_complete(trial_id, result, error=error or (outcome is not None and is_failure(outcome.status)))
 
 
+class RungScheduler(FIFOScheduler):
+    """Stops a Ray trial at a rung whose score does not go on (:func:`dicesearch.sweep.fidelity.goes_on`),
+    from the rung scores of every trial it has seen: the Optuna backend's rule, on the same scores."""
+
+    def __init__(self, keep: float, direction: str, key: str, rungs: int):
+        super().__init__()
+        self.keep, self.direction, self.key, self.rungs = keep, direction, key, rungs
+        self.scores: dict[int, dict[str, float]] = {}  # rung steps -> Ray trial id -> score
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        """``result`` is flattened by Tune: the rung comes as rung_index, rung_steps, rung_score."""
+        if result.get("rung_index") is None or int(result["rung_index"]) + 1 == self.rungs:
+            return TrialScheduler.CONTINUE
+        score = result.get("rung_score")
+        if not isinstance(score, (int, float)) or not math.isfinite(score):
+            return TrialScheduler.STOP
+        at_rung = self.scores.setdefault(int(result["rung_steps"]), {})
+        at_rung[trial.trial_id] = float(score)
+        return TrialScheduler.CONTINUE if goes_on(float(score), list(at_rung.values()), self.keep, self.direction) else TrialScheduler.STOP
+
+
 def _trial_dirname(trial) -> str:
     return f"trial_{trial.trial_id}"
 
 
 @contextlib.contextmanager
 def _tune_environment():
-    """Two Tune settings that only exist as environment variables, read when ``fit`` starts.
+    """Tune settings that only exist as environment variables, read when ``fit`` starts.
 
     ``RAY_AIR_NEW_OUTPUT=0``: Tune's newer console output prints an experiment banner even
     at verbose=0; the sweep prints its own trial lines. ``TUNE_GLOBAL_CHECKPOINT_S``: Tune
     snapshots the experiment at most every 10 s by default; a trial that ends in that window
     before a kill runs again on resume (its first result is kept), so snapshot more often.
     """
-    settings = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_GLOBAL_CHECKPOINT_S": os.environ.get("TUNE_GLOBAL_CHECKPOINT_S", "2")}
+    settings = {
+        "RAY_AIR_NEW_OUTPUT": "0",
+        "TUNE_GLOBAL_CHECKPOINT_S": os.environ.get("TUNE_GLOBAL_CHECKPOINT_S", "2"),
+        # recording a rung (the study, MLflow) takes a fraction of a second: not a bottleneck worth a warning
+        "TUNE_WARN_THRESHOLD_S": os.environ.get("TUNE_WARN_THRESHOLD_S", "5"),
+    }
     previous = {name: os.environ.get(name) for name in settings}
     os.environ.update(settings)
     try:

@@ -16,6 +16,7 @@ session on first use, in whichever process Tune runs it.
 
 from __future__ import annotations
 
+import math
 import re
 import shutil
 import threading
@@ -28,13 +29,15 @@ from optuna.trial import TrialState
 from ray import tune
 from rich.console import Console
 
+from dicesearch.sweep.fidelity import stop_reason
 from dicesearch.sweep.locations import SweepLocations
-from dicesearch.sweep.ray_trial import SampledConfig, TrialReport
+from dicesearch.sweep.ray_trial import SampledConfig, TrialReport, rung_root
 from dicesearch.sweep.record import (
     ATTR_DUPLICATE_OF,
     ATTR_PARAMS,
     ATTR_RAY_TRIAL,
     ATTR_RETRY_OF,
+    ATTR_RUNGS,
     ATTR_SPEC,
     ATTR_STATUS,
     ATTR_WORKER,
@@ -90,6 +93,9 @@ class RayResults:
                 user_attrs[ATTR_RETRY_OF] = retried.number
             if sampled.duplicate_of is not None:
                 user_attrs[ATTR_DUPLICATE_OF] = sampled.duplicate_of
+                earlier = self.study.trial(sampled.duplicate_of).user_attrs
+                if ATTR_RUNGS in earlier:
+                    user_attrs[ATTR_RUNGS] = earlier[ATTR_RUNGS]
             distributions = {k: optuna.distributions.json_to_distribution(v) for k, v in sampled.distributions.items()}
             self.study.study.add_trial(
                 optuna.trial.create_trial(state=TrialState.RUNNING, params=values, distributions=distributions, user_attrs=user_attrs)
@@ -116,13 +122,19 @@ class RayResults:
         )
 
     def progress(self, trial, result: dict) -> None:
-        if TrialReport.of(result).outcome is not None or "step" not in result:
+        report = TrialReport.of(result)
+        number = self._numbers.get(trial.trial_id)
+        if report.rung is not None and number is not None and trial.trial_id not in self._kept:
+            total = len(self.session.config.fidelity.rungs) if self.session.config.fidelity else report.rung.index + 1
+            self.session.record_rung(number, report.rung.index, report.rung.steps, dict(report.rung.metrics), total)
+            return
+        if report.outcome is not None or "step" not in result:
             return
         step, loss = int(result["step"]), float(result["loss"])
         self._curves.setdefault(trial.trial_id, []).append([step, loss])
-        number = self._numbers.get(trial.trial_id)
         if number is not None and trial.trial_id not in self._kept:
             self.session.mirror.log_loss(number, step, loss)
+            self.session.progress.step(number, step, loss)
 
     def completed(self, trial) -> None:
         """Ray trial ``trial`` ended: its final report's outcome, or pruned by ASHA between reports."""
@@ -135,11 +147,22 @@ class RayResults:
             outcome = report.outcome
             if outcome.status == "complete":
                 outcome = outcome.model_copy(update={"samples_png": self._fetch_samples(trial)})
+        elif report.rung is not None:  # stopped at a rung by the rung scheduler: pruned there, with its scores
+            rung, key, keep = report.rung, self.session.metric_keys[0], self.session.config.fidelity.keep
+            n = len(self.study.scores_at(rung.steps))
+            reason = stop_reason(rung.index, rung.steps, key, float(rung.metrics.get(key) or math.nan), n, keep)
+            curve = [tuple(p) for p in self._curves.get(trial.trial_id, [])]
+            outcome = TrialOutcome(status="pruned", reason=reason, metrics={**report.metrics, **rung.metrics}, loss_curve=curve)
         else:  # stopped between two progress reports: ASHA decided it is not worth finishing
             step = (trial.last_result or {}).get("step", 0)
             curve = [tuple(p) for p in self._curves.get(trial.trial_id, [])]
             outcome = TrialOutcome(status="pruned", reason=f"pruned by ASHA at step {step}", metrics=report.metrics, loss_curve=curve)
         self.session.record(self._numbers[trial.trial_id], outcome)
+        self._spent(trial)
+
+    def _spent(self, trial) -> None:
+        """A finished trial never continues: its rung checkpoints go."""
+        shutil.rmtree(rung_root(self.session.locations.out_dir, self.session.name) / trial.trial_id, ignore_errors=True)
 
     def errored(self, trial) -> None:
         """A Ray-level failure: the trainable raised outside the trial process, or its worker died."""
@@ -154,6 +177,7 @@ class RayResults:
         metrics = TrialReport.of(trial.last_result).metrics
         outcome = TrialOutcome(status=status, reason=reason, metrics=metrics, loss_curve=curve, traceback=text or None)
         self.session.record(self._numbers[trial.trial_id], outcome)
+        self._spent(trial)
 
     def catch_up(self, grid) -> None:
         """Record Ray trials that ended without the callback recording them (its failures)."""
@@ -165,7 +189,10 @@ class RayResults:
         for result in grid:
             trial_id = (result.metrics or {}).get("trial_id")
             if trial_id is not None and trial_id not in recorded and TrialReport.of(result.metrics).outcome is not None:
-                self.completed(_EndedTrial(trial_id, result))
+                try:
+                    self.completed(_EndedTrial(trial_id, result))
+                except Exception as exc:  # recording never stops a sweep; the next run reconciles
+                    warnings.warn(f"could not record Ray trial {trial_id} ({type(exc).__name__}: {exc})", stacklevel=2)
 
     def _fetch_samples(self, trial) -> str | None:
         """Copy the sample grid from the trial's checkpoint to ``<out>/trial-<n>/samples.png``."""

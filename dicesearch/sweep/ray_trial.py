@@ -47,12 +47,24 @@ class SampledConfig(BaseModel):
         return {k: v for k, v in config.items() if k != KEY}
 
 
+class RungReport(BaseModel):
+    """A multi-fidelity trial's scores at one rung."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    index: int
+    steps: int
+    metrics: dict[str, float | None]
+
+
 class TrialReport(BaseModel):
-    """What every result of a trial carries: the gate's metrics; the final one its outcome."""
+    """What every result of a trial carries: the gate's metrics; a rung's result its scores;
+    the final one its outcome."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     metrics: dict[str, float | None] = {}
+    rung: RungReport | None = None
     outcome: TrialOutcome | None = None  # set in the trial's last result only
 
     @classmethod
@@ -60,8 +72,26 @@ class TrialReport(BaseModel):
         return cls.model_validate((result or {}).get(KEY) or {})
 
 
-def run_ray_trial(config: dict[str, Any], settings: TrialSettings) -> None:
-    """Gate, train and score one configuration; the last result reported is its outcome."""
+def rung_root(out_dir: Path, study_name: str) -> Path:
+    """Where a Ray sweep keeps its trials' rung checkpoints, one folder per Ray trial id."""
+    return Path(out_dir) / "ray" / study_name / "rung-checkpoints"
+
+
+def rung_checkpoint_step(run_dir: Path) -> int | None:
+    """The training step of the newest rung checkpoint in ``run_dir`` (replicate 0's), if any."""
+    from dicesearch.train.rundir import RunDir
+
+    checkpoint = RunDir(run_dir / "r0").latest_checkpoint() if (run_dir / "r0").is_dir() else None
+    return int(checkpoint.stem.split("-")[-1]) if checkpoint is not None else None
+
+
+def run_ray_trial(config: dict[str, Any], settings: TrialSettings, run_root: str | None = None) -> None:
+    """Gate, train and score one configuration; the last result reported is its outcome.
+
+    With rungs, each rung's scores are a result of their own (the driver's scheduler stops the
+    trial there if they do not go on), and the rung checkpoints live in ``run_root/<trial id>``:
+    a trial Ray runs again after the sweep was killed continues from its last one.
+    """
     sampled = SampledConfig.of(config)
     keys = settings.metric_keys
     blank = dict.fromkeys(keys)  # Tune wants the searcher's metrics in every result
@@ -93,7 +123,23 @@ def run_ray_trial(config: dict[str, Any], settings: TrialSettings) -> None:
         tune.report({**blank, "loss": loss, "step": step, KEY: TrialReport(metrics=assessment.metrics).model_dump()})
         return False  # ASHA stops a trial by ending its Ray task, not by answering here
 
+    def rung(index: int, steps: int, metrics: dict) -> bool:
+        report = TrialReport(metrics=assessment.metrics, rung=RungReport(index=index, steps=steps, metrics=metrics))
+        score = metrics.get(keys[0])
+        # top level too: Tune hands schedulers the result flattened
+        flat = {"rung_index": index, "rung_steps": steps, "rung_score": score}
+        tune.report({**blank, "loss": last_loss[0], **flat, KEY: report.model_dump()})
+        return True  # the driver's rung scheduler stops the trial by ending its Ray task
+
+    run_dir, start_rung = None, 0
+    if settings.rungs and run_root:
+        run_dir = Path(run_root) / tune.get_context().get_trial_id()
+        done = rung_checkpoint_step(run_dir)
+        start_rung = list(settings.rungs).index(done) if done in settings.rungs else 0  # re-scores that rung, then goes on
     with tempfile.TemporaryDirectory(prefix="dicesearch-trial-") as workdir:
-        request = settings.request(sampled.spec_yaml, Path(workdir), count_static=not assessment.metrics.get("params"))
-        outcome = run_trial(request, progress, time_limit_s=settings.time_limit_s)
+        if settings.rungs and run_dir is None:
+            run_dir = Path(workdir) / "run"
+        count_static = not assessment.metrics.get("params")
+        request = settings.request(sampled.spec_yaml, Path(workdir), count_static, run_dir=run_dir, start_rung=start_rung)
+        outcome = run_trial(request, progress, time_limit_s=settings.time_limit_s, on_rung=rung)
         finish(outcome.with_metrics(assessment.metrics), assessment.metrics)

@@ -42,6 +42,7 @@ ATTR_WORKER = "worker"  # "<host>:<pid>" of the sweep process running the trial
 ATTR_RETRY_OF = "retry_of"  # the interrupted trial this one runs again
 ATTR_RAY_TRIAL = "ray_trial_id"  # the Ray Tune trial a results-study trial records (Ray backend)
 ATTR_DUPLICATE_OF = "duplicate_of"  # an identical configuration's trial whose result this one reuses
+ATTR_RUNGS = "rungs"  # multi-fidelity: [{"rung": k, "steps": s, <score>: value, ...}] for every rung scored
 
 Status = Literal["complete", "pruned", "rejected", "invalid", "failed", "timeout", "crashed", "interrupted", "surplus"]
 
@@ -72,6 +73,7 @@ __all__ = [
     "MIN_VIOLATION",
     "ATTR_CURVE",
     "ATTR_DUPLICATE_OF",
+    "ATTR_RUNGS",
     "ATTR_METRICS",
     "ATTR_PARAMS",
     "ATTR_RAY_TRIAL",

@@ -10,7 +10,7 @@ from rich import box
 from rich.table import Table
 
 from dicesearch.sweep.ranking import Score, tied
-from dicesearch.sweep.record import ATTR_DUPLICATE_OF, ATTR_METRICS, ATTR_REASON, ATTR_STATUS, STATUS_SURPLUS
+from dicesearch.sweep.record import ATTR_DUPLICATE_OF, ATTR_METRICS, ATTR_REASON, ATTR_RUNGS, ATTR_STATUS, STATUS_SURPLUS
 
 TIE_MARK = "≈"
 
@@ -20,13 +20,28 @@ def is_scored(trial) -> bool:
     return trial.state == TrialState.COMPLETE and trial.user_attrs.get(ATTR_STATUS, "complete") == "complete"
 
 
+def rung_reached(trial) -> int | None:
+    """The index of the last rung a multi-fidelity trial was scored at (None: no rungs)."""
+    rungs = trial.user_attrs.get(ATTR_RUNGS)
+    return max(r["rung"] for r in rungs) if rungs else None
+
+
+def _stopped_at_rung(trial) -> bool:
+    return trial.state == TrialState.PRUNED and rung_reached(trial) is not None and bool(trial.intermediate_values)
+
+
 def ranked_trials(study: optuna.Study) -> list:
-    """Scored trials best first (by the first objective), then the others by number."""
+    """Scored trials best first: the furthest rung first, then by the first objective; then the
+    others by number. (A rung's scores only compare with scores at the same rung.)"""
     trials = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(ATTR_STATUS) != STATUS_SURPLUS]
-    done = [t for t in trials if is_scored(t)]
     sign = 1 if study.directions[0] == optuna.study.StudyDirection.MINIMIZE else -1
-    done.sort(key=lambda t: (sign * t.values[0], t.number))
-    rest = sorted((t for t in trials if not is_scored(t)), key=lambda t: t.number)
+
+    def value(t) -> float:
+        return t.values[0] if is_scored(t) else t.intermediate_values[max(t.intermediate_values)]
+
+    done = [t for t in trials if is_scored(t) or _stopped_at_rung(t)]
+    done.sort(key=lambda t: (-(rung_reached(t) or 0), not is_scored(t), sign * value(t), t.number))
+    rest = sorted((t for t in trials if t not in done), key=lambda t: t.number)
     return done + rest
 
 
@@ -67,7 +82,8 @@ def failure_summary(study: optuna.Study) -> str | None:
     return f"no trial of study '{study.study_name}' completed: {', '.join(parts)}"
 
 
-def ranked_table(study: optuna.Study, metric_keys: list[str], limit: int = 30) -> Table:
+def ranked_table(study: optuna.Study, metric_keys: list[str], limit: int = 30, rungs: int | None = None) -> Table:
+    """The trials ranked (``ranked_trials``); with ``rungs`` (multi-fidelity) a column says the rung each reached."""
     pareto = {t.number for t in study.best_trials} if any(is_scored(t) for t in study.get_trials(deepcopy=False)) else set()
     ties = tied_with_best(study, metric_keys[0])
     table = Table(
@@ -79,14 +95,15 @@ def ranked_table(study: optuna.Study, metric_keys: list[str], limit: int = 30) -
         caption_justify="left",
         box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, padding=(0, 1),
     )  # fmt: skip
-    for column in ("#", "trial", "status", *metric_keys, TIE_MARK, "Mparams", "GMACs", "GiB", "s"):
+    rung_column = ("rung",) if rungs else ()
+    for column in ("#", "trial", "status", *rung_column, *metric_keys, TIE_MARK, "Mparams", "GMACs", "GiB", "s"):
         table.add_column(column, no_wrap=True)
     table.add_column("parameters / reason", overflow="fold", min_width=20, ratio=1)  # takes what width is left
     rank = 0
     for trial in ranked_trials(study)[:limit]:
         metrics = trial.user_attrs.get(ATTR_METRICS, {})
         status = trial.user_attrs.get(ATTR_STATUS, trial.state.name.lower())
-        scored = is_scored(trial)
+        scored = is_scored(trial) or _stopped_at_rung(trial)
         rank += scored
         marker = " *" if trial.number in pareto and len(metric_keys) > 1 else ""
         detail = trial.user_attrs.get(ATTR_REASON) or ", ".join(f"{k}={_fmt(v)}" for k, v in trial.params.items())
@@ -97,6 +114,7 @@ def ranked_table(study: optuna.Study, metric_keys: list[str], limit: int = 30) -
             str(rank) if scored else "-",
             f"{trial.number}{marker}",
             status,
+            *([f"{rung_reached(trial) + 1}/{rungs}" if rung_reached(trial) is not None else "-"] if rungs else []),
             *[score.text() if score else "-" for score in scores],
             TIE_MARK if trial.number in ties else "",
             _fmt(metrics.get("params", 0) / 1e6 if metrics.get("params") else None),

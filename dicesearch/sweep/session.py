@@ -9,6 +9,7 @@ ran it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,9 @@ from rich.console import Console
 
 from dicesearch.sweep.locations import SweepLocations
 from dicesearch.sweep.mlflow_mirror import MlflowMirror
-from dicesearch.sweep.record import ATTR_DUPLICATE_OF, ATTR_PARAMS, ATTR_SPEC, ATTR_WORKER
+from dicesearch.sweep.progress import TrialProgress
+from dicesearch.sweep.ranking import Score
+from dicesearch.sweep.record import ATTR_DUPLICATE_OF, ATTR_PARAMS, ATTR_RUNGS, ATTR_SPEC, ATTR_WORKER
 from dicesearch.sweep.search_space import SearchSpace
 from dicesearch.sweep.studies import SweepStudy, this_worker
 from dicesearch.sweep.trial import TrialOutcome, describe_values, outcome_of, record_outcome
@@ -48,6 +51,9 @@ def sweep_params(config) -> dict[str, Any]:
     }
 
 
+SCORE_PREFIXES = ("fid", "kid", "sfid", "precision", "recall", "is")  # metrics a rung keeps: the scores and their spreads
+
+
 class SweepSession:
     """One sweep process's view of a sweep: its study, MLflow mirror and console."""
 
@@ -62,6 +68,8 @@ class SweepSession:
         self.mirror = MlflowMirror(locations.tracking_uri, self.name, space.source)
         self.study: SweepStudy | None = None
         self.ran = 0
+        rungs = self.config.fidelity.rungs if self.config.fidelity else None
+        self.progress = TrialProgress(self.console, self.config.budget.train_steps, self.config.replicates, rungs)
 
     # -- the sweep ----------------------------------------------------------------------------
 
@@ -94,10 +102,12 @@ class SweepSession:
 
     def stopped(self, status: str) -> None:
         """The sweep ends early (Ctrl-C, an error): bring MLflow in line and close the parent run."""
+        self.progress.close()
         self.reconcile()
         self.mirror.end_sweep(status)
 
     def finish(self, result: SweepResult) -> SweepResult:
+        self.progress.close()
         self.reconcile()
         result.ran = self.ran
         result.mlflow_failures = self.mirror.failures
@@ -111,10 +121,13 @@ class SweepSession:
         self.mirror.start_trial(number, values, summary, spec_yaml)
 
     def announce(self, number: int, values: dict[str, Any]) -> None:
+        """Say that trial ``number`` starts training, and show its live line from now on."""
         self.console.print(f"trial {number}: {describe_values(values)}", highlight=False)
+        self.progress.start(number)
 
     def record(self, number: int, outcome: TrialOutcome) -> TrialOutcome | None:
         """Record, mirror and print how trial ``number`` ended (None: it already had)."""
+        self.progress.end(number)
         recorded = record_outcome(
             self.study, self.mirror, number, outcome, self.metric_keys, self.directions, self.config.memory.budget_gb
         )
@@ -128,6 +141,22 @@ class SweepSession:
             self._warn(number, recorded.reason)
         return recorded
 
+    def record_rung(self, number: int, index: int, steps: int, metrics: dict[str, float], rungs: int) -> float | None:
+        """Trial ``number`` was scored at rung ``index`` (``steps`` training steps): keep its scores
+        (an Optuna intermediate value, the trial's record, MLflow) and return the objective's."""
+        key = self.metric_keys[0]
+        score = metrics.get(key)
+        kept = {k: v for k, v in metrics.items() if k.split("_")[0] in SCORE_PREFIXES}
+        earlier = self.study.trial(number).user_attrs.get(ATTR_RUNGS, [])
+        self.study.set_attrs(number, {ATTR_RUNGS: [*earlier, {"rung": index, "steps": steps, **kept}]})
+        if isinstance(score, (int, float)) and math.isfinite(score):
+            self.study.report(number, float(score), steps)
+        self.mirror.log_rung(number, index, steps, kept)
+        self.progress.scored(number, metrics)
+        shown = Score.of(metrics, key)
+        self.console.print(f"trial {number}: rung {index + 1}/{rungs} ({steps} steps): {key} {shown.text() if shown else '-'}", highlight=False)
+        return score if isinstance(score, (int, float)) and math.isfinite(score) else None
+
     def reuse(self, number: int, values: dict[str, Any], spec_yaml: str, summary: dict[str, Any]) -> bool:
         """If a finished trial had exactly ``values``, record its result as trial ``number``'s
         (identical configurations are not trained twice; the sampler sees the result again)."""
@@ -135,7 +164,7 @@ class SweepSession:
         if earlier is None:
             return False
         self.begin_trial(number, values, spec_yaml, summary)
-        self.study.set_attrs(number, {ATTR_DUPLICATE_OF: earlier.number})
+        self.study.set_attrs(number, {ATTR_DUPLICATE_OF: earlier.number, **({ATTR_RUNGS: earlier.user_attrs[ATTR_RUNGS]} if ATTR_RUNGS in earlier.user_attrs else {})})
         self.console.print(f"trial {number}: the same configuration as trial {earlier.number}; its result is reused, not retrained", highlight=False)
         self.record(number, outcome_of(earlier))
         return True

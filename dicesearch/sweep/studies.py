@@ -201,6 +201,10 @@ class SweepStudy:
         else:
             self.study.tell(number, state=state_for(status))
 
+    def report(self, number: int, value: float, step: int) -> None:
+        """An intermediate value of a running trial (a rung's score at ``step`` training steps)."""
+        self.storage.set_trial_intermediate_value(self._trial_id(number), step, value)
+
     def _trial_id(self, number: int) -> int:
         return self.storage.get_trial_id_from_study_id_trial_number(self._study_id, number)
 
@@ -222,6 +226,15 @@ class SweepStudy:
             if trial.number != number and trial.params == dict(values) and trial.user_attrs.get(ATTR_STATUS) in REUSABLE:
                 return trial
         return None
+
+    def scores_at(self, step: int) -> list[float]:
+        """Every counted or running trial's intermediate value at ``step`` (a rung's scores)."""
+        live = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
+        return [
+            t.intermediate_values[step]
+            for t in self.trials(live)
+            if step in t.intermediate_values and t.user_attrs.get(ATTR_STATUS) not in NOT_COUNTED
+        ]
 
     def running(self) -> list[FrozenTrial]:
         return self.trials((TrialState.RUNNING,))

@@ -56,6 +56,9 @@ class TrialRequest(_Frozen):
     threads: int | None = None  # torch intra-op threads; None: torch's default
     count_static: bool = True  # count params and multiply-adds (False: the gate already did)
     replicates: int = 1  # seeds seed .. seed + replicates - 1; the scores are their means
+    rungs: tuple[int, ...] | None = None  # multi-fidelity: training steps at which to score and ask
+    run_dir: Path | None = None  # the rung checkpoints (needed with rungs)
+    start_rung: int = 0  # > 0: continue an interrupted trial from the checkpoint of rung start_rung - 1
 
     def spec(self):
         import yaml
@@ -74,6 +77,7 @@ class TrialSettings(_Frozen):
     memory_batch: int  # the batch the memory budget is checked at
     seed: int
     replicates: int = 1
+    rungs: tuple[int, ...] | None = None
     device: str = "auto"
     threads: int | None = None
     time_limit_s: float | None = None
@@ -88,16 +92,18 @@ class TrialSettings(_Frozen):
             memory_batch=config.memory_batch,
             seed=config.seed,
             replicates=config.replicates,
+            rungs=config.fidelity.rungs if config.fidelity else None,
             device=device,
             threads=threads,
             time_limit_s=config.trial_time_limit_s,
             metric_keys=tuple(config.metric_keys),
         )
 
-    def request(self, spec_yaml: str, workdir: Path | None, count_static: bool = True) -> TrialRequest:
+    def request(self, spec_yaml: str, workdir: Path | None, count_static: bool = True, run_dir: Path | None = None, start_rung: int = 0) -> TrialRequest:
         return TrialRequest(
             spec_yaml=spec_yaml, data=self.data, budget=self.budget, seed=self.seed, workdir=workdir,
             device=self.device, threads=self.threads, count_static=count_static, replicates=self.replicates,
+            rungs=self.rungs, run_dir=run_dir if self.rungs else None, start_rung=start_rung,
         )  # fmt: skip
 
 

@@ -1,9 +1,9 @@
 """Run one trial in a child process, so one trial's crash, OOM or hang cannot touch the next.
 
 The parent sends a :class:`~dicesearch.sweep.trial.TrialRequest`; the child runs
-:func:`dicesearch.objective.evaluate` and streams ``(step, loss)`` progress back. For each
-progress message the parent answers whether to continue or prune (Optuna's pruner lives
-in the parent, next to the storage). The parent enforces the wall-clock limit by
+:func:`dicesearch.objective.evaluate` and streams ``(step, loss)`` progress back, and with
+rungs each rung's scores. For each progress or rung message the parent answers whether to
+go on (Optuna's pruner and the rung rule live in the parent, next to the storage). The parent enforces the wall-clock limit by
 terminating the child. The outcome is always one of: complete, pruned, failed (with the
 error), timeout, or crashed (the process died without a word, e.g. killed by the kernel).
 """
@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dicesearch.sweep.trial import TrialOutcome, TrialRequest
 
 CONTINUE, PRUNE = "continue", "prune"
+RungCallback = Callable[[int, int, dict], bool]  # (rung index, steps, metrics) -> go on?
 
 
 class _PruneRequested(Exception):
@@ -40,8 +41,8 @@ def _classify(exc: BaseException) -> str:
 
 
 def _child(conn, request: TrialRequest) -> None:
-    """Entry point of the trial process: ("report", step, loss)*, then ("result", Evaluation),
-    ("pruned", step) or ("failed", kind, reason, traceback)."""
+    """Entry point of the trial process: ("report", step, loss)* and ("rung", index, steps,
+    metrics)*, then ("result", Evaluation), ("pruned", step) or ("failed", kind, reason, traceback)."""
     try:
         import warnings
 
@@ -59,9 +60,14 @@ def _child(conn, request: TrialRequest) -> None:
             if conn.recv() == PRUNE:
                 raise _PruneRequested(step)
 
+        def rung(index: int, steps: int, metrics: dict) -> bool:
+            conn.send(("rung", index, steps, metrics))
+            return conn.recv() == CONTINUE
+
         evaluation = evaluate(
             request.spec(), request.data, request.budget, seed=request.seed, workdir=request.workdir, device=request.device,
             on_progress=progress, count_static=request.count_static, replicates=request.replicates,
+            rungs=request.rungs, run_dir=request.run_dir, start_rung=request.start_rung, on_rung=rung,
         )  # fmt: skip
         conn.send(("result", evaluation))
     except _PruneRequested as exc:
@@ -78,8 +84,10 @@ def run_trial(
     on_report: Callable[[int, float], bool],
     time_limit_s: float | None = None,
     poll_s: float = 0.2,
+    on_rung: RungCallback | None = None,
 ) -> TrialOutcome:
-    """Run ``request`` in a fresh process; ``on_report(step, loss)`` returns True to prune."""
+    """Run ``request`` in a fresh process; ``on_report(step, loss)`` returns True to prune,
+    ``on_rung(index, steps, metrics)`` False to stop at that rung (default: go on)."""
     ctx = multiprocessing.get_context("spawn")
     parent_conn, child_conn = ctx.Pipe()
     process = ctx.Process(target=_child, args=(child_conn, request), daemon=True)
@@ -107,6 +115,10 @@ def run_trial(
                     _, step, loss = message
                     curve.append((step, loss))
                     parent_conn.send(PRUNE if on_report(step, loss) else CONTINUE)
+                    continue
+                if kind == "rung":
+                    _, index, steps, metrics = message
+                    parent_conn.send(CONTINUE if on_rung is None or on_rung(index, steps, metrics) else PRUNE)
                     continue
                 process.join(timeout=30)
                 if kind == "result":

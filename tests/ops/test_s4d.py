@@ -194,3 +194,37 @@ def test_half_precision_module_still_builds_its_kernel_in_fp32():
     assert got.dtype == torch.float16 and torch.isfinite(got).all()
     assert all(t.dtype in (torch.float32, torch.complex64) for t in layer.kernel.ssm())
     torch.testing.assert_close(got.float(), want, rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("length", [37, 300])
+def test_half_inputs_of_any_length_are_convolved_in_fp32(dtype, length):
+    # 2L = 74 or 600 is not a power of two: there is no half-precision FFT of that size on a
+    # GPU (cuFFT) and none at all on a CPU, so this only passes if the FFTs run upcast.
+    gen = torch.Generator().manual_seed(length)
+    u = torch.randn(2, length, 3, generator=gen).to(dtype)  # (B, L, H)
+    kf, kb = torch.randn(3, length, generator=gen), torch.randn(3, length, generator=gen)  # (H, L)
+    causal = fft_causal_conv(u, kf)
+    both = fft_bidirectional_conv(u, kf, kb)
+    assert causal.dtype == both.dtype == dtype
+    # computed in fp32 from the same rounded inputs: the only error is the final rounding
+    assert torch.equal(causal, fft_causal_conv(u.float(), kf).to(dtype))
+    assert torch.equal(both, fft_bidirectional_conv(u.float(), kf, kb).to(dtype))
+    want = torch.zeros(2, length, 3, dtype=torch.float64)  # the direct sum, from the rounded inputs
+    u64, k64 = u.double(), kf.double()
+    for t in range(length):
+        want[:, t] = (k64[:, : t + 1].flip(-1).T[None] * u64[:, : t + 1]).sum(1)
+    scale = want.abs().max()
+    torch.testing.assert_close(causal.double() / scale, want / scale, rtol=0, atol=1e-2)
+
+
+@pytest.mark.parametrize("length", [37, 300])
+def test_fp16_autocast_leaves_the_ffts_in_fp32(length):
+    torch.manual_seed(0)
+    layer = BidirectionalS4DLayer(d_model=4, d_state=8)
+    u = torch.randn(2, length, 4)
+    want = layer(u)
+    with torch.autocast(device_type="cpu", dtype=torch.float16):
+        got = layer(u)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, want, rtol=0, atol=0)

@@ -1,0 +1,68 @@
+"""Multi-fidelity on the score: rungs of training steps, each scored as the full budget is.
+
+A search-space file may declare ``fidelity: {rungs: [60, 240, 960], keep: 1/3}``. Every
+trial then trains to the first rung, is scored there exactly as at the end (the same N,
+sampler and reference statistics: equal-N comparisons only), and goes on to the next rung
+only if its score is among the best ``keep`` of the scores at that rung so far (the
+promotion rule of asynchronous successive halving, Li et al. 2020, "A System for Massively
+Parallel Hyperparameter Tuning", Alg. 2): with n trials scored at a rung, the best
+max(1, floor(n * keep)) go on. The first trial at a rung always goes on; a trial stopped at
+rung k keeps its rung-k scores and is recorded as *pruned* there. A trial that goes on
+continues from its rung checkpoint, never from scratch, and its scores at every rung are
+Optuna intermediate values (the step is the rung's training steps), which is what TPE
+ranks pruned trials by.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from pydantic import Field, PositiveInt, field_validator
+
+from dicesearch.filemodel import FileModel
+
+
+class Fidelity(FileModel):
+    """The ``fidelity:`` section of a search-space file (finite numbers, no boolean for a number)."""
+
+    rungs: tuple[PositiveInt, ...] = Field(description="Training steps at which a trial is scored; the last is the full budget.")
+    keep: float = Field(description="The fraction of the trials scored at a rung that go on to the next (e.g. 1/3).")
+
+    @field_validator("rungs")
+    @classmethod
+    def _increasing(cls, value):
+        if len(value) < 2:
+            raise ValueError("give at least two rungs of training steps, e.g. [60, 240, 960]")
+        if any(b <= a for a, b in zip(value, value[1:])):
+            raise ValueError(f"rungs must increase, got {list(value)}; write them as training steps, e.g. [60, 240, 960]")
+        return value
+
+    @field_validator("keep", mode="before")
+    @classmethod
+    def _fraction(cls, value):
+        if isinstance(value, bool):
+            raise ValueError("keep is a fraction of the trials, e.g. 1/3 or 0.5")
+        if isinstance(value, str):
+            numerator, slash, denominator = value.partition("/")
+            try:
+                value = float(numerator) / float(denominator) if slash else float(value)
+            except (ValueError, ZeroDivisionError):
+                raise ValueError(f"keep: {value!r} is not a fraction; write e.g. 1/3 or 0.5") from None
+        if not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 < value < 1:
+            raise ValueError(f"keep must be a fraction between 0 and 1 (exclusive), e.g. 1/3; got {value!r}")
+        return float(value)
+
+
+def goes_on(score: float, scores_at_rung: Sequence[float], keep: float, direction: str) -> bool:
+    """Whether a trial with ``score`` at a rung continues, given every score at that rung
+    (``score`` included): it must be among the best max(1, floor(n * keep)) of the n."""
+    ranked = sorted(scores_at_rung, reverse=direction == "maximize")
+    kept = max(1, math.floor(len(ranked) * keep))
+    threshold = ranked[kept - 1]
+    return score <= threshold if direction == "minimize" else score >= threshold
+
+
+def stop_reason(index: int, steps: int, key: str, score: float, n: int, keep: float) -> str:
+    kept = max(1, math.floor(n * keep))
+    return f"pruned at rung {index + 1} ({steps} steps): {key} {score:.4g} is not among the best {kept} of the {n} trials scored there"

@@ -1,0 +1,158 @@
+"""Multi-fidelity on the score with real trials: the rule, promotion, continuation from a rung
+checkpoint, and resume after a kill mid-rung. (Bad fidelity sections: tests/bad_inputs/spaces.)"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+from click.testing import CliRunner
+from optuna.trial import TrialState
+
+from dicesearch.cli import main
+from dicesearch.data import DigitsSpec
+from dicesearch.objective import Budget, evaluate
+from dicesearch.spec import parse_spec
+from dicesearch.sweep.fidelity import Fidelity, goes_on
+
+SPACE = """\
+name: {name}
+base:
+  input: {{channels: 1, resolution: 16, num_classes: 10}}
+  stages:
+    - {{patch_size: 2, channels: 16, depth: 1, block: {{kind: dice, mlp_ratio: 2.0}}}}
+    - {{patch_size: 1, channels: 16, depth: 1, block: {{kind: convnext, mlp_ratio: 2.0}}}}
+parameters:
+  stages[0].channels: {{choice: [16, 32, 48, 64]}}
+budget: {{batch_size: 8, lr: 0.001, fid_samples: 8, sampling_steps: 2, report_every: 2}}
+memory: {{budget_gb: 24, precision: fp16, batch_size: 8}}
+fidelity: {{rungs: {rungs}, keep: {keep}}}
+trials: {trials}
+"""
+
+
+def _space(tmp_path, name, rungs="[4, 8]", keep="1/2", trials=4):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(SPACE.format(name=name, rungs=rungs, keep=keep, trials=trials))
+    return path
+
+
+def _trials(tmp_path, name):
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path}/optuna.db").get_trials()
+
+
+def test_the_rule_keeps_the_best_fraction_and_always_the_first():
+    assert goes_on(5.0, [5.0], 1 / 3, "minimize")  # alone at the rung: goes on
+    assert not goes_on(6.0, [5.0, 6.0], 1 / 3, "minimize")  # 2 scored, floor(2/3) -> the best 1
+    assert goes_on(5.0, [9.0, 5.0, 7.0, 6.0, 8.0, 4.0], 1 / 3, "minimize")  # the best 2 of 6
+    assert not goes_on(6.0, [9.0, 5.0, 7.0, 6.0, 8.0, 4.0], 1 / 3, "minimize")
+    assert goes_on(0.9, [0.1, 0.9, 0.5], 1 / 3, "maximize")
+    assert Fidelity(rungs=[60, 240], keep="1/3").keep == pytest.approx(1 / 3)
+
+
+def test_a_run_continued_over_rungs_is_the_run_trained_straight_through(tmp_path, registry):
+    stages = [{"patch_size": 2, "channels": 16, "depth": 1, "block": {"kind": "dice"}}, {"patch_size": 1, "channels": 16, "depth": 1, "block": {"kind": "convnext"}}]
+    spec = parse_spec({"name": "rungs", "input": {"channels": 1, "resolution": 8, "num_classes": 10}, "stages": stages}, registry=registry)
+    budget = Budget(train_steps=8, batch_size=4, fid_samples=8, sampling_steps=2, report_every=2)
+    seen = []
+    continued = evaluate(
+        spec, DigitsSpec(resolution=8), budget, seed=3, rungs=[4, 8], run_dir=tmp_path / "run", device="cpu", count_static=False,
+        on_rung=lambda index, steps, metrics: seen.append((index, steps, metrics["fid_8"])) or True,
+    )  # fmt: skip
+    straight = evaluate(spec, DigitsSpec(resolution=8), budget, seed=3, device="cpu", count_static=False)
+    assert continued.loss_curve == straight.loss_curve  # the same steps, bit for bit
+    assert continued.metrics["fid_8"] == pytest.approx(straight.metrics["fid_8"], rel=1e-9)
+    assert [(i, s) for i, s, _ in seen] == [(0, 4), (1, 8)] and continued.metrics["rung_steps"] == 8
+    stopped = evaluate(
+        spec, DigitsSpec(resolution=8), budget, seed=3, rungs=[4, 8], run_dir=tmp_path / "again", device="cpu", count_static=False,
+        on_rung=lambda index, steps, metrics: False,
+    )  # fmt: skip
+    assert stopped.metrics["rung"] == 0 and stopped.metrics["fid_8"] == pytest.approx(seen[0][2], rel=1e-9)
+    assert stopped.loss_curve == straight.loss_curve[:2]  # 4 steps, reported every 2
+
+
+def test_trials_go_on_by_the_rule_and_stopped_ones_keep_their_rung_scores(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    space = _space(tmp_path, "promote")
+    result = CliRunner().invoke(main, ["sweep", str(space)], catch_exceptions=False, terminal_width=200)
+    assert result.exit_code == 0, result.output
+    trials = sorted(_trials(tmp_path, "promote"), key=lambda t: t.number)
+    first_rung = []
+    for trial in trials:
+        if "duplicate_of" in trial.user_attrs:  # the same configuration as a finished trial: its result, no rungs of its own
+            assert trial.value == trials[trial.user_attrs["duplicate_of"]].value
+            continue
+        score = trial.intermediate_values[4]  # every other trial was scored at the first rung
+        first_rung.append(score)
+        went_on = 8 in trial.intermediate_values
+        assert went_on == goes_on(score, first_rung, 0.5, "minimize"), trial.number  # replayed in the order they ran
+        if went_on:
+            assert trial.state == TrialState.COMPLETE and trial.value == trial.intermediate_values[8]
+            assert [r["steps"] for r in trial.user_attrs["rungs"]] == [4, 8]
+        else:
+            assert trial.state == TrialState.PRUNED and trial.user_attrs["status"] == "pruned"
+            assert trial.user_attrs["reason"].startswith("pruned at rung 1 (4 steps): fid_8")
+            assert trial.user_attrs["metrics"]["fid_8"] == score and trial.user_attrs["metrics"]["rung_steps"] == 4
+    assert any(8 not in t.intermediate_values for t in trials) or len({t.params["stages[0].channels"] for t in trials}) < 4
+    assert "rung" in result.output and "configurations scored in" in result.output
+    assert not list((tmp_path / "runs" / "promote").glob("trial-*/run"))  # spent checkpoints are gone
+
+
+def test_a_sweep_killed_mid_rung_continues_the_trial_from_its_rung_checkpoint(tmp_path):
+    space = _space(tmp_path, "resume", rungs="[4, 120]", keep="1/2", trials=1)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-c", "from dicesearch.cli import main; main()", "sweep", str(space)]
+    proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 240
+    scored = None
+    while time.monotonic() < deadline and scored is None and proc.poll() is None:
+        time.sleep(0.5)
+        try:
+            scored = next((t for t in _trials(tmp_path, "resume") if 4 in t.intermediate_values), None)
+        except Exception:
+            continue
+    time.sleep(1.0)  # into the second rung
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert scored is not None and scored.state == TrialState.RUNNING, "the sweep was not killed mid-rung"
+
+    resumed = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "trial 1: continues trial 0 from its checkpoint at rung 1 (4 steps)" in resumed.stdout
+    interrupted, retry = sorted(_trials(tmp_path, "resume"), key=lambda t: t.number)
+    assert interrupted.user_attrs["status"] == "interrupted" and retry.user_attrs["retry_of"] == 0
+    assert retry.state == TrialState.COMPLETE and retry.intermediate_values[4] == interrupted.intermediate_values[4]
+    assert min(step for step, _ in retry.user_attrs["loss_curve"]) > 4  # it did not train the first rung again
+
+    # the same configuration trained straight through, in a study of its own: the same score
+    straight = _space(tmp_path, "straight", rungs="[4, 120]", keep="1/2", trials=1)
+    fresh = subprocess.run([*command[:-1], str(straight)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert fresh.returncode == 0, fresh.stdout + fresh.stderr
+    (uninterrupted,) = _trials(tmp_path, "straight")
+    assert uninterrupted.params == retry.params
+    assert uninterrupted.value == pytest.approx(retry.value, rel=1e-9)
+
+
+def test_the_live_line_shows_step_rung_loss_and_time_left(monkeypatch):
+    from rich.console import Console
+
+    from dicesearch.sweep import progress as module
+
+    clock = [100.0]
+    monkeypatch.setattr(module.time, "monotonic", lambda: clock[0])
+    shown = module.TrialProgress(Console(file=open(os.devnull, "w"), force_terminal=False), train_steps=240, rungs=(60, 240))
+    shown.start(3)
+    clock[0] += 20.0
+    shown.step(3, 40, 0.05123)  # 0.5 s a step so far
+    (trial,) = shown._running.values()  # noqa: SLF001 - the line is what is under test
+    # 200 steps at 0.5 s, plus two scorings at an unknown (0 s so far) mean
+    assert shown.line(trial) == "trial 3: step 40/240, rung 1/2, loss 0.0512, 20 s, ~100 s left"
+    shown.scored(3, {"sampling_seconds": 4.0, "fid_seconds": 6.0})  # rung 1's scoring took 10 s
+    clock[0] += 10.0
+    shown.step(3, 80, 0.04)
+    assert shown.line(trial) == f"trial 3: step 80/240, rung 2/2, loss 0.0400, 30 s, ~{160 * 30 / 80 + 10:.0f} s left"
+    shown.end(3)
+    assert not shown._running  # noqa: SLF001
