@@ -70,7 +70,7 @@ def _refuse_existing(out: Path) -> None:
 def import_checkpoint(spec, path: str | os.PathLike, out_dir: str | os.PathLike, *, data_spec=None, config=None, registry=None) -> ImportResult:
     """Convert the official checkpoint ``path`` for ``spec`` into the run folder ``out_dir``."""
     from dicesearch.model import build_model
-    from dicesearch.spec import dump_spec
+    from dicesearch.provenance import recorded_spec_yaml
     from dicesearch.train.checkpoint import checkpoint_path, save_weights_checkpoint
     from dicesearch.train.config import TrainConfig, dump_config
 
@@ -89,7 +89,7 @@ def import_checkpoint(spec, path: str | os.PathLike, out_dir: str | os.PathLike,
     converted.setdefault("ema", converted["model"])
 
     seed = (config or TrainConfig()).seed
-    files = {"spec.yaml": dump_spec(spec)}
+    files = {"spec.yaml": recorded_spec_yaml(spec, registry)}  # with the plugins' distributions and versions
     if data_spec is not None:
         files["data.yaml"] = yaml.safe_dump(data_spec.model_dump(mode="json"), sort_keys=False)
     if config is not None:
