@@ -264,14 +264,20 @@ def _type_problem(item: object, expected: type, word: str) -> str | None:
         return "its params declare 'kind', which the registry adds; remove that field"
     if not callable(item.build):
         return "its build is not callable; give build(params, ctx) -> module"
-    return _defaults_problem(item.params) or _spec_model_problem(item, word)
+    from dicesearch.spec.models import tagged_params_model
+
+    try:  # the model a spec validates against: the params plus the ``kind`` tag
+        tagged = tagged_params_model(item.params, item.name, "Block" if word == "block" else "Conditioning", item.description)
+    except Exception as exc:
+        return f"its params model cannot be used in a spec: {type(exc).__name__}: {one_line(exc, 200)}"
+    return _defaults_problem(tagged, item.name)
 
 
-def _defaults_problem(params: type) -> str | None:
+def _defaults_problem(params: type, kind: str) -> str | None:
     """A default that is not a valid value of its own field (``order: PositiveInt = "two"``)."""
-    defaults = {}
+    defaults = {"kind": kind}
     for field_name, field in params.model_fields.items():
-        if not field.is_required():
+        if field_name != "kind" and not field.is_required():
             try:
                 defaults[field_name] = field.get_default(call_default_factory=True)
             except Exception as exc:
@@ -289,17 +295,6 @@ def _defaults_problem(params: type) -> str | None:
             )
     except Exception as exc:  # a validator of the plugin's own that raises something else
         return f"validating its defaults raised {type(exc).__name__}: {one_line(exc, 200)}"
-    return None
-
-
-def _spec_model_problem(item, word: str) -> str | None:
-    """Can the spec's tagged model (params + ``kind``) be generated from this params model?"""
-    from dicesearch.spec.models import tagged_params_model
-
-    try:
-        tagged_params_model(item.params, item.name, "Block" if word == "block" else "Conditioning", item.description)
-    except Exception as exc:
-        return f"its params model cannot be used in a spec: {type(exc).__name__}: {one_line(exc, 200)}"
     return None
 
 

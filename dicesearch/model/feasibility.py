@@ -10,9 +10,9 @@ train, every sweep trial) refuses such a spec at once, with the field to change:
 2. the conditioning method and *one* block of each stage are built on the meta device
    (shapes only, nothing allocated); a build that fails is traced to the block parameter
    that breaks it by trying each non-default one at its default;
-3. the parameters are estimated from a one-block-per-stage model plus (depth - 1) blocks,
-   long skips and feature-cascade links per stage (:func:`estimate_parameters`), and
-   compared with ``MAX_PARAMETERS``, more than any single device holds in fp32.
+3. the parameters are counted on models of at most five blocks a stage, deeper stages
+   extrapolated (:func:`estimate_parameters`), and compared with ``MAX_PARAMETERS``, more
+   than any single device holds in fp32.
 
 :func:`check_forward` (``dicesearch validate``, a sweep's base spec) runs one forward at
 batch 1 on the meta device: a block that returns the wrong shape is found by name without
@@ -107,22 +107,35 @@ def _culprit(params, build: Callable[[object], int], below: int | None = None) -
     return None if best is None else best[1:]
 
 
-def _link_extra(spec, index: int) -> int:
-    """Feature-cascade link from stage ``index`` with all its blocks, beyond its one-block form."""
-    if spec.cascade.kind != "features" or spec.cascade.features_from != "all_blocks" or index + 1 >= len(spec.stages):
-        return 0
-    stage, after = spec.stages[index], spec.stages[index + 1]
-    ratio = spec.grid(index + 1) // max(spec.grid(index), 1)
-    return (stage.depth - 1) * stage.channels * (after.channels * ratio * ratio + 2)  # Linear weights + LayerNorm
+EXACT_DEPTH = 5  # stages up to this deep are built whole; deeper ones are extrapolated from depths 3, 4 and 5
+
+
+def _with_depths(spec, depths: list[int]):
+    return spec.model_copy(update={"stages": tuple(s.model_copy(update={"depth": d}) for s, d in zip(spec.stages, depths, strict=True))})
+
+
+def _skeleton(spec, registry, depths: list[int]):
+    """The model of ``spec`` with these depths, on the meta device."""
+    from dicesearch.model.denoiser import Denoiser
+
+    with torch.device("meta"):
+        try:
+            return Denoiser(_with_depths(spec, depths), registry)
+        except BUILD_ERRORS as exc:
+            widest = max(range(len(spec.stages)), key=lambda i: spec.stages[i].channels)
+            raise SpecFieldError(("stages", widest, "channels"), f"the model cannot be built ({_problem(exc)}); use fewer channels") from None
 
 
 def estimate_parameters(spec, registry) -> ParameterEstimate:
-    """Parameters of ``spec``'s model (exact when a stage's blocks are alike), in milliseconds.
+    """Parameters of ``spec``'s model without building more than a few blocks a stage.
 
+    A stage up to ``EXACT_DEPTH`` blocks deep is built whole. A deeper one is measured at
+    depths 3, 4 and 5 (first, middle and last blocks, one and two long skips, the link to
+    the next stage) and extrapolated: parameters = K + a * depth + b * (depth // 2), exact
+    whenever the middle blocks are alike. A stage too large to measure this way (its
+    blocks alone beyond ten times ``MAX_PARAMETERS``) is estimated as depth x one block.
     Raises SpecFieldError naming the field when a block cannot be built at all.
     """
-    from dicesearch.model.denoiser import Denoiser
-
     cache = _CACHE.setdefault(registry, OrderedDict())
     key = spec.model_dump_json()
     if key in cache:
@@ -149,23 +162,33 @@ def estimate_parameters(spec, registry) -> ParameterEstimate:
                 ("stages", i, "block"),
                 f"{_origin(registry, stage.block.kind)} cannot be built with {stage.channels} channels on a {side}x{side} grid ({problem})",
             ) from None
-    skeleton = spec.model_copy(update={"stages": tuple(s.model_copy(update={"depth": 1}) for s in spec.stages)})
-    with torch.device("meta"):
-        try:
-            model = Denoiser(skeleton, registry)
-        except BUILD_ERRORS as exc:
-            widest = max(range(len(spec.stages)), key=lambda i: spec.stages[i].channels)
-            raise SpecFieldError(("stages", widest, "channels"), f"the model cannot be built ({_problem(exc)}); use fewer channels") from None
-    stages = []
-    for i, stage in enumerate(spec.stages):
-        skips = (stage.depth // 2) * (2 * stage.channels * stage.channels + stage.channels) if stage.long_skip else 0
-        stages.append(_count(model.stages[i]) + (stage.depth - 1) * blocks[i] + skips + _link_extra(spec, i))
-    shared = _count(model) - sum(_count(s) for s in model.stages)
-    estimate = ParameterEstimate(total=shared + sum(stages), block=tuple(blocks), stage=tuple(stages))
+    rough = [s.depth * b for s, b in zip(spec.stages, blocks, strict=True)]
+    if sum(rough) > 10 * MAX_PARAMETERS:  # far too large: no need to be exact
+        estimate = ParameterEstimate(total=sum(rough), block=tuple(blocks), stage=tuple(rough))
+    else:
+        estimate = _measured(spec, registry, blocks)
     cache[key] = estimate
     if len(cache) > 256:
         cache.popitem(last=False)
     return estimate
+
+
+def _measured(spec, registry, blocks: list[int]) -> ParameterEstimate:
+    base = [s.depth if s.depth <= EXACT_DEPTH else 3 for s in spec.stages]
+    model = _skeleton(spec, registry, base)
+    t3 = total = _count(model)
+    stages = [_count(s) for s in model.stages]
+    for i, stage in enumerate(spec.stages):
+        if stage.depth <= EXACT_DEPTH:
+            continue
+        t4 = _count(_skeleton(spec, registry, [*base[:i], 4, *base[i + 1:]]))
+        t5 = _count(_skeleton(spec, registry, [*base[:i], 5, *base[i + 1:]]))
+        per_block, per_skip = t5 - t4, t4 - t3 - (t5 - t4)  # depth 3 -> 4 adds a block and a skip, 4 -> 5 a block
+        extra = per_block * (stage.depth - 3) + per_skip * (stage.depth // 2 - 1)
+        total += extra
+        stages[i] += extra  # (a feature-cascade link that grows with this stage is counted here)
+        blocks[i] = per_block
+    return ParameterEstimate(total=total, block=tuple(blocks), stage=tuple(stages))
 
 
 def _gib(parameters: int) -> str:
