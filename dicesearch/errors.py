@@ -7,6 +7,20 @@ The CLI prints that line and exits with status 2; it never shows a traceback for
 
 from __future__ import annotations
 
+import re
+
+# C0/C1 controls (line breaks included: a message is one line), DEL, bidirectional overrides
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """``text`` safe for a terminal line: every control character shown as an escape (``\\x1b``).
+
+    Files are checked for control characters when read (``dicesearch.yaml_files``); this
+    is the last guard for text that comes from elsewhere (a storage, an exception).
+    """
+    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
 
 def one_line(exc: BaseException, limit: int = 200) -> str:
     """An exception's message squeezed onto one line (for wrapping in a ``DicesearchError``)."""
@@ -26,6 +40,13 @@ class SpecError(DicesearchError):
 
 class PluginError(DicesearchError):
     """A plugin that cannot be loaded or registered."""
+
+
+class PluginLoadWarning(UserWarning):
+    """A plugin was skipped (it failed to import, or what it registers is broken); the others load.
+
+    The command line prints each as one ``warning:`` line on stderr.
+    """
 
 
 class DataError(DicesearchError):

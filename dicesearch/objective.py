@@ -20,15 +20,14 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt
+from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt
 
 from dicesearch.devices import resolve_device
+from dicesearch.filemodel import FileModel
 
 
-class Budget(BaseModel):
+class Budget(FileModel):
     """What one short run may spend (identical for every trial of a sweep)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     train_steps: PositiveInt = Field(300, description="Optimiser steps.")
     batch_size: PositiveInt = Field(64, description="Training batch.")

@@ -18,11 +18,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from dicesearch.conditioning import ConditioningMethod
 from dicesearch.costs import declared_cost
+from dicesearch.filemodel import FileModel
 from dicesearch.hookspecs import hookimpl
 
 __all__ = [
@@ -38,19 +38,17 @@ __all__ = [
 ]
 
 
-class BlockParams(BaseModel):
-    """Base of every block's parameter model: frozen, unknown keys rejected.
+class BlockParams(FileModel):
+    """Base of every block's parameter model: frozen, unknown keys rejected, finite numbers
+    only and no boolean where a number belongs (``dicesearch.filemodel.FileModel``).
 
-    Do not declare a ``kind`` field: the registry adds it (the block's name).
+    Do not declare a ``kind`` field: the registry adds it (the block's name). Every default
+    must be a valid value of its field: the registry checks them when the plugin loads.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
-
-class ConditioningParams(BaseModel):
+class ConditioningParams(FileModel):
     """Base of every conditioning method's parameter model (``kind`` is added for you)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,11 @@ leaves nothing behind. Each file's header names the command and the expected mes
 
     # command: validate            (the file is appended as the last argument)
     # expect: <regular expression the one line must match>
+
+A case may be any file named *.yaml: not UTF-8, UTF-16, binary after its header.
 """
 
+import codecs
 import re
 import shlex
 import shutil
@@ -19,9 +22,17 @@ HERE = Path(__file__).parent / "bad_inputs"
 CASES = sorted(p for p in HERE.rglob("*.yaml"))
 
 
+def _header_text(path: Path) -> str:
+    """The file as text for its header lines: some cases are UTF-16 or not text at all."""
+    raw = path.read_bytes()
+    if raw[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+        return raw.decode("utf-16")
+    return raw.decode("latin-1")  # the header is ASCII whatever follows it
+
+
 def _header(path: Path) -> tuple[list[str], str]:
     command, expect = None, None
-    for line in path.read_text().splitlines():
+    for line in _header_text(path).splitlines():
         if line.startswith("# command:"):
             command = shlex.split(line.split(":", 1)[1])
         elif line.startswith("# expect:"):

@@ -11,7 +11,9 @@ def test_plugins_lists_blocks_and_conditioning_with_parameters_and_provider():
     for name in ("dice", "convnext", "attention", "adaln_zero", "tdln"):
         assert f"  {name}  from dicesearch (dicesearch_plugins.{name})" in result.output
     assert "lambda_init: float = 1.0" in result.output
-    assert "heads: int = 16" in result.output
+    assert "heads: int > 0 = 16" in result.output  # constraints shown: PositiveInt
+    assert "mlp_ratio: float > 0 = 4.0" in result.output
+    assert "shift_fraction: float > 0.0 and <= 0.25 = 0.25" in result.output
 
 
 def test_validate_accepts_a_preset():

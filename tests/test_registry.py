@@ -7,7 +7,7 @@ from importlib.metadata import EntryPoint
 import pytest
 
 from dicesearch import registry as registry_module
-from dicesearch.errors import PluginError, SpecError
+from dicesearch.errors import PluginError, PluginLoadWarning, SpecError
 from dicesearch.plugin_api import BlockParams, BlockType, hookimpl
 from dicesearch.registry import Registry, closest
 
@@ -65,12 +65,19 @@ def test_a_plugin_name_registered_twice_names_both_distributions():
     )
 
 
-def test_a_class_as_plugin_is_refused_with_the_reason():
+def test_a_class_as_plugin_is_skipped_with_the_reason_and_the_others_load():
     class NotAModule:
         pass
 
-    with pytest.raises(PluginError, match="is a class; point the entry point at a module"):
-        Registry().add_plugin(NotAModule, name="cls", distribution="dist")
+    registry = Registry()
+    with pytest.warns(PluginLoadWarning, match="is a class; point the entry point at a module"):
+        registry.add_plugin(NotAModule, name="cls", distribution="dist")
+    registry.add_plugin(_plugin("after_class", block_name="fine"), name="after_class", distribution="f-dist")
+    assert "fine" in registry.blocks and not any("cls" == r.plugin for r in registry.blocks.values())
+    assert registry.load_errors == [
+        "plugin 'cls' from distribution 'dist' was skipped: it is a class; point the entry point at a module "
+        "or an instance (pluggy would call its hooks without self)"
+    ]
 
 
 def test_a_misspelled_hook_is_reported_and_the_plugin_skipped():

@@ -47,7 +47,7 @@ def test_dicesearch_plugins_lists_the_block_and_its_distribution(gmlp_env):
     env, _, work = gmlp_env
     result = env.run("dicesearch", "plugins", cwd=work)
     assert "  gmlp  from dicesearch-gmlp (dicesearch_gmlp)" in result.stdout
-    assert "max_tokens: int = 4096" in result.stdout
+    assert "max_tokens: int > 0 = 4096" in result.stdout
     assert "  convnext  from dicesearch (dicesearch_plugins.convnext)" in result.stdout
     assert "warning" not in result.stderr
 

@@ -27,6 +27,7 @@ from dicesearch.checkpoints.families import fitting_preset, layout_for
 from dicesearch.checkpoints.files import read_official
 from dicesearch.checkpoints.layout import OfficialLayout
 from dicesearch.errors import CheckpointError
+from dicesearch.files import ordinary_folder_mode
 
 __all__ = ["ImportResult", "import_checkpoint"]
 
@@ -70,7 +71,7 @@ def _refuse_existing(out: Path) -> None:
 def import_checkpoint(spec, path: str | os.PathLike, out_dir: str | os.PathLike, *, data_spec=None, config=None, registry=None) -> ImportResult:
     """Convert the official checkpoint ``path`` for ``spec`` into the run folder ``out_dir``."""
     from dicesearch.model import build_model
-    from dicesearch.spec import dump_spec
+    from dicesearch.provenance import recorded_spec_yaml
     from dicesearch.train.checkpoint import checkpoint_path, save_weights_checkpoint
     from dicesearch.train.config import TrainConfig, dump_config
 
@@ -89,7 +90,7 @@ def import_checkpoint(spec, path: str | os.PathLike, out_dir: str | os.PathLike,
     converted.setdefault("ema", converted["model"])
 
     seed = (config or TrainConfig()).seed
-    files = {"spec.yaml": dump_spec(spec)}
+    files = {"spec.yaml": recorded_spec_yaml(spec, registry)}  # with the plugins' distributions and versions
     if data_spec is not None:
         files["data.yaml"] = yaml.safe_dump(data_spec.model_dump(mode="json"), sort_keys=False)
     if config is not None:
@@ -104,9 +105,7 @@ def import_checkpoint(spec, path: str | os.PathLike, out_dir: str | os.PathLike,
             source["import_notes"] = "; ".join(layout.notes)
         save_weights_checkpoint(checkpoint_path(staging / "checkpoints", 0), step=0, seed=seed,
                                 model=converted["model"], ema=converted["ema"], extra=source)  # fmt: skip
-        umask = os.umask(0)
-        os.umask(umask)
-        staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; a run folder is an ordinary folder
+        staging.chmod(ordinary_folder_mode())  # mkdtemp makes it private; a run folder is an ordinary folder
         if out.is_dir():
             out.rmdir()  # empty, checked above
         os.replace(staging, out)

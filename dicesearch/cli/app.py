@@ -10,33 +10,59 @@ from __future__ import annotations
 
 import sys
 import typing
+import warnings
 from pathlib import Path
 
 import click
 from rich.console import Console
 from rich.markup import escape
 
-from dicesearch.errors import DicesearchError
+from dicesearch.errors import DicesearchError, PluginLoadWarning, printable
 
 console = Console()
 err_console = Console(stderr=True)
 
 
+def error_line(message: str) -> None:
+    """``error: message`` on stderr, one line, control characters escaped."""
+    err_console.print(f"[bold red]error:[/] {escape(printable(message))}", highlight=False, soft_wrap=True)
+
+
+def warning_line(message: str) -> None:
+    """``warning: message`` on stderr, one line, control characters escaped."""
+    err_console.print(f"[yellow]warning:[/] {escape(printable(message))}", highlight=False, soft_wrap=True)
+
+
 def fail(message: str, code: int = 2) -> typing.NoReturn:
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    error_line(message)
     sys.exit(code)
 
 
+def _plugin_warnings_as_lines(show):
+    """A ``warnings.showwarning`` that prints a skipped plugin as one ``warning:`` line (no source line)."""
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, PluginLoadWarning):
+            warning_line(str(message))
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    return showwarning
+
+
 class DicesearchGroup(click.Group):
-    """Turns user errors into one line on stderr and exit status 2 (no traceback)."""
+    """Turns user errors into one line on stderr and exit status 2 (no traceback); a skipped
+    plugin is one ``warning:`` line."""
 
     def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except DicesearchError as exc:
-            fail(str(exc), exc.exit_code)
-        except KeyboardInterrupt:
-            fail("interrupted", 130)
+        with warnings.catch_warnings():
+            warnings.showwarning = _plugin_warnings_as_lines(warnings.showwarning)
+            try:
+                return super().invoke(ctx)
+            except DicesearchError as exc:
+                fail(str(exc), exc.exit_code)
+            except KeyboardInterrupt:
+                fail("interrupted", 130)
 
 
 def _inception_weights(ctx, param, value):

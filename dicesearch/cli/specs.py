@@ -13,30 +13,54 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from dicesearch.cli.app import console, err_console, main
+from dicesearch.cli.app import console, error_line, main, warning_line
 from dicesearch.errors import SpecError
 
 
-def _type_name(annotation) -> str:
-    """int, float | None, 'gelu' | 'silu' ... for humans."""
+_BOUNDS = (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="), ("multiple_of", "a multiple of"),
+           ("min_length", "at least"), ("max_length", "at most"))  # fmt: skip
+
+
+def _constraints(metadata) -> str:
+    """' > 0', ' >= 0 and <= 1', ' at least 1' (items): what pydantic's constrained types require."""
+    parts = []
+    for item in metadata:
+        for attr, word in _BOUNDS:
+            value = getattr(item, attr, None)
+            if value is not None and not callable(value):
+                unit = " items" if attr.endswith("length") else ""
+                parts.append(f"{word} {value}{unit}")
+    return (" " + " and ".join(parts)) if parts else ""
+
+
+def _type_name(annotation, metadata=()) -> str:
+    """int > 0, float >= 0 and <= 1, float | None, 'gelu' | 'silu' ... for humans."""
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin is typing.Annotated:
-        return _type_name(args[0])
+        return _type_name(args[0], (*metadata, *args[1:]))
     if origin is typing.Literal:
         return " | ".join(repr(a) for a in args)
     if origin in (typing.Union, types.UnionType):
         return " | ".join(_type_name(a) for a in args)
     if annotation is type(None):
         return "None"
-    return getattr(annotation, "__name__", str(annotation))
+    if origin is tuple:
+        inner = f"{_type_name(args[0])}, ..." if len(args) == 2 and args[1] is Ellipsis else ", ".join(_type_name(a) for a in args)
+        return f"tuple[{inner}]{_constraints(metadata)}"
+    return getattr(annotation, "__name__", str(annotation)) + _constraints(metadata)
 
 
 @main.command()
 def plugins() -> None:
     """List installed blocks and conditioning methods, their parameters and providers."""
+    import warnings
+
+    from dicesearch.errors import PluginLoadWarning
     from dicesearch.registry import default_registry
 
-    registry = default_registry()
+    with warnings.catch_warnings():  # listed once, after the plugins that did load
+        warnings.simplefilter("ignore", PluginLoadWarning)
+        registry = default_registry()
     for title, entries in (("blocks", registry.blocks), ("conditioning methods", registry.conditionings)):
         console.print(f"[bold]{title}[/]")
         for name, reg in sorted(entries.items()):
@@ -46,13 +70,13 @@ def plugins() -> None:
             for field_name, f in reg.type.params.model_fields.items():
                 default = "required" if f.is_required() else ("auto" if f.default is None else repr(f.default))
                 console.print(
-                    f"      {field_name}: {_type_name(f.annotation)} = {default}"
+                    f"      {field_name}: {_type_name(f.annotation, f.metadata)} = {default}"
                     + (f"  [dim]# {f.description}[/]" if f.description else ""),
                     highlight=False,
                 )
         console.print()
     for problem in registry.load_errors:
-        err_console.print(f"[yellow]warning:[/] {problem}", highlight=False)
+        warning_line(problem)
 
 
 @main.command("new-plugin")
@@ -89,14 +113,14 @@ def presets() -> None:
 @main.command()
 @click.argument("spec")
 def validate(spec: str) -> None:
-    """Validate a spec file or preset; print every problem, one line each."""
+    """Validate a spec file or preset (and run it once on the meta device); every problem one line."""
     from dicesearch.spec import load_spec
 
     try:
-        model_spec = load_spec(spec)
+        model_spec = load_spec(spec, forward=True)
     except SpecError as exc:
         for line in getattr(exc, "lines", [str(exc)]):
-            err_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
+            error_line(line)
         sys.exit(2)
     stages = ", ".join(f"{s.block.kind} x{s.depth} @ {model_spec.grid(i)}x{model_spec.grid(i)}" for i, s in enumerate(model_spec.stages))
     console.print(f"ok: {model_spec.name}: {len(model_spec.stages)} stage(s): {stages}", highlight=False)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from dicesearch.cli.app import console, err_console, inception_weights_option, main, set_threads
+from dicesearch.cli.app import console, err_console, inception_weights_option, main, set_threads, warning_line
 from dicesearch.errors import DataError
 
 
@@ -38,6 +38,11 @@ def train_command(spec, data_file, data_kind, data_path, vae, config_file, steps
     set_threads(threads)
     inputs = resolve_train_inputs(spec, data_file, data_kind, data_path, vae, config_file, steps, out, resume)
     run = RunDir(inputs.out_dir)
+    from dicesearch.provenance import file_mismatch
+
+    mismatch = file_mismatch(spec if spec else run.spec_file)  # made with other plugin versions than installed?
+    if mismatch:
+        warning_line(mismatch)
 
     class Announce(Callback):  # once the run folder is checked and written
         def on_train_start(self, start):

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from dicesearch.errors import DataError, one_line
+from dicesearch.files import give_ordinary_mode
 
 __all__ = ["FORMAT", "SUFFIXES", "LatentFile", "check_latent_path", "read_latent_file", "write_latent_file"]
 
@@ -79,6 +80,7 @@ def write_latent_file(path: str | os.PathLike, latents: torch.Tensor, labels: to
                 raise DataError(f"latent file {path}: .npz cannot hold bfloat16; use float16/float32 or a .safetensors file")
             with open(tmp, "wb") as handle:
                 np.savez(handle, latents=latents.numpy(), labels=labels.numpy(), metadata=np.array(json.dumps(meta)))
+        give_ordinary_mode(tmp)  # not mkstemp's 0600
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

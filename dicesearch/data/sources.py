@@ -17,15 +17,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError, field_validator
+from pydantic import Discriminator, Field, Tag, TypeAdapter, ValidationError, field_validator
 
 from dicesearch.errors import DataError
+from dicesearch.filemodel import FileModel
 
 __all__ = ["DataSpec", "DigitsSpec", "FolderSpec", "LatentsSpec", "parse_data_spec"]
 
 
-class _Spec(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class _Spec(FileModel):
+    """Finite numbers, no boolean for a number, unknown keys rejected."""
 
 
 class _PathSpec(_Spec):

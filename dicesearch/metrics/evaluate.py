@@ -38,6 +38,8 @@ from dicesearch.metrics.inception import InceptionNetwork, load_inception
 from dicesearch.metrics.precision_recall import DEFAULT_K, precision_recall
 from dicesearch.metrics.reference import ReferenceKey, ReferenceStats, cached_reference_stats
 
+MIN_IMAGES = max(2, DEFAULT_K + 1)  # the fewest images every score (covariances, k-NN radii) can be computed from
+
 
 def count_suffix(n: int) -> str:
     """500 -> "500", 5000 -> "5k", 50000 -> "50k", 1500 -> "1500"."""

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from dicesearch.errors import DataError
+from dicesearch.files import give_ordinary_mode
 from dicesearch.metrics.features import PREPROCESSING, InceptionFeatures
 from dicesearch.metrics.frechet import GaussianStats, gaussian_stats
 
@@ -121,6 +122,7 @@ def save_reference_stats(stats: ReferenceStats, path: str | Path) -> None:
             np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
+        give_ordinary_mode(tmp_name)  # not mkstemp's 0600
         os.replace(tmp_name, path)
     except BaseException:
         with contextlib.suppress(OSError):

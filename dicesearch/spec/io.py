@@ -11,7 +11,10 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from dicesearch.errors import SpecError
-from dicesearch.spec.messages import validation_error
+from dicesearch.provenance import Provenance
+from dicesearch.spec.messages import format_path, validation_error
+from dicesearch.spec.models import SpecFieldError
+from dicesearch.yaml_files import compose, parse_yaml, read_text
 
 PRESET_PACKAGE = "dicesearch.presets"
 
@@ -47,21 +50,14 @@ def preset_path(name: str) -> Path | None:
 
 
 def read_yaml(text: str, source: str) -> Any:
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SpecError(f"{where}: malformed YAML: {problem} (check the indentation and the ':' after each key)") from None
+    """Parsed YAML (``dicesearch.yaml_files``: UTF-8, bounded depth, no duplicate keys, no
+    control characters); every problem one ``SpecError`` line with file, line and column."""
+    return parse_yaml(text, source, SpecError)
 
 
 def yaml_locator(text: str):
     """A function mapping a field path to the 1-based line where it is written."""
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        root = None
+    root = compose(text)
 
     def locate(path) -> int | None:
         node, line = root, None
@@ -93,8 +89,12 @@ def _registry(registry):
     return registry
 
 
-def parse_spec(data: Any, source: str = "<spec>", registry=None, text: str | None = None):
-    """Validate already-parsed YAML data into a ModelSpec (raises SpecError, one line)."""
+def parse_spec(data: Any, source: str = "<spec>", registry=None, text: str | None = None, locate=None, prefix=()):
+    """Validate already-parsed YAML data into a ModelSpec (raises SpecError, one line).
+
+    ``text`` (the YAML it came from) gives the errors their line numbers; for a spec inside
+    another file (a search space's inline ``base``) ``locate`` maps paths of that file to
+    lines and ``prefix`` (``("base",)``) is where the spec sits in it."""
     registry = _registry(registry)
     model_spec = registry.spec_types.ModelSpec
     if not isinstance(data, dict):
@@ -102,12 +102,29 @@ def parse_spec(data: Any, source: str = "<spec>", registry=None, text: str | Non
     try:
         return model_spec.model_validate(data)
     except ValidationError as exc:
-        locate = yaml_locator(text) if text else None
-        raise validation_error(exc, model_spec, source, locate, f"run `dicesearch validate {source}` to list them") from None
+        locate = locate or (yaml_locator(text) if text else None)
+        recorded = Provenance.from_header(text) if text else None  # names the distribution of a kind gone missing
+        hint = f"run `dicesearch validate {source}` to list them"
+        raise validation_error(exc, model_spec, source, locate, hint, registry, recorded, prefix) from None
 
 
-def load_spec(name_or_path: str | Path, registry=None):
-    """Load a spec from a YAML file or a preset name (e.g. ``DiT-XL/2``)."""
+def check_spec_forward(spec, source: str, text: str | None = None, registry=None, locate=None, prefix=()) -> None:
+    """One forward at batch 1 on the meta device (``dicesearch.model.feasibility.check_forward``):
+    a block that fails or returns the wrong shape is a SpecError at its line in ``text``."""
+    from dicesearch.model.feasibility import check_forward
+
+    try:
+        check_forward(spec, _registry(registry))
+    except SpecFieldError as exc:
+        locate = locate or (yaml_locator(text) if text else None)
+        path = (*prefix, *exc.path)
+        line = locate(path) if locate else None
+        raise SpecError(f"{source}{f':{line}' if line else ''}: {format_path(path)}: {exc.message}") from None
+
+
+def load_spec(name_or_path: str | Path, registry=None, forward: bool = False):
+    """Load a spec from a YAML file or a preset name (e.g. ``DiT-XL/2``); with ``forward``,
+    also run it once on the meta device (:func:`check_spec_forward`)."""
     path = Path(name_or_path)
     if not path.is_file():
         preset = preset_path(str(name_or_path))
@@ -115,12 +132,12 @@ def load_spec(name_or_path: str | Path, registry=None):
             known = ", ".join(list_presets())
             raise SpecError(f"{name_or_path}: no such file or preset; presets: {known}")
         path = preset
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise SpecError(f"{path}: cannot read: {exc.strerror}") from None
+    text = read_text(path, SpecError, "spec")
     data = read_yaml(text, str(path))
-    return parse_spec(data, str(path), registry, text)
+    spec = parse_spec(data, str(path), registry, text)
+    if forward:
+        check_spec_forward(spec, str(path), text, registry)
+    return spec
 
 
 def _kind_first(value: Any) -> Any:

@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from dicesearch.errors import SpecError
+from dicesearch.provenance import recorded_origin
 from dicesearch.registry import closest, unknown_name_message
 from dicesearch.spec.models import SpecFieldError
 
@@ -93,8 +94,16 @@ def _describe(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def explain(error: dict, root: type[BaseModel], registry=None) -> tuple[Path, str]:
-    """One pydantic error -> (path, message with the fix)."""
+def _unknown(where: str, name: str, known: list[str], registry, recorded) -> str:
+    """An unknown kind: the known ones, the closest, skipped plugins, the distribution it came from."""
+    message = registry.unknown(where, name) if registry is not None else unknown_name_message(where, name, known)
+    return message + recorded_origin(recorded, where, name)
+
+
+def explain(error: dict, root: type[BaseModel], registry=None, recorded=None) -> tuple[Path, str]:
+    """One pydantic error -> (path, message with the fix). ``registry`` adds the plugins
+    that were skipped, ``recorded`` (a spec's provenance header) the distribution a kind
+    came from, to an unknown kind's message."""
     kind = error["type"]
     ctx = error.get("ctx") or {}
     path, _ = walk(root, error["loc"])
@@ -119,13 +128,17 @@ def explain(error: dict, root: type[BaseModel], registry=None) -> tuple[Path, st
         known = [t.strip("'") for t in str(ctx.get("expected_tags", "")).split(", ") if t]
         if kind == "union_tag_not_found":
             return path + ("kind",), f"missing 'kind'; choose a {where}: {', '.join(known)}"
-        return path + ("kind",), unknown_name_message(where, str(ctx.get("tag")), known)
+        return path + ("kind",), _unknown(where, str(ctx.get("tag")), known, registry, recorded)
     if kind == "literal_error" and path and path[-1] == "kind":
         where = "conditioning method" if "conditioning" in path else "block"
         known = [t.strip("'") for t in str(ctx.get("expected", "")).replace(" or ", ", ").split(", ") if t]
-        return path, unknown_name_message(where, str(error.get("input")), known)
+        return path, _unknown(where, str(error.get("input")), known, registry, recorded)
     if kind == "literal_error":
         return path, f"{_describe(error.get('input'))} is not allowed; choose one of {ctx.get('expected')}"
+    if kind == "boolean_for_number":  # dicesearch.filemodel: the message says it all
+        return path, error["msg"]
+    if kind == "finite_number":
+        return path, f"{_describe(error.get('input'))} is not a finite number; write a number (nan and inf are not allowed)"
     if kind in ("model_type", "model_attributes_type", "dict_type"):
         return path, f"expected a mapping of keys to values, got {_describe(error.get('input'))}"
     msg = error["msg"]
@@ -141,8 +154,12 @@ def format_errors(
     root: type[BaseModel],
     source: str,
     locate: Callable[[Path], int | None] | None = None,
+    registry=None,
+    recorded=None,
+    prefix: Path = (),
 ) -> list[str]:
-    """Every problem as one line: ``source:line: path: message``."""
+    """Every problem as one line: ``source:line: path: message`` (``prefix`` + the path, for
+    a model inside another file, e.g. a search space's inline ``base``)."""
     errors = exc.errors(include_url=False)
     # pydantic reports a too-short tuple after dropping its invalid items: noise next to the real error
     errors = [
@@ -151,7 +168,8 @@ def format_errors(
     ]
     lines = []
     for error in errors:
-        path, message = explain(error, root)
+        path, message = explain(error, root, registry, recorded)
+        path = (*prefix, *path)
         line = locate(path) if locate else None
         where = f"{source}:{line}" if line else source
         lines.append(f"{where}: {format_path(path)}: {message}")
@@ -164,10 +182,13 @@ def validation_error(
     source: str,
     locate: Callable[[Path], int | None] | None = None,
     list_hint: str = "",
+    registry=None,
+    recorded=None,
+    prefix: Path = (),
 ) -> SpecError:
     """One ``SpecError`` for a failed validation: the first problem's line, a count of the
     rest (``list_hint`` says how to see them) and every line in ``.lines``."""
-    lines = format_errors(exc, root, source, locate)
+    lines = format_errors(exc, root, source, locate, registry, recorded, prefix)
     more = f" (and {len(lines) - 1} more{'; ' + list_hint if list_hint else ''})" if len(lines) > 1 else ""
     error = SpecError(lines[0] + more)
     error.lines = lines

@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     NonNegativeFloat,
     NonNegativeInt,
@@ -37,6 +36,7 @@ from pydantic import (
     model_validator,
 )
 
+from dicesearch.filemodel import FileModel
 from dicesearch.plugin_api import StageGeometry
 
 if TYPE_CHECKING:
@@ -52,8 +52,8 @@ class SpecFieldError(ValueError):
         self.message = message
 
 
-class Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class Frozen(FileModel):
+    """Frozen, unknown keys rejected, finite numbers, no boolean for a number (see ``dicesearch.filemodel``)."""
 
 
 class InputSpec(Frozen):
@@ -180,6 +180,9 @@ def _check_model(spec: ModelSpecBase, registry: Registry) -> ModelSpecBase:
             ("cascade", "loss_weights"),
             f"{len(weights)} weights for {len(spec.stages)} stages; give one per stage or 'auto'",
         )
+    from dicesearch.model.feasibility import check_buildable  # sizes no device could build: refused in milliseconds
+
+    check_buildable(spec, registry)
     return spec
 
 
@@ -197,7 +200,7 @@ def _class_name(name: str, suffix: str) -> str:
     return "".join(part.capitalize() for part in name.split("_")) + suffix
 
 
-def _tagged(params: type[BaseModel], name: str, suffix: str, description: str) -> type[BaseModel]:
+def tagged_params_model(params: type[BaseModel], name: str, suffix: str, description: str) -> type[BaseModel]:
     """The plugin's params model plus the ``kind`` tag that selects it."""
     return create_model(
         _class_name(name, suffix),
@@ -216,11 +219,11 @@ def _union(models: list[type[BaseModel]]) -> Any:
 def build_spec_types(registry: Registry) -> SpecTypes:
     """Generate StageSpec and ModelSpec whose unions hold the registry's plugins."""
     block_models = {
-        name: _tagged(reg.type.params, name, "Block", reg.type.description)
+        name: tagged_params_model(reg.type.params, name, "Block", reg.type.description)
         for name, reg in sorted(registry.blocks.items())
     }
     conditioning_models = {
-        name: _tagged(reg.type.params, name, "Conditioning", reg.type.description)
+        name: tagged_params_model(reg.type.params, name, "Conditioning", reg.type.description)
         for name, reg in sorted(registry.conditionings.items())
     }
     if not block_models or not conditioning_models:

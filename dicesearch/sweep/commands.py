@@ -7,6 +7,15 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
+
+from dicesearch.errors import DicesearchError, printable
+
+
+class SweepFailed(DicesearchError):
+    """A sweep ended without a single scored trial (exit status 1: the input may be fine)."""
+
+    exit_code = 1
 
 
 def quiet_libraries() -> None:
@@ -31,11 +40,12 @@ def _data_args(space) -> str:
 
 def run_sweep(path: str, console: Console, *, trials=None, out_dir=None, storage=None, tracking_uri=None, device="auto") -> None:
     from dicesearch.sweep.locations import SweepLocations
-    from dicesearch.sweep.precheck import check_budget_reachable, check_data
     from dicesearch.sweep.plots import importance_note, save_plots
-    from dicesearch.sweep.report import ranked_table
-    from dicesearch.sweep.summary import cost_line, rung_agreement_line
+    from dicesearch.sweep.precheck import check_budget_reachable, check_data, check_trial_memory
+    from dicesearch.sweep.report import failure_summary, ranked_table
     from dicesearch.sweep.search_space import load_search_space
+    from dicesearch.sweep.studies import probe_storage
+    from dicesearch.sweep.summary import cost_line, rung_agreement_line
 
     if not console.is_terminal:  # a log file: lines need not wrap at 80 columns
         console.width = max(console.width, 160)
@@ -43,9 +53,11 @@ def run_sweep(path: str, console: Console, *, trials=None, out_dir=None, storage
     space = load_search_space(path)
     if trials is not None:
         space.config = space.config.model_copy(update={"trials": trials})
+    paths = SweepLocations.for_config(space.config, out_dir, storage, tracking_uri)  # checks --storage; writes nothing
     check_data(space)  # before anything is written: these would fail every trial
     check_budget_reachable(space)
-    paths = SweepLocations.for_config(space.config, out_dir, storage, tracking_uri)
+    check_trial_memory(space, device)
+    probe_storage(paths.storage_url)
     config = space.config
     console.print(
         f"sweep [bold]{config.resolved_study_name}[/]: {config.trials} trials ({config.backend}), objective "
@@ -73,6 +85,10 @@ def run_sweep(path: str, console: Console, *, trials=None, out_dir=None, storage
     keys = config.metric_keys
     rungs = len(config.fidelity.rungs) if config.fidelity else None
     console.print(ranked_table(result.study, keys, rungs=rungs))
+    failed = failure_summary(result.study)
+    if failed is not None:  # nothing to plot or export: say why, and exit non-zero
+        runner.mirror.end_sweep("FAILED")
+        raise SweepFailed(f"{failed}; fix what the reasons say and run the same command again")
     plots = save_plots(result.study, paths.out_dir / "plots", keys)
     lines = [importance_note(result.study), cost_line(result.study, started, time.monotonic() - clock)]
     if config.fidelity:
@@ -94,14 +110,20 @@ def run_sweep(path: str, console: Console, *, trials=None, out_dir=None, storage
 
 
 def export_best(path: str, output: Path, trial_number, storage, console: Console) -> None:
+    from dicesearch.provenance import Provenance, mismatch_warning
     from dicesearch.sweep.export import export_trial, load_study
     from dicesearch.sweep.locations import SweepLocations
+    from dicesearch.sweep.record import ATTR_SPEC
     from dicesearch.sweep.search_space import load_search_space
 
     space = load_search_space(path)
     paths = SweepLocations.for_config(space.config, storage=storage)
     study = load_study(space.config.resolved_study_name, paths.storage_url)
     out, trial = export_trial(study, output, trial_number, _data_args(space))
+    recorded = Provenance.from_header(trial.user_attrs.get(ATTR_SPEC) or "")
+    mismatch = mismatch_warning(recorded, space.registry, f"trial {trial.number}")
+    if mismatch:
+        console.print(f"[yellow]warning:[/] {escape(printable(mismatch))}", highlight=False, soft_wrap=True)
     console.print(f"wrote {out} (trial {trial.number}); train it at full length:\n  dicesearch train {out}{_data_args(space)}")
 
 

@@ -23,9 +23,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt, field_validator, model_validator
+from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, field_validator, model_validator
 
 from dicesearch.data import DataSpec, DigitsSpec
+from dicesearch.filemodel import FileModel
 from dicesearch.objective import Budget
 from dicesearch.spec.models import SpecFieldError
 from dicesearch.sweep.distributions import Distribution
@@ -33,8 +34,27 @@ from dicesearch.sweep.fidelity import Fidelity
 from dicesearch.sweep.spec_paths import Token, parse_path
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+RDB_SCHEMES = ("sqlite", "postgresql", "mysql", "mariadb", "oracle", "mssql")  # SQLAlchemy dialects Optuna's RDBStorage runs on
+
+
+def storage_problem(url: str) -> str | None:
+    """Why ``url`` is not an Optuna storage dicesearch can open (None if it is): an RDB URL
+    (``sqlite:///optuna.db``, ``postgresql://...``, optionally ``+driver``) or a journal file path."""
+    scheme, sep, _ = url.partition("://")
+    if not sep:
+        if url.endswith((".journal", ".log")):
+            return None
+        return f"'{url}' is neither a database URL nor a journal file; give sqlite:///optuna.db or a path ending in .journal"
+    if scheme.split("+", 1)[0].lower() in RDB_SCHEMES:
+        return None
+    return (
+        f"'{scheme}://' is not a storage Optuna can use; give sqlite:///optuna.db (one process), a journal file "
+        "such as runs/study.journal (several), or a postgresql:// or mysql:// URL (many machines)"
+    )
+
+
+class _Frozen(FileModel):
+    """Finite numbers, no boolean for a number, unknown keys rejected."""
 
 
 Metric = Literal["fid", "kid", "gmacs", "gflops", "params", "samples_per_second"]
@@ -92,6 +112,34 @@ class SweepConfig(_Frozen):
     gpus_per_trial: NonNegativeFloat = 0.0
     cpus_per_trial: PositiveFloat = 1.0
 
+    @field_validator("storage")
+    @classmethod
+    def _storage_known(cls, value):
+        problem = storage_problem(value) if value is not None else None
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @model_validator(mode="after")
+    def _enough_images(self):
+        from dicesearch.metrics.evaluate import MIN_IMAGES
+
+        if self.budget.fid_samples < MIN_IMAGES:
+            raise SpecFieldError(
+                ("budget", "fid_samples"),
+                f"N = {self.budget.fid_samples} is too few to score: FID's covariances and precision/recall's nearest "
+                f"neighbours need at least {MIN_IMAGES} images; use {MIN_IMAGES} or more (FID is biased by about 1/N: 128 or more compare well)",
+            )
+        from pydantic import ValidationError
+
+        from dicesearch.train.config import SamplingConfig
+
+        try:  # what every trial's sampler would refuse (more steps than the noise schedule has)
+            SamplingConfig(sampler=self.budget.sampler, steps=self.budget.sampling_steps)
+        except ValidationError as exc:
+            raise SpecFieldError(("budget", "sampling_steps"), f"{exc.errors()[0]['msg']} (got {self.budget.sampling_steps})") from None
+        return self
+
     @field_validator("parameters")
     @classmethod
     def _paths_parse(cls, value):
@@ -142,4 +190,4 @@ class SweepConfig(_Frozen):
         return sorted(items, key=lambda item: 0 if item[1][-1] == "kind" else 1)
 
 
-__all__ = ["DIRECTIONS", "MemoryBudget", "Objective", "SweepConfig"]
+__all__ = ["DIRECTIONS", "RDB_SCHEMES", "MemoryBudget", "Objective", "SweepConfig", "storage_problem"]

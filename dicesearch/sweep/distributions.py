@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, PositiveFloat, PositiveInt, Tag, field_validator, model_validator
+from pydantic import Discriminator, PositiveFloat, PositiveInt, Tag, field_validator, model_validator
+
+from dicesearch.filemodel import FileModel
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class _Frozen(FileModel):
+    """Finite bounds, no boolean for a number (``{int: [true, 64]}``), unknown keys rejected."""
 
 
 class IntParam(_Frozen):

@@ -9,6 +9,7 @@ from optuna.trial import TrialState
 
 from dicesearch.errors import DicesearchError
 from dicesearch.sweep.record import ATTR_METRICS, ATTR_SPEC
+from dicesearch.sweep.report import failure_summary, is_scored
 from dicesearch.sweep.studies import storage_for
 
 
@@ -25,12 +26,13 @@ def load_study(study_name: str, storage_url: str) -> optuna.Study:
 def choose_trial(study: optuna.Study, number: int | None = None):
     """The best trial (single objective), a given trial, or, for a Pareto front, the
     Pareto-optimal trial best on the first objective unless ``number`` picks another."""
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if not complete:
-        raise DicesearchError(f"study '{study.study_name}' has no completed trial to export yet")
+    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if is_scored(t)]
+    if not complete:  # rejected (over budget) trials are COMPLETE too, but have nothing to export
+        why = failure_summary(study) or f"study '{study.study_name}' has no completed trial"
+        raise DicesearchError(f"{why}; nothing to export yet")
     if number is not None:
         match = next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
-        if match is None or match.state != TrialState.COMPLETE:
+        if match is None or not is_scored(match):
             raise DicesearchError(f"trial {number} of study '{study.study_name}' did not complete; completed: {', '.join(str(t.number) for t in complete)}")
         return match
     if len(study.directions) == 1:

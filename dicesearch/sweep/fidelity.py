@@ -18,13 +18,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator
+from pydantic import Field, PositiveInt, field_validator
+
+from dicesearch.filemodel import FileModel
 
 
-class Fidelity(BaseModel):
-    """The ``fidelity:`` section of a search-space file."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class Fidelity(FileModel):
+    """The ``fidelity:`` section of a search-space file (finite numbers, no boolean for a number)."""
 
     rungs: tuple[PositiveInt, ...] = Field(description="Training steps at which a trial is scored; the last is the full budget.")
     keep: float = Field(description="The fraction of the trials scored at a rung that go on to the next (e.g. 1/3).")

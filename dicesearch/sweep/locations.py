@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from dicesearch.sweep.config import SweepConfig
+from dicesearch.errors import SpecError
+from dicesearch.files import inside
+from dicesearch.sweep.config import SweepConfig, storage_problem
 
 
 @dataclass(frozen=True)
@@ -18,8 +20,11 @@ class SweepLocations:
 
     @classmethod
     def for_config(cls, config: SweepConfig, out_dir: str | Path | None = None, storage: str | None = None, tracking_uri: str | None = None):
+        problem = storage_problem(storage) if storage else None  # the file's own storage: checked when it was read
+        if problem:
+            raise SpecError(f"--storage: {problem}")
         return cls(
-            out_dir=Path(out_dir or Path("runs") / config.resolved_study_name).absolute(),
+            out_dir=Path(out_dir or inside(Path("runs"), config.resolved_study_name)).absolute(),  # a name never leaves runs/
             storage_url=absolute_sqlite(storage or config.storage or "sqlite:///optuna.db"),
             tracking_uri=absolute_sqlite(tracking_uri or config.tracking_uri or "sqlite:///mlflow.db"),
         )

@@ -42,6 +42,14 @@ def mlflow_key(name: str) -> str:
     return re.sub(r"[^\w.\- :/]", "_", name)
 
 
+def _provenance_tags(spec_yaml: str) -> dict[str, str]:
+    """``dicesearch.version`` and each plugin's distribution and version, from the spec's header."""
+    from dicesearch.provenance import Provenance
+
+    recorded = Provenance.from_header(spec_yaml)
+    return recorded.mlflow_tags() if recorded is not None else {}
+
+
 class MlflowMirror:
     """Best-effort MLflow logging for one sweep (study)."""
 
@@ -202,7 +210,8 @@ class MlflowMirror:
                 return
             from mlflow.entities import Param
 
-            run = client.create_run(self._experiment_id, run_name=f"trial-{number}", tags=self._trial_tags(number))
+            tags = {**self._trial_tags(number), **_provenance_tags(spec_yaml)}
+            run = client.create_run(self._experiment_id, run_name=f"trial-{number}", tags=tags)
             self._trial_runs[number] = run.info.run_id
             values = {**{mlflow_key(k): v for k, v in params.items()}, **summary}
             client.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in list(values.items())[:100]])
@@ -260,7 +269,7 @@ class MlflowMirror:
         if "loss" in existing and not created:
             curve = []  # streamed while the trial ran
         status = attrs.get(ATTR_STATUS, trial.state.name.lower())
-        tags = [RunTag("dicesearch.status", status)]
+        tags = [RunTag("dicesearch.status", status)] + [RunTag(k, v) for k, v in _provenance_tags(attrs.get(ATTR_SPEC) or "").items()]
         if attrs.get(ATTR_REASON):
             tags.append(RunTag("dicesearch.reason", str(attrs[ATTR_REASON])[:5000]))
         for start in range(0, len(metrics + curve), 900):

@@ -19,7 +19,7 @@ import optuna
 from rich.console import Console
 
 from dicesearch.errors import SpecError
-from dicesearch.spec import dump_spec
+from dicesearch.provenance import recorded_spec_yaml
 from dicesearch.sweep import gate
 from dicesearch.sweep.locations import SweepLocations
 from dicesearch.sweep.fidelity import goes_on, stop_reason
@@ -102,7 +102,7 @@ class OptunaSweep:
         except SpecError as exc:
             self.session.record(number, TrialOutcome(status="invalid", reason=f"invalid configuration: {exc}"))
             return
-        spec_yaml = dump_spec(spec)
+        spec_yaml = recorded_spec_yaml(spec, self.space.registry)  # with the plugins' distributions and versions
         if self.session.reuse(number, values, spec_yaml, spec_summary(spec)):
             return
         settings = self.settings

@@ -36,7 +36,8 @@ from ray.tune.search.optuna import OptunaSearch
 from rich.console import Console
 
 from dicesearch.errors import SpecError
-from dicesearch.spec import dump_spec
+from dicesearch.files import inside
+from dicesearch.provenance import recorded_spec_yaml
 from dicesearch.sweep import ray_cluster
 from dicesearch.sweep.fidelity import goes_on
 from dicesearch.sweep.locations import SweepLocations
@@ -58,7 +59,7 @@ class RaySweep:
         self.session = SweepSession(space, locations, console)
         self.console = self.session.console
         self.name = self.session.name
-        self.experiment_dir = locations.out_dir / "ray" / self.name
+        self.experiment_dir = inside(locations.out_dir / "ray", self.name)  # the study name never leaves the folder
         self.recorder = ResultsRecorder(str(Path(space.source).absolute()), locations, self._sweep_params(), self.console.width)
 
     @property
@@ -153,7 +154,7 @@ class RaySweep:
                 trial_dirname_creator=_trial_dirname,
             ),
             run_config=tune.RunConfig(
-                name=self.name,
+                name=self.experiment_dir.name,
                 storage_path=str(self.experiment_dir.parent),
                 callbacks=[self.recorder],
                 verbose=0,
@@ -233,7 +234,7 @@ class _Sampler:
         except SpecError as exc:
             return {KEY: SampledConfig(invalid=f"invalid configuration: {exc}", distributions=_all_distributions(trial)).model_dump()}
         distributions = _all_distributions(trial)  # what was sampled (define-by-run: known only now)
-        spec_yaml = dump_spec(spec)
+        spec_yaml = recorded_spec_yaml(spec, self._space.registry)  # with the plugins' distributions and versions
         earlier = self._study.identical(values)
         if earlier is not None:
             sampled = SampledConfig(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import optuna
 from optuna.trial import TrialState
 from rich import box
@@ -57,6 +59,27 @@ def tied_with_best(study: optuna.Study, key: str) -> set[int]:
         if score is not None and tied(score, best):
             out.add(trial.number)
     return out
+
+
+def failure_summary(study: optuna.Study) -> str | None:
+    """None if a trial was scored; else one line: how many trials ended how, and why (the
+    commonest reasons first)."""
+    trials = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(ATTR_STATUS) != STATUS_SURPLUS]
+    if any(is_scored(t) for t in trials):
+        return None
+    if not trials:
+        return f"study '{study.study_name}' has no trials"
+    by_status: dict[str, Counter] = {}
+    for trial in trials:
+        status = trial.user_attrs.get(ATTR_STATUS, trial.state.name.lower())
+        reason = " ".join(str(trial.user_attrs.get(ATTR_REASON) or "no reason recorded").split())
+        by_status.setdefault(status, Counter())[reason[:90] + ("..." if len(reason) > 90 else "")] += 1
+    parts = []
+    for status, reasons in sorted(by_status.items(), key=lambda item: -sum(item[1].values())):
+        shown = "; ".join(f"{n} x {reason}" if n > 1 else reason for reason, n in reasons.most_common(2))
+        more = f"; {len(reasons) - 2} other reason(s)" if len(reasons) > 2 else ""
+        parts.append(f"{sum(reasons.values())} {status} ({shown}{more})")
+    return f"no trial of study '{study.study_name}' completed: {', '.join(parts)}"
 
 
 def ranked_table(study: optuna.Study, metric_keys: list[str], limit: int = 30, rungs: int | None = None) -> Table:

@@ -10,11 +10,12 @@ from pydantic import ValidationError
 from dicesearch.errors import DicesearchError, SpecError
 from dicesearch.registry import Registry, default_registry, unknown_name_message
 from dicesearch.spec import parse_spec, preset_path, spec_to_dict
-from dicesearch.spec.io import read_yaml, yaml_locator
-from dicesearch.spec.messages import validation_error
+from dicesearch.spec.io import check_spec_forward, read_yaml, yaml_locator
+from dicesearch.spec.messages import format_path, validation_error
 from dicesearch.sweep.config import SweepConfig
 from dicesearch.sweep.distributions import ChoiceParam
 from dicesearch.sweep.spec_paths import assign, expand, format_tokens, get
+from dicesearch.yaml_files import read_text
 
 
 class SearchSpace:
@@ -22,7 +23,7 @@ class SearchSpace:
 
     def __init__(self, config: SweepConfig, base: dict, source: str, registry: Registry, locate=None):
         self.config = config
-        self.locate = locate or (lambda path: None)
+        self.locate = locate or (lambda path: None)  # a field path of the file -> its line
         self.base = base  # the base ModelSpec as JSON-compatible data (defaults filled)
         self.source = source
         self.registry = registry
@@ -81,6 +82,11 @@ class SearchSpace:
                 data = assign(data, owner, {"kind": value, **kept})
             return data
         return assign(data, tokens, value)
+
+    def where(self, *path) -> str:
+        """``file:line: path`` of a field of the search-space file, for one-line errors."""
+        line = self.locate(tuple(path))
+        return f"{self.source}{f':{line}' if line else ''}: {format_path(tuple(path))}"
 
     # -- static checks -----------------------------------------------------------------------
 
@@ -169,16 +175,22 @@ def _overlaps(a: tuple, b: tuple) -> bool:
     return len(a) == len(b) and all(x == y or "*" in (x, y) for x, y in zip(a, b))
 
 
-def _resolve_base(base: str | dict, source: Path) -> tuple[Any, str]:
-    """Base spec data and a source label, from inline data, a path (relative to the file) or a preset."""
+def _parse_base(base: str | dict, source: Path, registry: Registry, locate):
+    """The base spec, from inline data, a path (relative to the file) or a preset; its
+    errors carry the line they are on (in the search space, or in the base's own file)."""
     if isinstance(base, dict):
-        return base, f"{source} (base)"
+        spec = parse_spec(base, str(source), registry, locate=locate, prefix=("base",))
+        check_spec_forward(spec, str(source), registry=registry, locate=locate, prefix=("base",))
+        return spec
     candidate = (source.parent / base) if source.parent else Path(base)
     path = candidate if candidate.is_file() else Path(base) if Path(base).is_file() else preset_path(base)
     if path is None:
-        raise SpecError(f"{source}: base: '{base}' is neither a spec file (relative to the search space) nor a preset")
-    text = path.read_text()
-    return read_yaml(text, str(path)), str(path)
+        line = locate(("base",))
+        raise SpecError(f"{source}{f':{line}' if line else ''}: base: '{base}' is neither a spec file (relative to the search space) nor a preset")
+    text = read_text(path, SpecError, "spec")
+    spec = parse_spec(read_yaml(text, str(path)), str(path), registry, text)
+    check_spec_forward(spec, str(path), text, registry)  # a block of the wrong shape would fail every trial
+    return spec
 
 
 def load_search_space(path: str | Path, registry: Registry | None = None) -> SearchSpace:
@@ -187,19 +199,19 @@ def load_search_space(path: str | Path, registry: Registry | None = None) -> Sea
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"{path}: no such search-space file")
-    text = path.read_text()
+    text = read_text(path, SpecError, "search space")
     data = read_yaml(text, str(path))
     if not isinstance(data, dict):
         raise SpecError(f"{path}: expected a mapping with keys such as base, parameters, budget")
+    locate = yaml_locator(text)
     try:
         config = SweepConfig.model_validate(data)
     except ValidationError as exc:
-        raise validation_error(exc, SweepConfig, str(path), yaml_locator(text)) from None
+        raise validation_error(exc, SweepConfig, str(path), locate) from None
     except DicesearchError as exc:
         raise SpecError(f"{path}: {exc}") from None
-    base_data, base_source = _resolve_base(config.base, path)
-    base_spec = parse_spec(base_data, base_source, registry)
-    space = SearchSpace(config, spec_to_dict(base_spec), str(path), registry, yaml_locator(text))
+    base_spec = _parse_base(config.base, path, registry, locate)
+    space = SearchSpace(config, spec_to_dict(base_spec), str(path), registry, locate)
     space.check()
     return space
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
-from dicesearch.errors import SpecError
+from dicesearch.errors import DicesearchError, SpecError
 from dicesearch.sweep.locks import sqlite_creation_lock
 from dicesearch.sweep.record import (
     ATTR_REASON,
@@ -54,7 +55,54 @@ def storage_for(url: str) -> optuna.storages.BaseStorage:
         Path(url).parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(url))
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+    except ImportError:  # optuna's own message names no module
+        raise DicesearchError(
+            f"storage {shown_url(url)}: its database driver is not installed; pip install psycopg2-binary "
+            "(postgresql://) or pymysql (mysql+pymysql://)"
+        ) from None
+    except Exception as exc:  # sqlalchemy: unreachable server, unwritable folder, bad URL
+        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise DicesearchError(f"storage {shown_url(url)}: cannot open it ({first}); check the URL, the server and the folder") from None
+
+
+_DRIVER_PACKAGES = {"psycopg": "psycopg[binary]", "psycopg2": "psycopg2-binary", "MySQLdb": "mysqlclient", "pymysql": "pymysql"}
+
+
+def probe_storage(url: str) -> None:
+    """Raise DicesearchError if ``url`` obviously cannot be opened, writing nothing: a sqlite
+    file in a folder that does not exist, or a server URL whose driver is not installed."""
+    if "://" not in url:
+        return  # a journal file: its folder is created when the study opens
+    if url.startswith("sqlite:///"):
+        folder = Path(url[len("sqlite:///"):]).parent
+        if url[len("sqlite:///"):] not in ("", ":memory:") and not folder.is_dir():
+            raise DicesearchError(f"storage {url}: the folder {folder} does not exist; create it or give another path")
+        return
+    from sqlalchemy import create_engine
+
+    try:
+        create_engine(url).dispose()  # imports the driver; connects to nothing
+    except ImportError as exc:
+        module = exc.name or "its driver"
+        package = _DRIVER_PACKAGES.get(module, module)
+        raise DicesearchError(
+            f"storage {shown_url(url)}: the database driver {module} is not installed; pip install '{package}', or name "
+            "an installed driver in the URL (postgresql+psycopg2://, mysql+pymysql://)"
+        ) from None
+    except Exception as exc:
+        raise DicesearchError(f"storage {shown_url(url)}: not a database URL SQLAlchemy can use ({type(exc).__name__}: {exc})") from None
+
+
+def shown_url(url: str) -> str:
+    """``url`` with any password masked, for messages."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("@", 1)[-1] if "@" in url else url
 
 
 def make_sampler(directions: Sequence[str], seed: int) -> optuna.samplers.BaseSampler:
@@ -90,8 +138,11 @@ class SweepStudy:
         self._study_id = storage.get_study_id_from_name(study.study_name)
 
     @classmethod
-    def open(cls, name: str, storage_url: str, directions: list[str], seed: int, pruner=None) -> SweepStudy:
-        """Create the study or load it (a resumed sweep, another worker); its directions must match."""
+    def open(cls, name: str, storage_url: str, directions: list[str], seed: int, pruner=None, metric_names: Sequence[str] | None = None) -> SweepStudy:
+        """Create the study or load it (a resumed sweep, another worker); its directions must match.
+
+        ``metric_names`` (``fid_128``, ...) are stored with the study, so tools that read the
+        storage as it is (optuna-dashboard) label the objectives by name, not "Objective 0"."""
         storage = storage_for(storage_url)
         with sqlite_creation_lock(storage_url):
             study = optuna.create_study(
@@ -108,6 +159,10 @@ class SweepStudy:
                 f"study '{name}' in {storage_url} optimises {existing}, but the search space asks for {directions}; "
                 "use a new study_name (or storage) for a different objective"
             )
+        if metric_names is not None and study.metric_names != list(metric_names):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names(list(metric_names))
         return cls(study, storage)
 
     # -- one trial, by number ---------------------------------------------------------------

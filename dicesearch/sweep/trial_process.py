@@ -44,9 +44,14 @@ def _child(conn, request: TrialRequest) -> None:
     """Entry point of the trial process: ("report", step, loss)* and ("rung", index, steps,
     metrics)*, then ("result", Evaluation), ("pruned", step) or ("failed", kind, reason, traceback)."""
     try:
+        import warnings
+
         import torch
 
+        from dicesearch.errors import PluginLoadWarning
         from dicesearch.objective import evaluate
+
+        warnings.simplefilter("ignore", PluginLoadWarning)  # the sweep process has said so once
 
         torch.set_num_threads(request.threads or torch.get_num_threads())
 

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from dicesearch.errors import TrainingError, one_line
+from dicesearch.files import give_ordinary_mode
 
 __all__ = [
     "FORMAT",
@@ -140,6 +141,7 @@ def write_atomically(path: Path, write) -> Path:
     tmp = Path(name)
     try:
         write(tmp)
+        give_ordinary_mode(tmp)  # mkstemp's 0600 would hide the file from whoever the umask lets read it
         _fsync(tmp)
         os.replace(tmp, path)
         _fsync(path.parent)

@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Annotated, ClassVar, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError
+from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError
 
 from dicesearch.errors import DicesearchError
+from dicesearch.filemodel import FileModel
+from dicesearch.yaml_files import compose, load_yaml_file
 
 __all__ = ["ConfigError", "Precision", "SamplingConfig", "TrainConfig", "load_config"]
 
@@ -29,8 +31,8 @@ class ConfigError(DicesearchError):
     """A training or sampling config that does not validate."""
 
 
-class _Config(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class _Config(FileModel):
+    """Finite numbers, no boolean for a number, unknown keys rejected."""
 
 
 class TrainConfig(_Config):
@@ -118,10 +120,7 @@ C = TypeVar("C", bound=_Config)
 
 def _line_of(text: str, field: str) -> int | None:
     """1-based line of top-level key ``field`` in YAML ``text``."""
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        return None
+    root = compose(text)
     if isinstance(root, yaml.MappingNode):
         for key, _ in root.value:
             if key.value == field:
@@ -155,16 +154,9 @@ def parse_config(cls: type[C], data: object, source: str, text: str | None = Non
 def load_config(cls: type[C], path: str | os.PathLike) -> C:
     """Read a ``TrainConfig`` or ``SamplingConfig`` from a YAML file."""
     path = Path(path).expanduser()
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the config ({exc.strerror}); give an existing YAML file") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ConfigError(f"{where}: malformed YAML ({getattr(exc, 'problem', None) or 'parse error'}); check the indentation and the ':' after each key") from None
+    if not path.is_file():
+        raise ConfigError(f"{path}: cannot read the config (no such file); give an existing YAML file")
+    text, data = load_yaml_file(path, ConfigError, "config")  # UTF-8, no duplicate keys, one line per problem
     return parse_config(cls, data, str(path), text)
 
 

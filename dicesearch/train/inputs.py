@@ -16,15 +16,15 @@ The rules the ``dicesearch train`` command follows, kept out of the CLI:
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from dicesearch.data import DataSpec, parse_data_spec
 from dicesearch.errors import DataError, DicesearchError
+from dicesearch.files import inside
+from dicesearch.yaml_files import load_yaml_file
 from dicesearch.spec import load_spec
 from dicesearch.train.config import TrainConfig, load_config, parse_config
 from dicesearch.train.rundir import RunDir
@@ -35,14 +35,9 @@ __all__ = ["TrainInputs", "data_spec_from_flags", "load_data_file", "resolve_tra
 def load_data_file(path: str | os.PathLike) -> DataSpec:
     """A data spec from YAML (the mapping itself, or under a top-level ``data:`` key)."""
     path = Path(path).expanduser()
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise DataError(f"data file {path}: cannot read it ({exc.strerror}); give a YAML file with the data spec") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise DataError(f"{where}: malformed YAML; check the indentation and the ':' after each key") from None
+    if not path.is_file():
+        raise DataError(f"data file {path}: cannot read it (no such file); give a YAML file with the data spec")
+    _, raw = load_yaml_file(path, DataError, "data file")
     if isinstance(raw, dict) and set(raw) == {"data"}:
         raw = raw["data"]
     if isinstance(raw, dict):
@@ -77,10 +72,6 @@ class TrainInputs:
     data_spec: DataSpec
     config: TrainConfig
     out_dir: Path
-
-
-def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "run"
 
 
 def resolve_train_inputs(
@@ -121,4 +112,4 @@ def resolve_train_inputs(
         config = TrainConfig()
     if steps is not None:
         config = parse_config(TrainConfig, {**config.model_dump(), "steps": steps}, "--steps")
-    return TrainInputs(model_spec, data_spec, config, out_dir if out_dir is not None else Path("runs") / _slug(model_spec.name))
+    return TrainInputs(model_spec, data_spec, config, out_dir if out_dir is not None else inside(Path("runs"), model_spec.name))

@@ -29,9 +29,11 @@ from torch import nn
 
 from dicesearch.data import DataSpec, parse_data_spec
 from dicesearch.errors import DataError, TrainingError
-from dicesearch.spec import dump_spec, load_spec, spec_to_dict
+from dicesearch.provenance import recorded_spec_yaml
+from dicesearch.spec import load_spec, spec_to_dict
 from dicesearch.train.checkpoint import latest_checkpoint, read_checkpoint_info, read_weights, write_atomically
 from dicesearch.train.config import TrainConfig, dump_config, load_config
+from dicesearch.yaml_files import load_yaml_file
 
 __all__ = ["RunDir", "TrainedModel", "load_trained", "locate_checkpoint", "prepare_run"]
 
@@ -76,7 +78,7 @@ class RunDir:
 
     def write(self, spec, data_spec: DataSpec, config: TrainConfig) -> None:
         for path, text in (
-            (self.spec_file, dump_spec(spec)),
+            (self.spec_file, recorded_spec_yaml(spec)),  # the plugins' distributions and versions as a header
             (self.data_file, yaml.safe_dump(_data_dict(data_spec), sort_keys=False)),
             (self.train_file, dump_config(config)),
         ):
@@ -90,10 +92,7 @@ class RunDir:
     def read_data_spec(self) -> DataSpec:
         if not self.data_file.is_file():
             raise TrainingError(f"run folder {self.root}: no data.yaml; give a folder written by `dicesearch train`")
-        try:
-            raw = yaml.safe_load(self.data_file.read_text())
-        except yaml.YAMLError:
-            raise DataError(f"{self.data_file}: malformed YAML; restore it or pass the data again") from None
+        _, raw = load_yaml_file(self.data_file, DataError, "data file")
         return parse_data_spec(raw, where=str(self.data_file))
 
     def read_train_config(self) -> TrainConfig:

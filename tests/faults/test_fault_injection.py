@@ -62,7 +62,7 @@ def test_every_in_trial_fault_is_recorded_and_the_sweep_goes_on(harness):
         "raise": ("failed", "error: RuntimeError: injected fault at training step 3"),
         "nan": ("diverged", "diverged"),
         "oom": ("failed", "out of memory: OutOfMemoryError: CUDA out of memory"),
-        "build": ("failed", "injected fault: the block's builder raised"),
+        "build": ("invalid", "injected fault: the block's builder raised"),  # caught by the size check, before a process starts
         "hang": ("timeout", "timeout: stopped after"),
     }
     for fault, (status, reason) in expected.items():
@@ -76,7 +76,8 @@ def test_every_in_trial_fault_is_recorded_and_the_sweep_goes_on(harness):
             assert trial.user_attrs["status"] == status, fault
         else:
             assert trial.user_attrs["reason"].startswith("diverged"), trial.user_attrs["reason"]
-        assert trial.user_attrs["spec_yaml"]  # what failed can be rebuilt and debugged
+        if status != "invalid":  # an invalid configuration has no spec; its reason names the block and plugin
+            assert trial.user_attrs["spec_yaml"]  # what failed can be rebuilt and debugged
     assert "traceback" in outcome["raise"].user_attrs and "injected fault" in outcome["raise"].user_attrs["traceback"]
     assert outcome["hang"].user_attrs["metrics"]["wall_seconds"] < 30 + 30
     _assert_mirrored(trials, harness.runs("faults"))

@@ -11,6 +11,7 @@ from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from dicesearch.cli import main
+from dicesearch.provenance import dicesearch_version
 from dicesearch.spec import load_spec
 
 SPACE = """\
@@ -67,7 +68,7 @@ def test_a_sweep_logs_every_trial_to_optuna_and_mlflow_and_exports_the_best(in_t
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.COMPLETE]
     for t in trials:
         assert t.value == t.user_attrs["metrics"]["fid_8"] > 0
-        assert t.user_attrs["loss_curve"] and t.user_attrs["spec_yaml"].startswith("name:")
+        assert t.user_attrs["loss_curve"] and t.user_attrs["spec_yaml"].startswith("# made with dicesearch ") and "\nname:" in t.user_attrs["spec_yaml"]
     runs = mlflow_runs(in_tmp, "basic")
     parent = [r for r in runs if r.data.tags["dicesearch.role"] == "sweep"]
     children = [r for r in runs if r.data.tags["dicesearch.role"] == "trial"]
@@ -78,6 +79,12 @@ def test_a_sweep_logs_every_trial_to_optuna_and_mlflow_and_exports_the_best(in_t
         assert run.data.tags["mlflow.parentRunId"] == parent[0].info.run_id
         assert run.data.metrics["fid_8"] > 0 and "loss" in run.data.metrics and "gmacs" in run.data.metrics
         assert run.data.params["stage0.block"] == "dice"
+        # what the trial was made with: dicesearch and each kind's distribution and version
+        assert run.data.tags["dicesearch.version"] == dicesearch_version()
+        assert run.data.tags["dicesearch.block.dice"] == f"dicesearch {dicesearch_version()}"
+        assert run.data.tags["dicesearch.conditioning.adaln_zero"] == f"dicesearch {dicesearch_version()}"
+    study = optuna.load_study(study_name="basic", storage=f"sqlite:///{in_tmp}/optuna.db")
+    assert study.metric_names == ["fid_8"]  # optuna-dashboard's label, instead of "Objective 0"
     assert (in_tmp / "runs" / "basic" / "plots" / "optimization_history.png").is_file()
     assert (in_tmp / "runs" / "basic" / "trial-0" / "samples.png").is_file()
 
@@ -86,6 +93,8 @@ def test_a_sweep_logs_every_trial_to_optuna_and_mlflow_and_exports_the_best(in_t
     best = min(trials, key=lambda t: t.value)
     assert load_spec(in_tmp / "best.yaml").stages[0].channels == best.params["stages[0].channels"]
     assert "dicesearch train best.yaml --data-kind digits" in exported.output
+    assert f"# uses block 'dice' from dicesearch {dicesearch_version()}\n" in (in_tmp / "best.yaml").read_text()
+    assert "warning" not in exported.output  # the plugins it was made with are the installed ones
 
 
 def test_an_over_budget_config_is_rejected_without_training(in_tmp):
@@ -93,7 +102,10 @@ def test_an_over_budget_config_is_rejected_without_training(in_tmp):
     space = write_space(in_tmp, "gate", parameters="  stages[0].channels: {choice: [16, 2048]}", budget_gb=1.0, trials=1)
     optuna.create_study(study_name="gate", storage=f"sqlite:///{in_tmp}/optuna.db").enqueue_trial({"stages[0].channels": 2048})
     result = sweep(in_tmp, space)
-    assert result.exit_code == 0, result.output
+    # its only trial was rejected: nothing scored, so the sweep says why and exits non-zero
+    assert result.exit_code == 1, result.output
+    assert "error: no trial of study 'gate' completed: 1 rejected (rejected: estimated peak training memory" in result.output
+    assert "Export the best" not in result.output
     (trial,) = trials_of(in_tmp, "gate")
     # infeasible: COMPLETE with a placeholder value and a violated constraint the sampler reads
     assert trial.state == TrialState.COMPLETE and trial.value == float("inf")

@@ -101,7 +101,7 @@ def test_a_ray_sweep_logs_every_trial_to_optuna_and_mlflow_and_exports_the_best(
     assert b.datetime_start < a.datetime_complete, "the two trials should have run at the same time"
     for t in trials:
         assert t.value == t.user_attrs["metrics"]["fid_8"] > 0
-        assert t.user_attrs["loss_curve"] and t.user_attrs["spec_yaml"].startswith("name:")
+        assert t.user_attrs["loss_curve"] and t.user_attrs["spec_yaml"].startswith("# made with dicesearch ") and "\nname:" in t.user_attrs["spec_yaml"]
         assert Path(t.user_attrs["samples_png"]) == in_tmp / "runs" / "basic" / f"trial-{t.number}" / "samples.png"
         assert Path(t.user_attrs["samples_png"]).is_file()
     runs = mlflow_runs(in_tmp, "basic")
@@ -132,7 +132,9 @@ def test_an_over_budget_config_is_rejected_without_training(in_tmp):
     # 16 channels fit the budget (so the sweep starts), 2048 do not; the seeded sampler draws 2048 first
     space = write_space(in_tmp, "gate", parameters="  stages[0].channels: {choice: [16, 2048]}", budget_gb=1.0, trials=1)
     result = sweep(space)
-    assert result.exit_code == 0, result.output
+    # its only trial was rejected: nothing scored, so the sweep says why and exits non-zero
+    assert result.exit_code == 1, result.output
+    assert "error: no trial of study 'gate' completed: 1 rejected (rejected: estimated peak training memory" in result.output
     (trial,) = trials_of(in_tmp, "gate")
     assert trial.state == TrialState.COMPLETE and trial.user_attrs["status"] == "rejected"  # infeasible, for the sampler
     assert trial.value == float("inf") and trial.constraints["memory_over_budget_gb"] > 0
@@ -166,7 +168,9 @@ def test_failing_trials_are_recorded_and_the_sweep_goes_on(in_tmp):
 def test_a_trial_over_its_time_limit_is_stopped_and_recorded(in_tmp):
     space = write_space(in_tmp, "slow", steps=100000, trials=1, extra="trial_time_limit_s: 5")
     result = sweep(space)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # no trial completed
+    assert "error: no trial of study 'slow' completed: 1 timeout (timeout: stopped after" in result.output
+    assert "Export the best" not in result.output
     (trial,) = trials_of(in_tmp, "slow")
     assert trial.state == TrialState.FAIL and trial.user_attrs["status"] == "timeout"
     assert trial.user_attrs["reason"].startswith("timeout: stopped after")
