@@ -39,6 +39,9 @@ class Budget(BaseModel):
     sampling_steps: PositiveInt = Field(25, description="Sampler steps per image.")
     sampler: Literal["ddpm", "ddim", "dpmsolver++"] = "ddim"
     report_every: PositiveInt = Field(25, description="Steps between progress reports (the pruner's intermediate values).")
+    fast_kernels: bool = Field(
+        True, description="Train, sample and score on dicesearch.speed's fast kernels and the eager Inception (same scores to float rounding); false: PyTorch's and TorchScript's own."
+    )
 
 
 @dataclass
@@ -156,6 +159,7 @@ def _run_once(spec, data, budget: Budget, seed: int, reference_seed: int, workdi
         ema_decay=budget.ema_decay,
         seed=seed,
         log_every=budget.report_every,
+        fast_kernels=budget.fast_kernels,
     )
     if device_t.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device_t)
@@ -169,7 +173,8 @@ def _run_once(spec, data, budget: Budget, seed: int, reference_seed: int, workdi
         metrics["memory_measured_gb"] = torch.cuda.max_memory_allocated(device_t) / 2**30
 
     sampling = SamplingConfig(
-        sampler=budget.sampler, steps=budget.sampling_steps, num_samples=budget.fid_samples, seed=seed, batch_size=min(budget.fid_samples, 250)
+        sampler=budget.sampler, steps=budget.sampling_steps, num_samples=budget.fid_samples, seed=seed, batch_size=min(budget.fid_samples, 250),
+        fast_kernels=budget.fast_kernels,
     )
     start = time.perf_counter()
     images = sample_images(result.ema, spec, data, sampling, device=device_t)
@@ -177,10 +182,12 @@ def _run_once(spec, data, budget: Budget, seed: int, reference_seed: int, workdi
     metrics["samples_per_second"] = budget.fid_samples / metrics["sampling_seconds"]
 
     start = time.perf_counter()
-    reference = reference_stats_from_dataset(ImageView(dataset, data), budget.fid_samples, dataset.fingerprint, seed=reference_seed, progress=progress_bar)
+    reference = reference_stats_from_dataset(
+        ImageView(dataset, data), budget.fid_samples, dataset.fingerprint, seed=reference_seed, progress=progress_bar, fast=budget.fast_kernels
+    )
     classifier_path = logits_network_path()
     classifier = load_logits_network(classifier_path) if classifier_path else None
-    metrics.update(image_scores(images, reference, budget.fid_samples, classifier=classifier, seed=seed, progress=progress_bar))
+    metrics.update(image_scores(images, reference, budget.fid_samples, classifier=classifier, seed=seed, progress=progress_bar, fast=budget.fast_kernels))
     metrics["fid_seconds"] = time.perf_counter() - start
 
     samples_png = None

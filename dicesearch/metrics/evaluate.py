@@ -67,6 +67,7 @@ def image_metrics(
     k: int = DEFAULT_K,
     batch_size: int = 50,
     progress: bool | None = None,
+    fast: bool = True,
 ) -> dict[str, float]:
     """FID, sFID, precision and recall of the first ``n`` generated images.
 
@@ -75,9 +76,10 @@ def image_metrics(
     reference: statistics of real images under the same network
         (``reference_stats_from_dataset``).
     Returns {"fid_<n>", "sfid_<n>", "precision_<n>", "recall_<n>"} as floats; sFID is
-    left out when the reference has no spatial statistics.
+    left out when the reference has no spatial statistics. ``fast``: the eager Inception
+    (``extract_features``).
     """
-    feats = _features(generated, reference, n, network, k, batch_size, progress)
+    feats = _features(generated, reference, n, network, k, batch_size, progress, fast=fast)
     return _point_scores(feats, reference, n, k)
 
 
@@ -92,15 +94,17 @@ def image_scores(
     batch_size: int = 50,
     seed: int = 0,
     progress: bool | None = None,
+    fast: bool = True,
 ) -> dict[str, float]:
     """:func:`image_metrics` with each score's uncertainty, KID and (with a classifier) IS.
 
     Adds ``fid_<n>_sd``, ``fid_<n>_lo`` and ``fid_<n>_hi`` (percentile bootstrap over the
     generated images, 95 %), ``kid_<n>`` and ``kid_<n>_sd`` (over subsets), and with
     ``classifier`` ``is_<n>`` and ``is_<n>_sd`` (over 10 splits). ``seed`` seeds the
-    resamples and subsets, so the same images always give the same numbers.
+    resamples and subsets, so the same images always give the same numbers. ``fast``: the
+    eager Inception (``extract_features``).
     """
-    feats = _features(generated, reference, n, network, k, batch_size, progress, classifier)
+    feats = _features(generated, reference, n, network, k, batch_size, progress, classifier, fast)
     names = score_names(n)
     out = _point_scores(feats, reference, n, k)
     interval = fid_bootstrap(feats.pool, reference.pool, seed=seed)
@@ -114,7 +118,7 @@ def image_scores(
     return out
 
 
-def _features(generated, reference, n, network, k, batch_size, progress, classifier=None) -> InceptionFeatures:
+def _features(generated, reference, n, network, k, batch_size, progress, classifier=None, fast=True) -> InceptionFeatures:
     if n < max(2, k + 1):
         raise DataError(f"image metrics need at least {max(2, k + 1)} images, got n={n}")
     net = network if network is not None else load_inception()
@@ -124,7 +128,8 @@ def _features(generated, reference, n, network, k, batch_size, progress, classif
             f"not {net.fingerprint} ({net.path}); recompute them with this network"
         )
     return extract_features(
-        generated, net, n=n, spatial=reference.spatial is not None, batch_size=batch_size, progress=progress, classifier=classifier
+        generated, net, n=n, spatial=reference.spatial is not None, batch_size=batch_size, progress=progress, classifier=classifier,
+        fast=fast,
     )
 
 
@@ -181,6 +186,7 @@ def reference_stats_from_dataset(
     cache_dir: str | Path | None = None,
     batch_size: int = 50,
     progress: bool | None = None,
+    fast: bool = True,
 ) -> ReferenceStats:
     """Reference statistics of a seeded subsample of ``n`` images of ``dataset``, cached.
 
@@ -188,6 +194,8 @@ def reference_stats_from_dataset(
         in [-1, 1] (or uint8) or a tuple whose first element is one (e.g. (image, label)).
     dataset_id: a stable name for the data (it names the cache file together with n,
         seed, the dataset size and the network fingerprint).
+    fast: extract with the eager Inception (``extract_features``); not part of the cache
+        key, as both paths give the same statistics to ~1e-6 relative (``tests/metrics``).
     """
     net = network if network is not None else load_inception()
     size = len(dataset)
@@ -198,7 +206,7 @@ def reference_stats_from_dataset(
     def compute():
         batches = _dataset_batches(dataset, indices, batch_size)
         return extract_features(
-            batches, net, n=n, spatial=net.has_spatial, batch_size=batch_size, progress=progress
+            batches, net, n=n, spatial=net.has_spatial, batch_size=batch_size, progress=progress, fast=fast
         )
 
     return cached_reference_stats(key, compute, cache_dir)

@@ -33,6 +33,7 @@ from torch import nn
 from dicesearch.data import DataSpec, DiffusionDataset, fixed_batches, load_dataset
 from dicesearch.devices import resolve_device
 from dicesearch.errors import DataError, TrainingDiverged
+from dicesearch.speed import fast_kernels
 from dicesearch.train.callbacks import Callback, EvalEvent, LogEvent, ProgressBar, StartEvent, StopTraining
 from dicesearch.train.checkpoint import checkpoint_path, load_checkpoint, prune_checkpoints, remove_partial_files, save_checkpoint
 from dicesearch.train.config import TrainConfig
@@ -137,7 +138,8 @@ def train(
     )  # fmt: skip
     try:
         emit("on_train_start", StartEvent(step=start, steps=config.steps, out_dir=run.root if run else None, device=device, precision=precision.name))
-        loop.run(start)
+        with fast_kernels(model, config.fast_kernels):
+            loop.run(start)
     except StopTraining:
         result.stopped_early = True
         if result.step > start and loop.saved_step != result.step:
