@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dicesearch.ops.depthwise import BANDED_MAX_POSITIONS, banded_depthwise_conv2d, depthwise_conv2d
+from dicesearch.ops.depthwise import banded_depthwise_conv2d, depthwise_conv2d, takes_banded_path
 
 # fp32: the rewrites sum the same products in another order; measured <= 4e-6 relative.
 FP32_RTOL = 2e-5
@@ -45,8 +45,8 @@ def test_matches_the_naive_sum(height, width, k, m):
     assert _relative(depthwise_conv2d(x.double(), weight.double(), bias.double()), want) < 1e-12
 
 
-# (height, width): banded (<= 64 positions) and channel-repeat paths, square and not
-GRIDS = [(1, 1), (4, 4), (8, 8), (4, 16), (12, 12), (16, 16)]
+# (height, width): banded (<= k^2 positions) and oneDNN / channel-repeat paths, square and not
+GRIDS = [(1, 1), (2, 3), (4, 4), (8, 8), (4, 16), (16, 16)]
 
 
 @pytest.mark.parametrize(("height", "width"), GRIDS)
@@ -72,11 +72,11 @@ def test_forward_and_gradients_match_conv2d(height, width, m, k):
 def test_paths_and_layouts():
     x = torch.randn(2, 4, 16, 16)  # NCHW contiguous
     weight = torch.randn(8, 1, 7, 7)
-    for grid in (8, 16):  # banded, channel-repeat
+    for grid in (4, 16):  # banded, channel-repeat
         out = depthwise_conv2d(x[..., :grid, :grid], weight, None)
         assert out.is_contiguous(memory_format=torch.channels_last)
         assert _relative(out, F.conv2d(x[..., :grid, :grid], weight, padding=3, groups=4)) < FP32_RTOL
-    assert 8 * 8 <= BANDED_MAX_POSITIONS < 12 * 12
+    assert takes_banded_path(7, 7, 7) and not takes_banded_path(8, 8, 7) and not takes_banded_path(4, 4, 3)
 
 
 def test_banded_path_on_its_own():
