@@ -42,6 +42,12 @@ class Budget(BaseModel):
     fast_kernels: bool = Field(
         True, description="Train, sample and score on dicesearch.speed's fast kernels and the eager Inception (same scores to float rounding); false: PyTorch's and TorchScript's own."
     )
+    compile: Literal["auto", "always", "never"] = Field(
+        "auto", description="torch.compile the training step: auto where its measured cost is paid back within the run (never on a CPU), always, never."
+    )
+    threads: PositiveInt | None = Field(
+        1, description="torch intra-op threads of a sweep's trial process (1: fastest for small models on a shared CPU, where 2 threads run 5-10x slower); None: torch's default. evaluate() itself leaves the setting alone."
+    )
 
 
 @dataclass
@@ -160,6 +166,7 @@ def _run_once(spec, data, budget: Budget, seed: int, reference_seed: int, workdi
         seed=seed,
         log_every=budget.report_every,
         fast_kernels=budget.fast_kernels,
+        compile=budget.compile,
     )
     if device_t.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device_t)

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from dicesearch.errors import DataError
 from dicesearch.metrics.bootstrap import fid_bootstrap
@@ -80,7 +81,8 @@ def image_metrics(
     (``extract_features``).
     """
     feats = _features(generated, reference, n, network, k, batch_size, progress, fast=fast)
-    return _point_scores(feats, reference, n, k)
+    with blas_threads_like_torch():
+        return _point_scores(feats, reference, n, k)
 
 
 def image_scores(
@@ -105,6 +107,11 @@ def image_scores(
     eager Inception (``extract_features``).
     """
     feats = _features(generated, reference, n, network, k, batch_size, progress, classifier, fast)
+    with blas_threads_like_torch():
+        return _scores_with_uncertainty(feats, reference, n, k, seed)
+
+
+def _scores_with_uncertainty(feats: InceptionFeatures, reference: ReferenceStats, n: int, k: int, seed: int) -> dict[str, float]:
     names = score_names(n)
     out = _point_scores(feats, reference, n, k)
     interval = fid_bootstrap(feats.pool, reference.pool, seed=seed)
@@ -116,6 +123,17 @@ def image_scores(
         score = inception_score(feats.logits, splits=min(10, n))
         out.update({names["is"]: score.value, f"{names['is']}_sd": score.std})
     return out
+
+
+def blas_threads_like_torch():
+    """NumPy's BLAS with as many threads as torch (a context manager).
+
+    The scores' linear algebra (eigendecompositions, Gram matrices, the bootstrap's 200
+    resamples) runs in NumPy's OpenBLAS, which starts one thread per core whatever torch
+    was told. In a trial process set to one thread on a shared 2-core machine its two
+    threads wait for each other: the bootstrap took 3.3 s instead of 0.3 s. Same numbers.
+    """
+    return threadpool_limits(limits=torch.get_num_threads(), user_api="blas")
 
 
 def _features(generated, reference, n, network, k, batch_size, progress, classifier=None, fast=True) -> InceptionFeatures:
@@ -209,4 +227,5 @@ def reference_stats_from_dataset(
             batches, net, n=n, spatial=net.has_spatial, batch_size=batch_size, progress=progress, fast=fast
         )
 
-    return cached_reference_stats(key, compute, cache_dir)
+    with blas_threads_like_torch():  # the statistics' covariance products
+        return cached_reference_stats(key, compute, cache_dir)

@@ -206,6 +206,12 @@ def load_inception(
         return network
 
 
+def forget_loaded_networks() -> None:
+    """Empty ``load_inception``'s per-process cache (the next call loads and verifies again)."""
+    with _CACHE_LOCK:
+        _CACHE.clear()
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__

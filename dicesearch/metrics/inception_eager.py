@@ -139,7 +139,7 @@ def eager_inception(network: InceptionNetwork) -> EagerInception | None:
     try:
         eager = EagerInception(network)
         generator = torch.Generator().manual_seed(0)
-        probe = (torch.rand(2, 3, 299, 299, generator=generator) * 2 - 1).to(network.device)
+        probe = (torch.rand(1, 3, 299, 299, generator=generator) * 2 - 1).to(network.device)  # load_inception's probe shape
         with torch.inference_mode():
             want_pool, want_spatial = run_inception(network, probe, spatial=True)
             pool, spatial = eager(probe, spatial=True)

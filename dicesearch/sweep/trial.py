@@ -89,7 +89,7 @@ class TrialSettings(_Frozen):
             seed=config.seed,
             replicates=config.replicates,
             device=device,
-            threads=threads,
+            threads=threads if threads is not None else config.budget.threads,  # the backend's own choice, else the budget's
             time_limit_s=config.trial_time_limit_s,
             metric_keys=tuple(config.metric_keys),
         )

@@ -77,6 +77,10 @@ class TrainConfig(_Config):
     # 2x faster steps for the digits cascade, the same trajectory up to float rounding
     # (tests/speed); false: PyTorch's own kernels.
     fast_kernels: bool = True
+    # torch.compile the training step: auto compiles only where the measured compile cost
+    # is paid back within the run (dicesearch.speed.compile; never on a CPU, where
+    # compiled steps measured slower); always; never.
+    compile: Literal["auto", "always", "never"] = "auto"
 
     # Fields that change the trajectory: a resumed run must keep them.
     TRAJECTORY: ClassVar[tuple[str, ...]] = (
