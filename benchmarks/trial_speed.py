@@ -114,7 +114,7 @@ def training_table(spec, data, batch: int, args) -> None:
         wall = statistics.median(w for w, _ in rounds[p.name])
         cpu = statistics.median(c for _, c in rounds[p.name])
         diff = max(abs(a - b) / abs(b) for a, b in zip(losses[p.name], reference))
-        table.add_row(p.name, f"{batch / wall:.0f}", f"{base / wall:.2f}", f"{wall:.3f}", f"{cpu:.3f}", f"{first_step[p.name]:.1f}", f"{diff:.1e}")
+        table.add_row(p.name, f"{batch / wall:.3g}", f"{base / wall:.2f}", f"{wall:.3f}", f"{cpu:.3f}", f"{first_step[p.name]:.1f}", f"{diff:.1e}")
     console.print(table)
     console.print(f"before: {before}; after: {load_line()}", highlight=False)
     torch.set_num_threads(args.threads[0])
