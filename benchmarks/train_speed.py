@@ -1,12 +1,15 @@
 """Training speed (optimiser steps/s) of the DICE-digits cascade on the embedded digits.
 
     PYTHONPATH=. python benchmarks/train_speed.py [--spec DICE-digits] [--steps 30] [--batch-sizes 16 32]
-                                                  [--threads 1 2] [--precision fp32 bf16]
+                                                  [--threads 1 2] [--precision fp32 bf16] [--kernels eager fast]
 
 Each row is one short run (after a 3-step warm-up run that is not timed): wall-clock time
 of ``config.steps`` steps of ``dicesearch.train.train`` (data, forward, multi-scale +
-VLB loss, backward, AdamW, EMA; no checkpoints, no progress bar). Numbers depend on the
-machine and on whatever else runs on it; state both when you report them.
+VLB loss, backward, AdamW, EMA; no checkpoints, no progress bar), with PyTorch's own
+kernels (``eager``, ``fast_kernels: false``) or dicesearch.speed's (``fast``, the
+default). Numbers depend on the machine and on whatever else runs on it; state both when
+you report them (the load average is printed). For eager against fast side by side over
+alternating rounds, and for sampling and scoring, see ``benchmarks/trial_speed.py``.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 32])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "bf16", "fp16"])
+    parser.add_argument("--kernels", nargs="+", default=["eager", "fast"], choices=["eager", "fast"])
     parser.add_argument("--gradient-checkpointing", action="store_true")
     args = parser.parse_args()
 
@@ -41,16 +45,18 @@ def main() -> None:
     dataset = load_dataset(data)
     parameters = sum(p.numel() for p in __import__("dicesearch.model", fromlist=["build_model"]).build_model(spec).parameters())
     table = Table(title=f"{spec.name} ({parameters:,} parameters) on {data.kind} {spec.input.resolution}px, {args.steps} steps per row")
-    for column in ("batch", "threads", "precision", "steps/s", "images/s", "s/step"):
+    for column in ("batch", "threads", "precision", "kernels", "steps/s", "images/s", "s/step"):
         table.add_column(column, justify="right")
-    for batch, threads, precision in itertools.product(args.batch_sizes, args.threads, args.precision):
+    for batch, threads, precision, kernels in itertools.product(args.batch_sizes, args.threads, args.precision, args.kernels):
         torch.set_num_threads(threads)
-        config = TrainConfig(steps=args.steps, batch_size=batch, precision=precision, gradient_checkpointing=args.gradient_checkpointing)
+        config = TrainConfig(
+            steps=args.steps, batch_size=batch, precision=precision, gradient_checkpointing=args.gradient_checkpointing, fast_kernels=kernels == "fast"
+        )
         train(spec, data, config.model_copy(update={"steps": 3}), dataset=dataset, device="cpu")  # warm-up
         start = time.perf_counter()
         train(spec, data, config, dataset=dataset, device="cpu")
         seconds = (time.perf_counter() - start) / args.steps
-        table.add_row(str(batch), str(threads), precision, f"{1 / seconds:.2f}", f"{batch / seconds:.0f}", f"{seconds:.3f}")
+        table.add_row(str(batch), str(threads), precision, kernels, f"{1 / seconds:.2f}", f"{batch / seconds:.0f}", f"{seconds:.3f}")
     console = Console()
     console.print(table)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")

@@ -38,6 +38,15 @@ class Budget(FileModel):
     sampling_steps: PositiveInt = Field(25, description="Sampler steps per image.")
     sampler: Literal["ddpm", "ddim", "dpmsolver++"] = "ddim"
     report_every: PositiveInt = Field(25, description="Steps between progress reports (the pruner's intermediate values).")
+    fast_kernels: bool = Field(
+        True, description="Train, sample and score on dicesearch.speed's fast kernels and the eager Inception (same scores to float rounding); false: PyTorch's and TorchScript's own."
+    )
+    compile: Literal["auto", "always", "never"] = Field(
+        "auto", description="torch.compile the training step: auto where its measured cost is paid back within the run (never on a CPU), always, never."
+    )
+    threads: PositiveInt | None = Field(
+        1, description="torch intra-op threads of a sweep's trial process (1: fastest for small models on a shared CPU, where 2 threads run 5-10x slower); None: torch's default. evaluate() itself leaves the setting alone."
+    )
 
 
 @dataclass
@@ -187,6 +196,7 @@ class _Replicate:
         config = TrainConfig(
             steps=steps, batch_size=budget.batch_size, lr=budget.lr, warmup_steps=budget.warmup_steps, ema_decay=budget.ema_decay,
             seed=self.seed, log_every=budget.report_every, checkpoint_every=budget.train_steps + 1, keep_checkpoints=1,
+            fast_kernels=budget.fast_kernels, compile=budget.compile,
         )  # fmt: skip
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -216,7 +226,8 @@ class _Replicate:
 
         budget = self.budget
         sampling = SamplingConfig(
-            sampler=budget.sampler, steps=budget.sampling_steps, num_samples=budget.fid_samples, seed=self.seed, batch_size=min(budget.fid_samples, 250)
+            sampler=budget.sampler, steps=budget.sampling_steps, num_samples=budget.fid_samples, seed=self.seed, batch_size=min(budget.fid_samples, 250),
+            fast_kernels=budget.fast_kernels,
         )
         start = time.perf_counter()
         images = sample_images(ema, self.spec, self.data, sampling, device=self.device)
@@ -224,11 +235,12 @@ class _Replicate:
         self.seconds["sampling_seconds"] += sampling_seconds
         start = time.perf_counter()
         reference = reference_stats_from_dataset(
-            ImageView(self.dataset, self.data), budget.fid_samples, self.dataset.fingerprint, seed=self.reference_seed, progress=self.progress_bar
+            ImageView(self.dataset, self.data), budget.fid_samples, self.dataset.fingerprint, seed=self.reference_seed, progress=self.progress_bar,
+            fast=budget.fast_kernels,
         )
         classifier_path = logits_network_path()
         classifier = load_logits_network(classifier_path) if classifier_path else None
-        scores = image_scores(images, reference, budget.fid_samples, classifier=classifier, seed=self.seed, progress=self.progress_bar)
+        scores = image_scores(images, reference, budget.fid_samples, classifier=classifier, seed=self.seed, progress=self.progress_bar, fast=budget.fast_kernels)
         self.seconds["fid_seconds"] += time.perf_counter() - start
         scores["samples_per_second"] = budget.fid_samples / sampling_seconds
         samples_png = None

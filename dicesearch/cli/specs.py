@@ -10,7 +10,6 @@ import typing
 from pathlib import Path
 
 import click
-from rich.markup import escape
 from rich.table import Table
 
 from dicesearch.cli.app import console, error_line, main, warning_line

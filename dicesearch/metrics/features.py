@@ -35,6 +35,7 @@ from dicesearch.metrics.inception import (
     load_inception,
     run_inception,
 )
+from dicesearch.metrics.inception_eager import eager_inception
 
 # Part of every reference-cache key: change it whenever the steps above change.
 PREPROCESSING = "png-u8-round-half-up|tf1-bilinear-299|tf-range"
@@ -156,6 +157,7 @@ def extract_features(
     batch_size: int = 50,
     progress: bool | None = None,
     classifier: torch.jit.ScriptModule | None = None,
+    fast: bool = True,
 ) -> InceptionFeatures:
     """Inception features of ``images``, pool and (if ``spatial``) sFID's mixed_6/conv.
 
@@ -164,12 +166,16 @@ def extract_features(
     n: take exactly the first n images (DataError if fewer); None takes all.
     progress: tqdm bar on stderr; None shows it when more than one batch is expected.
     classifier: a TorchScript classifier run on the same inputs (logits for the Inception Score).
+    fast: run the network as eager channels-last modules (``metrics.inception_eager``: ~2x
+        faster on a CPU, features equal to ~1e-6 relative); False: the TorchScript file.
     """
     if n is not None and n < 1:
         raise DataError(f"the number of images must be >= 1, got {n}")
     if batch_size < 1:
         raise DataError(f"batch_size must be >= 1, got {batch_size}")
     net = network if network is not None else load_inception()
+    eager = eager_inception(net) if fast else None
+    forward = eager if eager is not None else functools.partial(run_inception, net)
     total = n if n is not None else (len(images) if isinstance(images, torch.Tensor) else None)
     show = progress if progress is not None else (total is None or total > batch_size)
     pool_parts: list[np.ndarray] = []
@@ -180,7 +186,7 @@ def extract_features(
     ) as bar:
         for chunk in _rechunk(_limited(_image_batches(images), n), batch_size):
             x = to_inception_input(to_uint8(chunk).to(net.device))  # (B, 3, 299, 299)
-            pool, spat = run_inception(net, x, spatial=spatial)  # (B, 2048), (B, 2023)
+            pool, spat = forward(x, spatial=spatial)  # (B, 2048), (B, 2023)
             pool_parts.append(pool.double().cpu().numpy())
             if spat is not None:
                 spatial_parts.append(spat.double().cpu().numpy())

@@ -128,10 +128,10 @@ class InceptionNetwork:
     @property
     def has_spatial(self) -> bool:
         """Whether ``mixed_6/conv`` can be read (needed for sFID)."""
-        return _spatial_layers(self.module) is not None
+        return spatial_layers(self.module) is not None
 
 
-def _spatial_layers(module: torch.nn.Module) -> list[tuple[str, torch.nn.Module]] | None:
+def spatial_layers(module: torch.nn.Module) -> list[tuple[str, torch.nn.Module]] | None:
     """The ordered children of ``net.layers`` if they match the 2015 graph, else None."""
     net = getattr(module, "net", None)
     layers = getattr(net, "layers", None)
@@ -157,7 +157,7 @@ def run_inception(
     if not spatial:
         pool = network.module(x)  # (B, 2048)
         return pool.reshape(x.shape[0], -1), None
-    children = _spatial_layers(network.module)
+    children = spatial_layers(network.module)
     if children is None:
         raise DataError(
             f"the Inception network at {network.path} has no net.layers.{SPATIAL_LAYER}.conv "
@@ -204,6 +204,12 @@ def load_inception(
         network = _load_uncached(path, dev, check_sha1=weights is None)
         _CACHE[key] = network
         return network
+
+
+def forget_loaded_networks() -> None:
+    """Empty ``load_inception``'s per-process cache (the next call loads and verifies again)."""
+    with _CACHE_LOCK:
+        _CACHE.clear()
 
 
 def _first_line(exc: BaseException) -> str:

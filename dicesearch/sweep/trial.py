@@ -94,7 +94,7 @@ class TrialSettings(_Frozen):
             replicates=config.replicates,
             rungs=config.fidelity.rungs if config.fidelity else None,
             device=device,
-            threads=threads,
+            threads=threads if threads is not None else config.budget.threads,  # the backend's own choice, else the budget's
             time_limit_s=config.trial_time_limit_s,
             metric_keys=tuple(config.metric_keys),
         )

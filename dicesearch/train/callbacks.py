@@ -45,6 +45,8 @@ class StartEvent:
     out_dir: Path | None
     device: torch.device
     precision: str  # fp32 | bf16 | fp16
+    compiled: bool = False  # the training step runs through torch.compile
+    compile_reason: str = ""  # why (dicesearch.speed.compile.decide_compile)
 
 
 @dataclass(frozen=True)

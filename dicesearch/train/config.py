@@ -75,6 +75,14 @@ class TrainConfig(_Config):
     eval_every: PositiveInt | None = None
     # DataLoader worker processes decoding images (the batches do not depend on it).
     num_workers: NonNegativeInt = 0
+    # Depthwise convolutions on dicesearch.ops.depthwise's CPU kernels (dicesearch.speed):
+    # 2x faster steps for the digits cascade, the same trajectory up to float rounding
+    # (tests/speed); false: PyTorch's own kernels.
+    fast_kernels: bool = True
+    # torch.compile the training step: auto compiles only where the measured compile cost
+    # is paid back within the run (dicesearch.speed.compile; never on a CPU, where
+    # compiled steps measured slower); always; never.
+    compile: Literal["auto", "always", "never"] = "auto"
 
     # Fields that change the trajectory: a resumed run must keep them.
     TRAJECTORY: ClassVar[tuple[str, ...]] = (
@@ -113,6 +121,9 @@ class SamplingConfig(_Config):
     batch_size: PositiveInt = 64
     # Arithmetic of the model's forward passes; the scheduler's is always fp32.
     precision: Precision = "auto"
+    # The model's forward passes on dicesearch.speed's fast kernels (the same samples up to
+    # float rounding); false: PyTorch's own kernels.
+    fast_kernels: bool = True
 
 
 C = TypeVar("C", bound=_Config)

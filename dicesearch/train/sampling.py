@@ -35,6 +35,7 @@ from torch import nn
 
 from dicesearch.data import DataSpec
 from dicesearch.errors import DataError, DicesearchError
+from dicesearch.speed import fast_kernels
 from dicesearch.train.config import SamplingConfig
 from dicesearch.train.precision import MixedPrecision, resolve_precision
 from dicesearch.train.seeding import sample_generator
@@ -168,11 +169,12 @@ pixels, false for latents; ``sample_images`` picks it from the data spec).
 
         bar = tqdm(total=-(-n // config.batch_size) * config.steps, desc=f"sample {config.sampler}", unit="step", dynamic_ncols=True)
     try:
-        out = []
-        for begin in range(0, n, config.batch_size):
-            indices = range(begin, min(begin + config.batch_size, n))
-            batch_labels = None if labels is None else labels[indices.start : indices.stop]
-            out.append(_sample_batch(model, spec, config, indices, batch_labels, clip_denoised, device, precision, bar.update if bar else None))
+        with fast_kernels(model, config.fast_kernels):
+            out = []
+            for begin in range(0, n, config.batch_size):
+                indices = range(begin, min(begin + config.batch_size, n))
+                batch_labels = None if labels is None else labels[indices.start : indices.stop]
+                out.append(_sample_batch(model, spec, config, indices, batch_labels, clip_denoised, device, precision, bar.update if bar else None))
     finally:
         if bar is not None:
             bar.close()

@@ -7,6 +7,8 @@ One step k (1-based; its batch and draws are index i = k - 1):
 2. labels dropped to the null label ``num_classes`` with probability ``class_dropout``;
 3. ``training_loss``: ``forward_stages`` under autocast, in a torch RNG state seeded by
    (seed, i), then ``diffusion_loss`` (multi-scale ε-MSE + learned-variance VLB) in fp32;
+   on ``dicesearch.speed``'s fast kernels (``fast_kernels``) and through ``torch.compile``
+   where ``compile`` decides so (``dicesearch.speed.compile``);
 4. a NaN or infinite loss raises ``TrainingDiverged`` before the weights are touched;
 5. backward (through a GradScaler in fp16), optional clipping, AdamW at ``lr_at(k)``;
 6. EMA update with ``ema_decay_at(k)``;
@@ -33,6 +35,8 @@ from torch import nn
 from dicesearch.data import DataSpec, DiffusionDataset, fixed_batches, load_dataset
 from dicesearch.devices import resolve_device
 from dicesearch.errors import DataError, TrainingDiverged
+from dicesearch.speed import fast_kernels
+from dicesearch.speed.compile import CompileDecision, decide_compile
 from dicesearch.train.callbacks import Callback, EvalEvent, LogEvent, ProgressBar, StartEvent, StopTraining
 from dicesearch.train.checkpoint import checkpoint_path, load_checkpoint, prune_checkpoints, remove_partial_files, save_checkpoint
 from dicesearch.train.config import TrainConfig
@@ -131,13 +135,18 @@ def train(
 
     result = TrainResult(model=model, ema=ema, step=start, start_step=start, run_dir=run, last_checkpoint=resume_from)
     emit = _Emitter(list(callbacks) + ([ProgressBar(spec.name)] if progress else []))
+    compiling = decide_compile(config.compile, device, config.steps - start, lambda: _train_gflop_per_step(spec, config.batch_size))
     loop = _Loop(
         spec=spec, data_spec=data_spec, dataset=dataset, config=config, device=device, precision=precision,
-        model=model, ema=ema, optimizer=optimizer, scaler=scaler, run_dir=run, emit=emit, result=result,
+        model=model, ema=ema, optimizer=optimizer, scaler=scaler, run_dir=run, emit=emit, result=result, compiling=compiling,
     )  # fmt: skip
     try:
-        emit("on_train_start", StartEvent(step=start, steps=config.steps, out_dir=run.root if run else None, device=device, precision=precision.name))
-        loop.run(start)
+        emit("on_train_start", StartEvent(
+            step=start, steps=config.steps, out_dir=run.root if run else None, device=device, precision=precision.name,
+            compiled=compiling.compile, compile_reason=compiling.reason,
+        ))  # fmt: skip
+        with fast_kernels(model, config.fast_kernels):
+            loop.run(start)
     except StopTraining:
         result.stopped_early = True
         if result.step > start and loop.saved_step != result.step:
@@ -145,6 +154,20 @@ def train(
     model.eval()
     emit("on_train_end", result)
     return result
+
+
+def _train_gflop_per_step(spec, batch_size: int) -> float:
+    """Forward + backward FLOPs of one step, ~3x the forward's (counted on the meta device)."""
+    from dicesearch.objective import static_metrics
+
+    return 3.0 * batch_size * static_metrics(spec)["gflops"]
+
+
+@dataclass(frozen=True)
+class _CompiledStages:
+    """Stands in for the model where ``training_loss`` calls ``forward_stages``."""
+
+    forward_stages: Any  # torch.compile(model.forward_stages)
 
 
 @dataclass
@@ -164,9 +187,12 @@ class _Loop:
     run_dir: RunDir | None
     emit: _Emitter
     result: TrainResult
+    compiling: CompileDecision = CompileDecision(False, "compile: never")
     schedule: NoiseSchedule = field(default_factory=NoiseSchedule)
 
     def __post_init__(self) -> None:
+        # what training_loss calls forward_stages on: the model, or its compiled forward
+        self.network = _CompiledStages(torch.compile(self.model.forward_stages)) if self.compiling.compile else self.model
         self.weights = self.spec.resolved_loss_weights()
         self.decoder = "latents" if self.dataset.kind == "latents" else "pixels"
         self.null_label = self.spec.input.num_classes
@@ -217,7 +243,7 @@ class _Loop:
             labels = torch.where(draws.drop, torch.full_like(y, self.null_label), y).to(self.device)  # (B,)
         with seeded_step(config.seed, index, self.device):
             terms = training_loss(
-                self.model, self.schedule, x0, t, noise, labels, self.weights, self.spec.input.learn_sigma, self.decoder, self.precision.autocast()
+                self.network, self.schedule, x0, t, noise, labels, self.weights, self.spec.input.learn_sigma, self.decoder, self.precision.autocast()
             )
             loss = terms.total.item()
             if not math.isfinite(loss):

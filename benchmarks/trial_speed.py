@@ -1,0 +1,236 @@
+"""A faster trial, same numbers (issue 13): PyTorch's eager path against the fast path, side by side.
+
+    PYTHONPATH=. python benchmarks/trial_speed.py [--space search_spaces/cascade.yaml] [--rounds 3]
+        [--steps 20] [--threads 1 2] [--compile] [--no-scoring]
+    # on a GPU, the DICE preset at its latent size (random 32x32x4 latents), fp16:
+    PYTHONPATH=. python benchmarks/trial_speed.py --spec DICE --device cuda --precision fp16 --batch 32 --compile --no-scoring
+
+Training: images/s of the space's base model (or ``--spec``) at the budget's trial batch,
+``dicesearch.train.train`` as a trial runs it (data, forward, loss, backward, AdamW, EMA).
+Every configuration runs ``--rounds`` times, the configurations taking turns so that they
+share the machine's load alike; each round times ``--steps`` steps after its first (which
+pays the warm-up, and with ``--compile`` the compilation, reported apart); the median
+round is shown, with the CPU time per step (less sensitive than wall time to other jobs).
+The losses of the steps are shown as the fast path's largest relative difference.
+
+Sampling + scoring: the base model trained once for the budget's steps; then, for each
+path, what ``dicesearch.objective.evaluate`` does after training (sample the EMA, load the
+cached reference statistics, Inception features, FID, sFID, KID, precision, recall and the
+bootstrap), each path ``--rounds`` times in turns, with the per-process network caches
+cleared first (a trial process starts without them). The eager column is main's path:
+PyTorch's kernels, the TorchScript Inception and NumPy's BLAS at its own thread count.
+Every score is printed for both.
+
+State the machine and its load with any figure (printed, ``uptime``'s load average).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from dicesearch.train.callbacks import Callback
+
+console = Console(width=160)
+
+
+def load_line() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.1f} / {five:.1f} / {fifteen:.1f} (1 / 5 / 15 min)"
+
+
+@dataclass(frozen=True)
+class Path_:
+    name: str
+    fast_kernels: bool
+    compile: str = "never"
+    threads: int = 1
+
+
+class _Clock(Callback):
+    """Wall and CPU time at the end of every step."""
+
+    def __init__(self):
+        self.marks: list[tuple[float, float]] = []
+        self.losses: list[float] = []
+
+    def on_step(self, step: int, loss: float) -> None:
+        self.marks.append((time.perf_counter(), time.process_time()))
+        self.losses.append(loss)
+
+
+def _synthetic_latents(spec, count: int, folder: Path):
+    """A latent data spec of ``count`` random latents of the spec's shape (the GPU run)."""
+    from dicesearch.data import parse_data_spec
+    from dicesearch.data.latentfile import write_latent_file
+
+    shape = (count, spec.input.channels, spec.input.resolution, spec.input.resolution)
+    path = write_latent_file(folder / "latents.safetensors", torch.randn(shape), torch.arange(count) % max(1, spec.input.num_classes), {})
+    return parse_data_spec({"kind": "latents", "path": str(path)}, where="benchmark")
+
+
+def training_table(spec, data, batch: int, args) -> None:
+    from dicesearch.data import load_dataset
+    from dicesearch.train import TrainConfig, train
+
+    dataset = load_dataset(data)
+    paths = [Path_(f"eager, {t} thread{'s' * (t > 1)}", False, threads=t) for t in args.threads]
+    paths += [Path_(f"fast kernels, {t} thread{'s' * (t > 1)}", True, threads=t) for t in args.threads]
+    if args.compile:
+        paths += [Path_(f"fast kernels + compile, {args.threads[0]} thread{'s' * (args.threads[0] > 1)}", True, "always", args.threads[0])]
+    config = TrainConfig(steps=args.steps + 1, batch_size=batch, lr=args.lr, seed=args.seed, precision=args.precision, checkpoint_every=10**9)
+    rounds: dict[str, list[tuple[float, float]]] = {p.name: [] for p in paths}
+    first_step: dict[str, float] = {}
+    losses: dict[str, list[float]] = {}
+    before = load_line()
+    for r in range(args.rounds):
+        for p in paths:
+            torch.set_num_threads(p.threads)
+            clock = _Clock()
+            start = time.perf_counter()
+            train(spec, data, config.model_copy(update={"fast_kernels": p.fast_kernels, "compile": p.compile}), callbacks=[clock], dataset=dataset, device=args.device)
+            (w0, c0), (w1, c1) = clock.marks[0], clock.marks[-1]
+            rounds[p.name].append(((w1 - w0) / args.steps, (c1 - c0) / args.steps))
+            first_step.setdefault(p.name, w0 - start)
+            losses[p.name] = clock.losses
+            console.print(f"  round {r + 1}/{args.rounds} {p.name}: {batch * args.steps / (w1 - w0):.0f} images/s", highlight=False)
+    base = statistics.median(w for w, _ in rounds[paths[0].name])
+    table = Table(title=f"training {spec.name} ({_params(spec):,} parameters), batch {batch}, {args.steps} timed steps x {args.rounds} rounds, {args.device}, {args.precision}")
+    for column in ("path", "images/s", "x eager", "s/step (wall)", "CPU s/step", "first step s", "max loss diff (rel.)"):
+        table.add_column(column, justify="right")
+    reference = losses[paths[0].name]
+    for p in paths:
+        wall = statistics.median(w for w, _ in rounds[p.name])
+        cpu = statistics.median(c for _, c in rounds[p.name])
+        diff = max(abs(a - b) / abs(b) for a, b in zip(losses[p.name], reference))
+        table.add_row(p.name, f"{batch / wall:.3g}", f"{base / wall:.2f}", f"{wall:.3f}", f"{cpu:.3f}", f"{first_step[p.name]:.1f}", f"{diff:.1e}")
+    console.print(table)
+    console.print(f"before: {before}; after: {load_line()}", highlight=False)
+    torch.set_num_threads(args.threads[0])
+
+
+def _params(spec) -> int:
+    from dicesearch.objective import static_metrics
+
+    return int(static_metrics(spec)["params"])
+
+
+def _clear_network_caches() -> None:
+    """What a fresh trial process has: no loaded Inception, no eager copy of it."""
+    from dicesearch.metrics.inception import forget_loaded_networks
+    from dicesearch.metrics.inception_eager import eager_inception
+
+    forget_loaded_networks()
+    eager_inception.cache_clear()
+
+
+@contextlib.contextmanager
+def _blas_threads(follow_torch: bool):
+    """The eager column runs as main did: NumPy's BLAS at its own thread count (one per core)."""
+    from dicesearch.metrics import evaluate
+
+    if follow_torch:
+        yield
+        return
+    follow = evaluate.blas_threads_like_torch
+    evaluate.blas_threads_like_torch = contextlib.nullcontext
+    try:
+        yield
+    finally:
+        evaluate.blas_threads_like_torch = follow
+
+
+def scoring_table(spec, data, budget, args) -> None:
+    from dicesearch.data import load_dataset
+    from dicesearch.data.images import ImageView
+    from dicesearch.metrics import image_scores, reference_stats_from_dataset
+    from dicesearch.train import SamplingConfig, TrainConfig, train
+    from dicesearch.train.sampling import sample_images
+
+    dataset = load_dataset(data)
+    n, seed = budget.fid_samples, args.seed
+    steps = args.train_steps or budget.train_steps
+    console.print(f"training the base model for {steps} steps (fast kernels) ...", highlight=False)
+    config = TrainConfig(steps=steps, batch_size=budget.batch_size, lr=budget.lr, warmup_steps=budget.warmup_steps, ema_decay=budget.ema_decay, seed=seed)
+    ema = train(spec, data, config, dataset=dataset, device=args.device).ema
+    reference_stats_from_dataset(ImageView(dataset, data), n, dataset.fingerprint, seed=seed, progress=False)  # cached once, as for every sweep
+    results: dict[bool, list[tuple[float, float, float, dict]]] = {False: [], True: []}
+    before = load_line()
+    for r in range(args.rounds):
+        for fast in (False, True):
+            _clear_network_caches()
+            with _blas_threads(follow_torch=fast):
+                start, cpu = time.perf_counter(), time.process_time()
+                sampling = SamplingConfig(sampler=budget.sampler, steps=budget.sampling_steps, num_samples=n, seed=seed, batch_size=min(n, 250), fast_kernels=fast)
+                images = sample_images(ema, spec, data, sampling, device=args.device)
+                sampled = time.perf_counter()
+                reference = reference_stats_from_dataset(ImageView(dataset, data), n, dataset.fingerprint, seed=seed, progress=False, fast=fast)
+                scores = image_scores(images, reference, n, seed=seed, progress=False, fast=fast)
+                end = time.perf_counter()
+            results[fast].append((sampled - start, end - sampled, time.process_time() - cpu, scores))
+            console.print(f"  round {r + 1}/{args.rounds} {'fast' if fast else 'eager'}: {end - start:.1f} s", highlight=False)
+
+    def median(fast: bool, i: int) -> float:
+        return statistics.median(row[i] for row in results[fast])
+
+    table = Table(title=f"sampling + scoring one trial: {n} images x {budget.sampling_steps} {budget.sampler} steps, {args.rounds} rounds, {args.device}, {torch.get_num_threads()} torch thread(s)")
+    table.add_column("", justify="left")
+    for column in ("eager (main)", "fast", "x eager"):
+        table.add_column(column, justify="right")
+    for label, i in (("sampling s", 0), ("reference + Inception + scores s", 1), ("CPU s (both)", 2)):
+        table.add_row(label, f"{median(False, i):.1f}", f"{median(True, i):.1f}", f"{median(False, i) / median(True, i):.2f}")
+    total_eager, total_fast = median(False, 0) + median(False, 1), median(True, 0) + median(True, 1)
+    table.add_row("sampling + scoring s", f"{total_eager:.1f}", f"{total_fast:.1f}", f"{total_eager / total_fast:.2f}")
+    eager_scores, fast_scores = results[False][-1][3], results[True][-1][3]
+    for name in sorted(eager_scores):
+        a, b = eager_scores[name], fast_scores[name]
+        table.add_row(name, f"{a:.6g}", f"{b:.6g}", f"diff {abs(a - b) / max(abs(a), 1e-12):.1e}")
+    console.print(table)
+    console.print(f"before: {before}; after: {load_line()}", highlight=False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--space", default="search_spaces/cascade.yaml", help="the base model, data and budget of this search space")
+    parser.add_argument("--spec", help="a preset or spec file instead of the space's base model (random latents if it takes latents)")
+    parser.add_argument("--batch", type=int, help="training batch (default: the budget's)")
+    parser.add_argument("--steps", type=int, default=20, help="timed training steps per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1], help="torch intra-op threads; several give rows for each")
+    parser.add_argument("--compile", action="store_true", help="add a fast kernels + torch.compile row (its first step holds the compilation)")
+    parser.add_argument("--no-scoring", action="store_true", help="skip the sampling + scoring table")
+    parser.add_argument("--train-steps", type=int, help="steps the model is trained before sampling (default: the budget's)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    args = parser.parse_args()
+
+    from dicesearch.spec import load_spec, parse_spec
+    from dicesearch.sweep.search_space import load_search_space
+
+    space = load_search_space(args.space)
+    budget, data = space.config.budget, space.config.data
+    spec = load_spec(args.spec) if args.spec else parse_spec(space.base)
+    args.seed, args.lr = space.config.seed, budget.lr
+    device = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else f"{platform.machine()} CPU, {os.cpu_count()} cores"
+    console.print(f"{device}, torch {torch.__version__}; other jobs share this machine: {load_line()}", highlight=False)
+    with tempfile.TemporaryDirectory() as scratch:
+        if args.spec and spec.input.channels != 1:
+            data = _synthetic_latents(spec, max(256, args.batch or budget.batch_size), Path(scratch))
+        training_table(spec, data, args.batch or budget.batch_size, args)
+    if not args.no_scoring and not args.spec:
+        scoring_table(spec, data, budget, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""Depthwise convolution that is fast on a CPU for the small grids of short search runs.
+
+A depthwise ("same"-padded, stride 1) convolution with channel multiplier m maps
+x (B, C, H, W) to y (B, C m, H, W) with
+
+    y[b, c m + j, h, w] = bias[c m + j] + sum_{u, v} weight[c m + j, 0, u, v] x[b, c, h + u - p, w + v - p],
+
+p = k // 2, x zero outside the grid (``nn.Conv2d(C, C m, k, padding=k // 2, groups=C)``;
+ConvNeXt's and DICE's 7x7 convolutions, DICE's left/right pair being m = 2).
+
+PyTorch's CPU kernel (oneDNN) is slow here in three ways (measured on 2 cores, CPU time of
+forward + backward at batch 64, ``benchmarks/trial_speed.py``): with m > 1 the forward and
+the input gradient leave the fast depthwise path (8x slower than m = 1 at equal work); with
+the blocks' permuted (B, H, W, C) input in NCHW memory everything is 3x slower than in
+channels-last memory; and on grids of a few positions most of the k x k window is padding
+it still visits. Exact rewrites avoid all three; they compute the same products and sum
+them in another order, so they agree with ``F.conv2d`` to float rounding (relative 1e-6 in
+fp32, tested in ``tests/ops/test_depthwise.py``):
+
+* **small grids** (H W <= k^2, e.g. up to 7x7 for k = 7): the convolution of one channel is
+  a linear map of its H W values, a banded (H W, H W) matrix built from the kernel, so
+  y = x @ band per channel: one batched matmul, whose backward is two more (7x faster
+  than oneDNN at 4x4 for DICE's pair).
+* **larger grids**, channels-last: with m = 1 oneDNN's own kernel. With m > 1, repeat each
+  input channel m times (channel c m + j = x_c) for the forward and the input gradient
+  (the m = 1 kernel), and take the weight gradient from the m > 1 kernel, which is the
+  faster one there (2.3x faster than oneDNN alone at 16x16 for DICE's pair).
+
+Both return channels-last memory, the layout the blocks' (B, H, W, C) linears want.
+Other devices, dtypes or settings go to ``F.conv2d`` unchanged.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["banded_depthwise_conv2d", "depthwise_conv2d", "takes_banded_path", "supports"]
+
+
+def supports(x: Tensor, weight: Tensor) -> bool:
+    """Whether ``depthwise_conv2d`` has a fast path for this input (a CPU tensor, odd square kernel)."""
+    k = weight.shape[-1]
+    return x.device.type == "cpu" and x.dim() == 4 and weight.shape[-2] == k and k % 2 == 1 and weight.shape[0] % x.shape[1] == 0
+
+
+def takes_banded_path(height: int, width: int, k: int) -> bool:
+    """Grids of at most k^2 positions: there the banded matmul beats oneDNN (measured, module docstring)."""
+    return height * width <= k * k
+
+
+@functools.lru_cache(maxsize=64)
+def _band_index(height: int, width: int, k: int) -> Tensor:
+    """(H W_in, H W_out) long: the kernel tap joining input position q to output p; k*k where none."""
+    p = k // 2
+    rows, cols = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    rows, cols = rows.reshape(-1), cols.reshape(-1)  # (HW,)
+    du = rows[:, None] - rows[None, :] + p  # (HW_in, HW_out): u with h_in = h_out + u - p
+    dv = cols[:, None] - cols[None, :] + p
+    inside = (du >= 0) & (du < k) & (dv >= 0) & (dv < k)
+    return torch.where(inside, du * k + dv, torch.full_like(du, k * k))
+
+
+def banded_depthwise_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """The small-grid rewrite: x (B, C, H, W), weight (C m, 1, k, k) -> (B, C m, H, W) channels-last."""
+    b, c, h, w = x.shape
+    out_channels, _, k, _ = weight.shape
+    m = out_channels // c
+    taps = torch.cat([weight.reshape(c, m, k * k), weight.new_zeros(c, m, 1)], dim=-1)  # (C, m, k*k + 1), last = 0
+    band = taps[:, :, _band_index(h, w, k).to(x.device)]  # (C, m, HW_in, HW_out)
+    band = band.permute(0, 2, 1, 3).reshape(c, h * w, m * h * w)  # (C, HW_in, m HW_out)
+    columns = x.permute(1, 0, 2, 3).reshape(c, b, h * w)  # (C, B, HW_in)
+    out = torch.bmm(columns, band)  # (C, B, m HW_out)
+    out = out.reshape(c, b, m, h, w).permute(1, 3, 4, 0, 2).reshape(b, h, w, c * m)  # (B, H, W, C m)
+    if bias is not None:
+        out = out + bias
+    return out.permute(0, 3, 1, 2)  # (B, C m, H, W), channels-last memory
+
+
+class _RepeatedChannels(torch.autograd.Function):
+    """The channel-repeat rewrite with each gradient from oneDNN's faster kernel for it.
+
+    Forward and input gradient: the m = 1 convolution of the repeated channels (the m > 1
+    kernels are 8x slower at the input gradient). Weight gradient: the m > 1 convolution's
+    own (the m = 1 one of m times the channels is 2x slower). Measured in ``benchmarks``.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        repeated = _repeat_channels(x, weight.shape[0] // x.shape[1])  # (B, C m, H, W)
+        ctx.save_for_backward(repeated, weight)  # x is every m-th channel of it
+        ctx.has_bias, ctx.multiplier = bias is not None, weight.shape[0] // x.shape[1]
+        return F.conv2d(repeated, weight, bias, padding=weight.shape[-1] // 2, groups=weight.shape[0])
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        repeated, weight = ctx.saved_tensors
+        b, cm, h, w = repeated.shape
+        k = weight.shape[-1]
+        m = ctx.multiplier
+        c, pad = cm // m, [k // 2, k // 2]
+        grad = grad.contiguous(memory_format=torch.channels_last)  # (B, C m, H, W)
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_rep = torch.ops.aten.convolution_backward(
+                grad, repeated, weight, None, [1, 1], pad, [1, 1], False, [0, 0], cm, [True, False, False]
+            )[0].permute(0, 2, 3, 1)  # (B, H, W, C m), contiguous
+            grad_x = grad_rep[..., 0::m]
+            for j in range(1, m):
+                grad_x = grad_x + grad_rep[..., j::m]
+            grad_x = grad_x.permute(0, 3, 1, 2)  # (B, C, H, W), channels-last
+        if ctx.needs_input_grad[1]:
+            x = repeated.permute(0, 2, 3, 1)[..., 0::m].contiguous().permute(0, 3, 1, 2)  # (B, C, H, W), channels-last
+            grad_w = torch.ops.aten.convolution_backward(
+                grad, x, weight, None, [1, 1], pad, [1, 1], False, [0, 0], c, [False, True, False]
+            )[1]  # (C m, 1, k, k)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = grad.sum((0, 2, 3))  # (C m,)
+        return grad_x, grad_w, grad_b
+
+
+def _repeat_channels(x: Tensor, m: int) -> Tensor:
+    """(B, C, H, W) channels-last -> (B, C m, H, W) channels-last with channel c m + j = x_c."""
+    if m == 1:
+        return x
+    b, c, h, w = x.shape
+    cl = x.permute(0, 2, 3, 1)  # (B, H, W, C), contiguous
+    return cl.unsqueeze(-1).expand(b, h, w, c, m).reshape(b, h, w, c * m).permute(0, 3, 1, 2)
+
+
+def depthwise_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """Same-padded stride-1 depthwise convolution: x (B, C, H, W), weight (C m, 1, k, k) -> (B, C m, H, W).
+
+    Equal to ``F.conv2d(x, weight, bias, padding=k // 2, groups=C)`` up to float rounding
+    (module docstring); channels-last memory on the fast paths.
+    """
+    c, k = x.shape[1], weight.shape[-1]
+    if not supports(x, weight):
+        return F.conv2d(x, weight, bias, padding=k // 2, groups=c)
+    _, _, h, w = x.shape
+    if takes_banded_path(h, w, k):
+        return banded_depthwise_conv2d(x, weight, bias)
+    m = weight.shape[0] // c
+    x = x.contiguous(memory_format=torch.channels_last)  # a no-op for the blocks' permuted (B, H, W, C) input
+    if m == 1:
+        return F.conv2d(x, weight, bias, padding=k // 2, groups=c)
+    if x.dtype == weight.dtype == torch.float32 and not torch.is_autocast_enabled("cpu"):
+        return _RepeatedChannels.apply(x, weight, bias)
+    return F.conv2d(_repeat_channels(x, m), weight, bias, padding=k // 2, groups=c * m)

@@ -1,0 +1,72 @@
+"""Run a built model on the fast kernels of ``dicesearch.ops``, then put it back.
+
+``fast_kernels(model)`` is a context manager. Inside it, every plain ``nn.Conv2d`` of the
+model that is
+
+* a same-padded, stride-1, odd-kernel depthwise convolution (DICE's pair, ConvNeXt's 7x7,
+  LiT's depthwise convolution on V) computes with ``ops.depthwise.depthwise_conv2d``;
+* a patch embedding (kernel = stride, no padding: every stage's ``patchify``) computes
+  with ``ops.patchify.patch_conv2d``;
+
+on exit they are plain ``nn.Conv2d`` again. Only the modules' class changes: the
+parameters, the state-dict keys, hooks and devices stay, so checkpoints, the EMA and
+optimisers never see a difference. Modules already swapped (a nested call) are left to
+the outer call. Both kernels compute the same products as PyTorch's and differ from it
+by float rounding only (``tests/speed``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from torch import Tensor, nn
+
+from dicesearch.ops.depthwise import depthwise_conv2d
+from dicesearch.ops.patchify import patch_conv2d
+
+__all__ = ["DepthwiseConv2d", "PatchConv2d", "fast_class", "fast_kernels"]
+
+
+class DepthwiseConv2d(nn.Conv2d):
+    """An ``nn.Conv2d`` (depthwise, same padding, stride 1) computed by ``depthwise_conv2d``."""
+
+    def _conv_forward(self, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        return depthwise_conv2d(input, weight, bias)  # (B, C, H, W) -> (B, C m, H, W)
+
+
+class PatchConv2d(nn.Conv2d):
+    """An ``nn.Conv2d`` with kernel = stride and no padding, computed by ``patch_conv2d``."""
+
+    def _conv_forward(self, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        return patch_conv2d(input, weight, bias)  # (B, C, H, W) -> (B, O, H / p, W / p)
+
+
+def fast_class(module: nn.Module) -> type[nn.Conv2d] | None:
+    """The fast class for a plain ``nn.Conv2d`` whose computation it reproduces, else None."""
+    if type(module) is not nn.Conv2d or module.padding_mode != "zeros" or module.dilation != (1, 1):
+        return None
+    k = module.kernel_size
+    if (
+        module.groups == module.in_channels > 1
+        and module.out_channels % module.in_channels == 0
+        and k[0] == k[1] and k[0] % 2 == 1
+        and module.stride == (1, 1) and module.padding == (k[0] // 2, k[0] // 2)
+    ):  # fmt: skip
+        return DepthwiseConv2d
+    if module.groups == 1 and k[0] == k[1] and module.stride == k and module.padding == (0, 0):
+        return PatchConv2d
+    return None
+
+
+@contextmanager
+def fast_kernels(model: nn.Module, enabled: bool = True) -> Iterator[nn.Module]:
+    """Within the block, ``model``'s depthwise and patch convolutions use the fast kernels."""
+    swapped = [(m, fast) for m in model.modules() if (fast := fast_class(m)) is not None] if enabled else []
+    for module, fast in swapped:
+        module.__class__ = fast
+    try:
+        yield model
+    finally:
+        for module, _ in swapped:
+            module.__class__ = nn.Conv2d
