@@ -26,8 +26,8 @@ from dicesearch.errors import DicesearchError
 from dicesearch.metrics import score_names
 from dicesearch.sweep.locations import SweepLocations
 from dicesearch.sweep.ranking import RankAgreement, Score, rank_agreement
-from dicesearch.sweep.record import ATTR_METRICS, ATTR_SPEC
-from dicesearch.sweep.report import is_scored, ranked_trials
+from dicesearch.sweep.record import ATTR_METRICS, ATTR_RUNGS, ATTR_SPEC
+from dicesearch.sweep.report import is_scored, ranked_trials, stopped_at_rung
 from dicesearch.sweep.search_space import SearchSpace
 from dicesearch.sweep.studies import SweepStudy
 from dicesearch.sweep.trial import TrialSettings
@@ -46,7 +46,7 @@ class CalibrationPair:
 
 @dataclass(frozen=True)
 class Calibration:
-    short_key: str  # e.g. fid_128
+    short_key: str  # e.g. fid_128, or "fid_128 at 150 steps" (a multi-fidelity sweep's first rung)
     long_key: str  # e.g. fid_128 at 4x the steps, or fid_500
     factor: float
     train_steps: int
@@ -55,12 +55,23 @@ class Calibration:
 
 
 def choose_trials(study, best: int, random_count: int, seed: int) -> list[tuple[object, str]]:
-    """The best ``best`` scored trials and ``random_count`` of the rest drawn at random."""
-    scored = [t for t in ranked_trials(study) if is_scored(t)]
+    """The best ``best`` scored trials and ``random_count`` of the rest drawn at random (with
+    multi-fidelity, trials stopped at a rung are scored too: at every rung up to theirs)."""
+    scored = [t for t in ranked_trials(study) if is_scored(t) or stopped_at_rung(t)]
     top = scored[:best]
     rest = scored[best:]
     drawn = random.Random(seed).sample(rest, min(random_count, len(rest)))
     return [(t, "best") for t in top] + [(t, "random") for t in sorted(drawn, key=lambda t: t.number)]
+
+
+def sweep_score(trial, key: str, first_rung: int | None) -> float:
+    """The trial's score in the sweep: its final one, or with multi-fidelity its score at the
+    first rung, the one budget every trial was scored at (final scores mix rungs)."""
+    if first_rung is not None:
+        for record in trial.user_attrs.get(ATTR_RUNGS) or []:
+            if record.get("steps") == first_rung and key in record:
+                return float(record[key])
+    return float(trial.user_attrs[ATTR_METRICS][key])
 
 
 def calibrate(
@@ -88,12 +99,16 @@ def calibrate(
             "least 3: run the sweep first (or longer), or raise --best / --random"
         )
     short_key = config.metric_keys[0]
+    first_rung = config.fidelity.rungs[0] if config.fidelity else None
     metric = config.objective.metrics[0]
     long_budget = config.budget.model_copy(
         update={"train_steps": max(1, round(config.budget.train_steps * factor)), **({"fid_samples": fid_samples} if fid_samples else {})}
     )
     long_key = score_names(long_budget.fid_samples)[metric]
-    settings = TrialSettings.for_sweep(config.model_copy(update={"budget": long_budget}), device)
+    # the long run is one straight run (no rungs), whatever the sweep's fidelity
+    settings = TrialSettings.for_sweep(config.model_copy(update={"budget": long_budget, "fidelity": None}), device)
+    label = short_key if first_rung is None else f"{short_key} at {first_rung} steps"
+
     console.print(
         f"calibrate '{config.resolved_study_name}': {len(chosen)} trials re-trained for {long_budget.train_steps} steps "
         f"({factor:g}x), scored by {long_key}",
@@ -101,7 +116,7 @@ def calibrate(
     )
     pairs = []
     for trial, why in chosen:
-        short = float(trial.user_attrs[ATTR_METRICS][short_key])
+        short = sweep_score(trial, short_key, first_rung)
         request = settings.request(trial.user_attrs[ATTR_SPEC], locations.out_dir / "calibrate" / f"trial-{trial.number}", count_static=False)
         outcome = run_trial(request, lambda step, loss: False, time_limit_s=None).checked([long_key])
         long = Score.of(outcome.metrics, long_key) if outcome.status == "complete" else None
@@ -110,7 +125,7 @@ def calibrate(
         console.print(f"trial {trial.number} ({why}): {short_key} {short:.4g} -> {result} ({outcome.wall_seconds:.0f} s)", highlight=False)
     done = [p for p in pairs if p.long is not None]
     agreement = rank_agreement([p.short for p in done], [p.long for p in done], seed=seed) if len(done) >= 3 else None
-    calibration = Calibration(short_key, long_key, factor, long_budget.train_steps, pairs, agreement)
+    calibration = Calibration(label, long_key, factor, long_budget.train_steps, pairs, agreement)
     study.study.set_user_attr("calibration", asdict(calibration))
     return calibration
 

@@ -26,7 +26,7 @@ def rung_reached(trial) -> int | None:
     return max(r["rung"] for r in rungs) if rungs else None
 
 
-def _stopped_at_rung(trial) -> bool:
+def stopped_at_rung(trial) -> bool:
     return trial.state == TrialState.PRUNED and rung_reached(trial) is not None and bool(trial.intermediate_values)
 
 
@@ -39,7 +39,7 @@ def ranked_trials(study: optuna.Study) -> list:
     def value(t) -> float:
         return t.values[0] if is_scored(t) else t.intermediate_values[max(t.intermediate_values)]
 
-    done = [t for t in trials if is_scored(t) or _stopped_at_rung(t)]
+    done = [t for t in trials if is_scored(t) or stopped_at_rung(t)]
     done.sort(key=lambda t: (-(rung_reached(t) or 0), not is_scored(t), sign * value(t), t.number))
     rest = sorted((t for t in trials if t not in done), key=lambda t: t.number)
     return done + rest
@@ -103,7 +103,7 @@ def ranked_table(study: optuna.Study, metric_keys: list[str], limit: int = 30, r
     for trial in ranked_trials(study)[:limit]:
         metrics = trial.user_attrs.get(ATTR_METRICS, {})
         status = trial.user_attrs.get(ATTR_STATUS, trial.state.name.lower())
-        scored = is_scored(trial) or _stopped_at_rung(trial)
+        scored = is_scored(trial) or stopped_at_rung(trial)
         rank += scored
         marker = " *" if trial.number in pareto and len(metric_keys) > 1 else ""
         detail = trial.user_attrs.get(ATTR_REASON) or ", ".join(f"{k}={_fmt(v)}" for k, v in trial.params.items())

@@ -71,3 +71,23 @@ def test_calibrate_retrains_chosen_trials_longer_and_reports_rank_agreement(tmp_
     assert calibrate.data.tags["mlflow.parentRunId"] == parent.info.run_id and parent.info.status == "FINISHED"
     assert calibrate.data.metrics["calibrate.spearman_rho"] == pytest.approx(agreement["spearman"])
     assert calibrate.data.params["factor"] == "2.0"
+
+
+def test_calibrate_a_multi_fidelity_sweep_compares_the_first_rung_with_one_straight_long_run(tmp_path, monkeypatch):
+    # rungs [2, 4]: the long run is one straight run of 8 steps (not rungs ending at 4), and
+    # the short score of every trial is its score at 2 steps, the budget all of them reached
+    monkeypatch.chdir(tmp_path)
+    space = tmp_path / "calib.yaml"
+    space.write_text(SPACE.replace("trials: 3\n", "trials: 3\nfidelity: {rungs: [2, 4], keep: 1/2}\n"))
+    swept = CliRunner().invoke(main, ["sweep", str(space)], catch_exceptions=False, terminal_width=200)
+    assert swept.exit_code == 0, swept.output
+    result = CliRunner().invoke(main, ["calibrate", str(space), "--best", "2", "--random", "1", "--factor", "2"], catch_exceptions=False, terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "re-trained for 8 steps (2x), scored by fid_8" in result.output and "fid_8 at 2 steps" in result.output
+
+    study = optuna.load_study(study_name="calib", storage=f"sqlite:///{tmp_path}/optuna.db")
+    calibration = study.user_attrs["calibration"]
+    first_rung = {t.number: t.user_attrs["rungs"][0]["fid_8"] for t in study.trials}
+    assert {p["trial"]: p["short"] for p in calibration["pairs"]} == pytest.approx(first_rung)
+    assert calibration["short_key"] == "fid_8 at 2 steps" and calibration["train_steps"] == 8
+    assert all(p["long"] > 0 for p in calibration["pairs"])
