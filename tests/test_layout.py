@@ -80,7 +80,7 @@ def test_the_sweep_backends_are_peers():
 def test_the_trial_process_reads_a_typed_request():
     source = (PACKAGE / "sweep" / "trial_process.py").read_text()
     tree = ast.parse(source)
-    child = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "_child")
+    child = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "trial_child")
     assert ast.unparse(child.args.args[1].annotation) == "TrialRequest"
     subscripts = [n for n in ast.walk(child) if isinstance(n, ast.Subscript) and isinstance(n.slice, ast.Constant) and isinstance(n.slice.value, str)]
     gets = [n for n in ast.walk(child) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "get"]

@@ -10,6 +10,7 @@ error), timeout, or crashed (the process died without a word, e.g. killed by the
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import time
 import traceback
@@ -40,7 +41,14 @@ def _classify(exc: BaseException) -> str:
     return "error"
 
 
-def _child(conn, request: TrialRequest) -> None:
+_SWEEP_GONE = (BrokenPipeError, ConnectionResetError, EOFError)
+
+
+def _sweep_may_be_gone():
+    return contextlib.suppress(*_SWEEP_GONE)
+
+
+def trial_child(conn, request: TrialRequest) -> None:
     """Entry point of the trial process: ("report", step, loss)* and ("rung", index, steps,
     metrics)*, then ("result", Evaluation), ("pruned", step) or ("failed", kind, reason, traceback)."""
     try:
@@ -71,10 +79,14 @@ def _child(conn, request: TrialRequest) -> None:
         )  # fmt: skip
         conn.send(("result", evaluation))
     except _PruneRequested as exc:
-        conn.send(("pruned", exc.step))
+        with _sweep_may_be_gone():
+            conn.send(("pruned", exc.step))
+    except _SWEEP_GONE:
+        pass  # the sweep process is gone (killed): nobody to report to, so end quietly and at once
     except BaseException as exc:  # report everything, including KeyboardInterrupt in the child
         kind = _classify(exc)
-        conn.send(("failed", kind, f"{kind}: {type(exc).__name__}: {exc}", traceback.format_exc(limit=8)))
+        with _sweep_may_be_gone():
+            conn.send(("failed", kind, f"{kind}: {type(exc).__name__}: {exc}", traceback.format_exc(limit=8)))
     finally:
         conn.close()
 
@@ -90,7 +102,7 @@ def run_trial(
     ``on_rung(index, steps, metrics)`` False to stop at that rung (default: go on)."""
     ctx = multiprocessing.get_context("spawn")
     parent_conn, child_conn = ctx.Pipe()
-    process = ctx.Process(target=_child, args=(child_conn, request), daemon=True)
+    process = ctx.Process(target=trial_child, args=(child_conn, request), daemon=True)
     start = time.monotonic()
     process.start()
     child_conn.close()

@@ -77,6 +77,21 @@ def test_a_trial_process_reports_a_spec_it_cannot_build_as_one_failed_line(spec,
     assert "SpecError" in outcome.traceback and outcome.wall_seconds > 0 and outcome.loss_curve == []
 
 
+def test_a_trial_process_whose_sweep_is_gone_ends_quietly_at_its_next_message(spec, tmp_path, capfd):
+    # the sweep process killed: its end of the pipe closed; the child's first report finds no
+    # reader and the trial ends at once, without a traceback on the terminal it shares
+    import multiprocessing
+
+    from dicesearch.sweep.trial_process import trial_child
+
+    sweep_end, child_end = multiprocessing.get_context("spawn").Pipe()
+    sweep_end.close()
+    digits = spec.model_copy(update={"input": spec.input.model_copy(update={"channels": 1, "num_classes": 10})})
+    trial_child(child_end, _request(digits, tmp_path))  # returns (raises nothing) on the broken pipe
+    assert "Traceback" not in capfd.readouterr().err
+    assert not (tmp_path / "trial-0" / "samples.png").exists()  # it stopped at the first report, before sampling
+
+
 # -- the gate --------------------------------------------------------------------------------------
 
 
