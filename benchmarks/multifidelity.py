@@ -1,20 +1,25 @@
 """Does multi-fidelity find what a full-budget search of the same configurations would find?
 
-    python benchmarks/multifidelity.py [--space search_spaces/cascade.yaml] [--out runs/bench-multifidelity]
+    python benchmarks/multifidelity.py [--space search_spaces/cascade.yaml] [--out runs/bench-multifidelity] [--jobs 2]
+    python benchmarks/multifidelity.py --from .     # a sweep already run (the README's main command, in .)
 
 1. Runs the search space's sweep as ``dicesearch sweep`` does (its ``fidelity`` rungs on), in
-   a folder of its own, and times it: configurations scored (at least at the first rung),
-   minutes, configurations per hour.
+   a folder of its own (or reads a finished one with ``--from DIR``: its ``optuna.db``), and
+   reports configurations scored (at least at the first rung), the sweep's minutes (first
+   trial start to last trial end) and configurations per hour.
 2. Scores every configuration the sweep tried at the full budget (the last rung), with the
    sweep's seed: a trial that reached the last rung already has that score (the same seed
-   trains the same model), the others are trained now. The best of them is what a
-   full-budget search of the same configurations would have found.
-3. Re-trains the sweep's best configuration at the full budget with 3 seeds (replicates).
-4. Prints a table, and whether the sweep's best, re-run with 3 seeds, is within one standard
+   trains the same model, rung continuation included), the others are trained now. The best
+   of them is what a full-budget search of the same configurations would have found.
+3. Re-trains the sweep's best configuration at the full budget with seeds seed + 1, ...,
+   seed + k - 1 (scored against the seed's real images, as replicates are); with the sweep's
+   own score that gives ``--seeds`` replicates, their mean and sd.
+4. Prints a table, the rank agreement of the first rung with the full budget over every
+   configuration, and whether the sweep's best, over the seeds, is within one standard
    deviation of the full-budget best (issue 13's target).
 
-It takes a while (the sweep, then a full-budget run per configuration the rungs stopped);
-the machine and its load are printed with the figures.
+Runs of steps 2-3 are trial processes like a sweep's (one torch thread each), ``--jobs`` at a
+time. The machine and its load are printed with the figures.
 """
 
 from __future__ import annotations
@@ -23,9 +28,11 @@ import argparse
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -35,54 +42,82 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--space", default="search_spaces/cascade.yaml")
     parser.add_argument("--out", default="runs/bench-multifidelity", help="a folder of its own (emptied first)")
+    parser.add_argument("--from", dest="from_dir", help="a folder where the space's sweep already ran (its optuna.db); no new sweep")
     parser.add_argument("--seeds", type=int, default=3, help="replicates of the best configuration")
+    parser.add_argument("--jobs", type=int, default=2, help="full-budget runs at a time (one thread each)")
     args = parser.parse_args()
 
-    from dicesearch.objective import evaluate
+    from dicesearch.sweep.ranking import rank_agreement
+    from dicesearch.sweep.record import ATTR_RUNGS, ATTR_SPEC
     from dicesearch.sweep.report import is_scored, ranked_trials, rung_reached
     from dicesearch.sweep.search_space import load_search_space
     from dicesearch.sweep.studies import SweepStudy
+    from dicesearch.sweep.trial import TrialSettings
+    from dicesearch.sweep.trial_process import run_trial
 
     space = load_search_space(args.space)
     config = space.config
     if config.fidelity is None:
         raise SystemExit(f"{args.space}: no fidelity section; this benchmark compares a multi-fidelity sweep with full-budget runs")
-    out = Path(args.out).absolute()
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
-    key, last = config.metric_keys[0], len(config.fidelity.rungs) - 1
+    key, last, first_steps = config.metric_keys[0], len(config.fidelity.rungs) - 1, config.fidelity.rungs[0]
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}; load average {os.getloadavg()[0]:.1f} at the start")
 
-    start = time.monotonic()
-    command = [sys.executable, "-c", "from dicesearch.cli import main; main()", "sweep", str(Path(args.space).absolute()), "--out", str(out / "runs")]
-    stores = ["--storage", f"sqlite:///{out}/optuna.db", "--tracking-uri", f"sqlite:///{out}/mlflow.db"]
-    subprocess.run(command + stores, check=True, cwd=out, stdout=subprocess.DEVNULL)
-    sweep_minutes = (time.monotonic() - start) / 60
+    if args.from_dir:
+        out = Path(args.from_dir).absolute()
+    else:
+        out = Path(args.out).absolute()
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        command = [sys.executable, "-c", "from dicesearch.cli import main; main()", "sweep", str(Path(args.space).absolute()), "--out", str(out / "runs")]
+        stores = ["--storage", f"sqlite:///{out}/optuna.db", "--tracking-uri", f"sqlite:///{out}/mlflow.db"]
+        subprocess.run(command + stores, check=True, cwd=out, stdout=subprocess.DEVNULL)
     study = SweepStudy.open(config.resolved_study_name, f"sqlite:///{out}/optuna.db", config.objective.directions, config.seed).study
-    tried = [t for t in study.get_trials() if "duplicate_of" not in t.user_attrs and (is_scored(t) or rung_reached(t) is not None)]
+    trials = study.get_trials()
+    sweep_minutes = (max(t.datetime_complete for t in trials if t.datetime_complete) - min(t.datetime_start for t in trials if t.datetime_start)).total_seconds() / 60
+    tried = [t for t in trials if "duplicate_of" not in t.user_attrs and (is_scored(t) or rung_reached(t) is not None)]
     best_trial = next(t for t in ranked_trials(study) if is_scored(t))
     print(f"sweep: {len(tried)} configurations scored in {sweep_minutes:.1f} min ({len(tried) * 60 / sweep_minutes:.0f} per hour); load {os.getloadavg()[0]:.1f}")
 
-    full: dict[int, float] = {}
-    for trial in tried:
-        if rung_reached(trial) == last and is_scored(trial):
-            full[trial.number] = trial.value  # already trained to the full budget with the sweep's seed
-            continue
-        evaluation = evaluate(space.apply(trial.params), config.data, config.budget, seed=config.seed, device="cpu", count_static=False)
-        full[trial.number] = evaluation.metrics[key]
-        print(f"  trial {trial.number} at the full budget: {key} {full[trial.number]:.4g} (stopped at rung {rung_reached(trial) + 1})", flush=True)
-    best_full = min(full, key=full.get) if config.objective.directions[0] == "minimize" else max(full, key=full.get)
+    settings = TrialSettings.for_sweep(config.model_copy(update={"fidelity": None}), "cpu", threads=1)
+    runs_dir = out / "bench-multifidelity"
+    full: dict[int, float] = {t.number: t.value for t in tried if rung_reached(t) == last and is_scored(t)}  # the sweep's own full-budget scores
+    jobs = [("full", t.number, settings.request(t.user_attrs[ATTR_SPEC], runs_dir / f"trial-{t.number}", count_static=False)) for t in tried if t.number not in full]
+    for offset in range(1, args.seeds):
+        request = settings.request(best_trial.user_attrs[ATTR_SPEC], runs_dir / f"best-seed-{config.seed + offset}", count_static=False)
+        jobs.append(("seed", config.seed + offset, request.model_copy(update={"seed": config.seed + offset, "reference_seed": config.seed})))
+    print(f"{len(jobs)} full-budget runs ({config.budget.train_steps} steps), {args.jobs} at a time", flush=True)
 
-    replicated = evaluate(space.apply(best_trial.params), config.data, config.budget, seed=config.seed, replicates=args.seeds, device="cpu", count_static=False)
-    mean, sd = replicated.metrics[key], replicated.metrics[f"{key}_sd"]
+    def run(job):
+        what, label, request = job
+        outcome = run_trial(request, lambda step, loss: False).checked([key])
+        if outcome.status != "complete":
+            raise SystemExit(f"{what} {label}: {outcome.reason}")
+        print(f"  {'trial' if what == 'full' else 'seed'} {label}: {key} {outcome.metrics[key]:.4g} ({outcome.wall_seconds:.0f} s)", flush=True)
+        return what, label, outcome.metrics[key]
+
+    start = time.monotonic()
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        results = list(pool.map(run, jobs))
+    seeds = [best_trial.value] + [score for what, _, score in results if what == "seed"]
+    full.update({label: score for what, label, score in results if what == "full"})
+    minimise = config.objective.directions[0] == "minimize"
+    best_full = (min if minimise else max)(full, key=full.get)
+    mean, sd = statistics.mean(seeds), statistics.stdev(seeds)
     within = abs(mean - full[best_full]) <= sd
+    first = {t.number: next(r[key] for r in t.user_attrs[ATTR_RUNGS] if r["steps"] == first_steps) for t in tried}
+    numbers = sorted(full)
+    agreement = rank_agreement([first[n] for n in numbers], [full[n] for n in numbers])
 
-    print(f"\n| what | configuration (trial) | {key} |")
+    print(f"\nfull-budget runs: {(time.monotonic() - start) / 60:.1f} min\n")
+    print(f"| what | configuration (trial) | {key} |")
     print("| --- | --- | --- |")
-    print(f"| the sweep's best (its last rung) | {best_trial.number} | {best_trial.value:.4g} |")
-    print(f"| the sweep's best, {args.seeds} seeds at the full budget | {best_trial.number} | {mean:.4g} ± {sd:.2g} |")
+    print(f"| the sweep's best (its last rung, seed {config.seed}) | {best_trial.number} | {best_trial.value:.4g} |")
+    print(f"| the sweep's best, {args.seeds} seeds at the full budget | {best_trial.number} | {mean:.4g} ± {sd:.2g} ({', '.join(f'{s:.4g}' for s in seeds)}) |")
     print(f"| the best of every configuration tried, at the full budget | {best_full} | {full[best_full]:.4g} |")
-    print(f"\nwithin one sd: {'yes' if within else 'no'} (|{mean:.4g} - {full[best_full]:.4g}| = {abs(mean - full[best_full]):.3g}, sd {sd:.2g}); "
+    print(f"\nfirst rung ({first_steps} steps) against the full budget over {len(numbers)} configurations: "
+          f"Spearman's rho {agreement.spearman:.2f} [{agreement.spearman_lo:.2f}, {agreement.spearman_hi:.2f}], "
+          f"Kendall's tau {agreement.kendall:.2f} [{agreement.kendall_lo:.2f}, {agreement.kendall_hi:.2f}]")
+    print(f"within one sd: {'yes' if within else 'no'} (|{mean:.4g} - {full[best_full]:.4g}| = {abs(mean - full[best_full]):.3g}, sd {sd:.2g}); "
           f"load average {os.getloadavg()[0]:.1f} at the end")
 
 

@@ -3,14 +3,24 @@
 A search-space file may declare ``fidelity: {rungs: [60, 240, 960], keep: 1/3}``. Every
 trial then trains to the first rung, is scored there exactly as at the end (the same N,
 sampler and reference statistics: equal-N comparisons only), and goes on to the next rung
-only if its score is among the best ``keep`` of the scores at that rung so far (the
-promotion rule of asynchronous successive halving, Li et al. 2020, "A System for Massively
-Parallel Hyperparameter Tuning", Alg. 2): with n trials scored at a rung, the best
-max(1, floor(n * keep)) go on. The first trial at a rung always goes on; a trial stopped at
-rung k keeps its rung-k scores and is recorded as *pruned* there. A trial that goes on
-continues from its rung checkpoint, never from scratch, and its scores at every rung are
+only if its score is among the best ``keep`` of the scores at that rung. A trial that goes
+on continues from its rung checkpoint, never from scratch, and its scores at every rung are
 Optuna intermediate values (the step is the rung's training steps), which is what TPE
-ranks pruned trials by.
+ranks stopped trials by.
+
+Two forms of asynchronous successive halving (Li et al. 2020, "A System for Massively
+Parallel Hyperparameter Tuning"):
+
+* **Promotion** (the Optuna backend; the paper's Alg. 2): with n trials scored at a rung,
+  the best floor(n * keep) are promotable. A trial that is promotable when it reaches the
+  rung goes straight on; one that is not is *paused* there with its checkpoint, and is
+  continued later, before any new configuration is drawn, if enough later trials make it
+  promotable. Once the sweep has drawn all its configurations the count becomes
+  max(1, floor(n * keep)), so at least one trial reaches the full budget. Nothing is spent
+  on the first trials merely for being first.
+* **Stopping** (the Ray backend, as Tune's ASHA): a trial goes on if it is among the best
+  max(1, floor(n * keep)) of the n scored at the rung so far, else it stops for good
+  (*pruned*); the first trial at a rung always goes on.
 """
 
 from __future__ import annotations
@@ -61,6 +71,28 @@ def goes_on(score: float, scores_at_rung: Sequence[float], keep: float, directio
     kept = max(1, math.floor(len(ranked) * keep))
     threshold = ranked[kept - 1]
     return score <= threshold if direction == "minimize" else score >= threshold
+
+
+def promotion_count(n: int, keep: float, final: bool) -> int:
+    """How many of the n trials scored at a rung are promotable: floor(n * keep), at least
+    one once the sweep draws no more configurations (``final``)."""
+    kept = math.floor(n * keep)
+    return max(1, kept) if final and n else kept
+
+
+def promotable(entries: Sequence[tuple[int, float]], keep: float, direction: str, final: bool) -> list[int]:
+    """The numbers of the promotable trials among ``entries`` ((number, score) at one rung),
+    best first; ties go to the earlier trial."""
+    ranked = sorted(entries, key=lambda e: (e[1] if direction == "minimize" else -e[1], e[0]))
+    return [number for number, _ in ranked[: promotion_count(len(ranked), keep, final)]]
+
+
+def pause_reason(index: int, steps: int, key: str, score: float, n: int, keep: float, final: bool) -> str:
+    kept = promotion_count(n, keep, final)
+    where = f"paused at rung {index + 1} ({steps} steps)"
+    if kept == 0:
+        return f"{where}: {key} {score:.4g}; {n} trial(s) scored there so far, too few to promote any (keep {keep:.3g})"
+    return f"{where}: {key} {score:.4g} is not among the best {kept} of the {n} trials scored there so far"
 
 
 def stop_reason(index: int, steps: int, key: str, score: float, n: int, keep: float) -> str:

@@ -7,12 +7,18 @@ over-budget configuration costs no training step); run the request in a fresh pr
 (:func:`~dicesearch.sweep.trial_process.run_trial`: progress feeds the pruner, a wall-clock
 limit stops it); record the outcome (:class:`~dicesearch.sweep.session.SweepSession`).
 Re-running the same command resumes the study.
+
+With ``fidelity`` rungs the claim comes first from the paused trials (the promotion form of
+asynchronous successive halving, :mod:`dicesearch.sweep.fidelity`): a paused trial that later
+trials have made promotable is continued, from its rung checkpoint, by a new trial before any
+new configuration is drawn.
 """
 
 from __future__ import annotations
 
 import shutil
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import optuna
@@ -22,8 +28,8 @@ from dicesearch.errors import SpecError
 from dicesearch.provenance import recorded_spec_yaml
 from dicesearch.sweep import gate
 from dicesearch.sweep.locations import SweepLocations
-from dicesearch.sweep.fidelity import goes_on, stop_reason
-from dicesearch.sweep.record import ATTR_RETRY_OF, ATTR_RUNGS, ATTR_WORKER, STATUS_SURPLUS
+from dicesearch.sweep.fidelity import pause_reason, promotable
+from dicesearch.sweep.record import ATTR_CONTINUES, ATTR_RETRY_OF, ATTR_RUNGS, ATTR_WORKER, STATUS_PAUSED, STATUS_SURPLUS
 from dicesearch.sweep.search_space import SearchSpace
 from dicesearch.sweep.session import SweepResult, SweepSession, sweep_params
 from dicesearch.sweep.studies import make_pruner, make_sampler, this_worker
@@ -38,6 +44,7 @@ class OptunaSweep:
         self.console = self.session.console
         self.settings = TrialSettings.for_sweep(space.config, device)
         self._lock = threading.Lock()
+        self._active = 0  # trials this process is running
 
     @property
     def mirror(self):
@@ -56,18 +63,28 @@ class OptunaSweep:
         except KeyboardInterrupt:
             self.session.stopped("KILLED")
             raise
+        if config.fidelity:
+            for trial in self.session.study.paused():  # never continued: their checkpoints are spent
+                shutil.rmtree(self.locations.trial_dir(trial.number) / "run", ignore_errors=True)
         return self.session.finish(result)
 
     def _claim(self) -> optuna.trial.Trial | None:
         """The next trial to run, or None once the sweep has its number of trials.
 
-        Other sweep processes may share the study: a trial this one creates after the study
-        already has its number of trials (counting those running anywhere) is marked
-        surplus and not run, so parallel workers never run more trials than asked.
+        With rungs, a paused trial that has become promotable comes first (a new trial that
+        continues it). Other sweep processes may share the study: a trial this one creates
+        after the study already has its number of trials (counting those running anywhere) is
+        marked surplus and not run, so parallel workers never run more trials than asked.
         """
         study, total = self.session.study, self.space.config.trials
         with self._lock:
-            if len(study.counted()) + len(study.running()) >= total:
+            paused = self._promotable_paused()
+            if paused is not None:
+                study.study.enqueue_trial(paused.params, user_attrs={ATTR_CONTINUES: paused.number}, skip_if_exists=False)
+                trial = study.study.ask()
+                trial.set_user_attr(ATTR_WORKER, this_worker())
+                return trial
+            if self._all_drawn():
                 return None
             trial = study.study.ask()
             trial.set_user_attr(ATTR_WORKER, this_worker())
@@ -75,6 +92,26 @@ class OptunaSweep:
                 study.end(trial.number, STATUS_SURPLUS, "not run: other workers already hold the study's trials")
                 return None
             return trial
+
+    def _all_drawn(self) -> bool:
+        """Whether the study holds (finished or running) all the sweep's configurations."""
+        study = self.session.study
+        return len(study.counted()) + len(study.running()) >= self.space.config.trials
+
+    def _promotable_paused(self):
+        """A paused trial now among the promotable at its rung (the highest rung first), or None."""
+        fidelity = self.space.config.fidelity
+        if fidelity is None:
+            return None
+        paused = {t.number: t for t in self.session.study.paused()}
+        if not paused:
+            return None
+        final, direction = self._all_drawn(), self.session.directions[0]
+        for steps in reversed(fidelity.rungs[:-1]):
+            for number in promotable(self.session.study.entries_at(steps), fidelity.keep, direction, final):
+                if number in paused and max(paused[number].intermediate_values) == steps:
+                    return paused[number]
+        return None
 
     def _sample(self, trial: optuna.trial.Trial):
         """The trial's spec and values, drawn by a sampler seeded from (seed, trial number): two
@@ -84,14 +121,28 @@ class OptunaSweep:
             return self.space.sample(trial)
 
     def _worker_loop(self) -> None:
-        while (trial := self._claim()) is not None:
+        while True:
+            trial = self._claim()
+            if trial is None:
+                with self._lock:
+                    others = self._active
+                if others and self.space.config.fidelity:  # a running trial may yet make a paused one promotable
+                    time.sleep(1.0)
+                    continue
+                return
+            with self._lock:
+                self._active += 1
             try:
                 self._run_one(trial)
             except KeyboardInterrupt:
                 self.session.interrupt(trial.number, "interrupted: the sweep was stopped (Ctrl-C) during this trial")
                 if trial.params:
-                    self.session.study.study.enqueue_trial(trial.params, user_attrs={ATTR_RETRY_OF: trial.number})
+                    attrs = {ATTR_RETRY_OF: trial.number}
+                    self.session.study.study.enqueue_trial(trial.params, user_attrs=attrs)
                 raise
+            finally:
+                with self._lock:
+                    self._active -= 1
 
     # -- one trial ---------------------------------------------------------------------------------
 
@@ -103,7 +154,8 @@ class OptunaSweep:
             self.session.record(number, TrialOutcome(status="invalid", reason=f"invalid configuration: {exc}"))
             return
         spec_yaml = recorded_spec_yaml(spec, self.space.registry)  # with the plugins' distributions and versions
-        if self.session.reuse(number, values, spec_yaml, spec_summary(spec)):
+        continuation = ATTR_CONTINUES in trial.user_attrs  # the paused trial's own configuration: not a duplicate of it
+        if not continuation and self.session.reuse(number, values, spec_yaml, spec_summary(spec)):
             return
         settings = self.settings
         assessment = gate.assess(spec, settings.memory, settings.memory_batch, lambda message: self.console.print(f"[yellow]warning:[/] {message}"))
@@ -136,26 +188,36 @@ class OptunaSweep:
 
 class _RungRun:
     """One trial under multi-fidelity: where its rung checkpoints are, which rung it starts at
-    (a retry of an interrupted trial continues from that trial's last rung checkpoint), and
-    the rule applied at each rung (:mod:`dicesearch.sweep.fidelity`)."""
+    (a trial that continues a paused one, or retries an interrupted one, takes over that
+    trial's checkpoints and continues from its last rung), and the promotion rule applied at
+    each rung (:mod:`dicesearch.sweep.fidelity`)."""
 
     def __init__(self, sweep: OptunaSweep, trial: optuna.trial.Trial):
-        self.session, self.number = sweep.session, trial.number
+        self.sweep, self.session, self.number = sweep, sweep.session, trial.number
         self.fidelity = sweep.space.config.fidelity
         self.key, self.direction = sweep.session.metric_keys[0], sweep.session.directions[0]
         self.run_dir = sweep.locations.trial_dir(trial.number) / "run"
-        self.start_rung, self.stopped = 0, ""
-        retry_of = trial.user_attrs.get(ATTR_RETRY_OF)
-        earlier = sweep.session.study.trial(retry_of) if retry_of is not None else None
-        earlier_run = sweep.locations.trial_dir(retry_of) / "run" if retry_of is not None else None
-        if earlier is not None and earlier.intermediate_values and earlier_run.is_dir():
-            rungs = list(self.fidelity.rungs)
+        self.start_rung, self.stopped, self.paused = 0, "", False
+        earlier_number = trial.user_attrs.get(ATTR_CONTINUES, trial.user_attrs.get(ATTR_RETRY_OF))
+        if earlier_number is None:
+            return
+        earlier = sweep.session.study.trial(earlier_number)
+        earlier_run = sweep.locations.trial_dir(earlier_number) / "run"
+        rungs = list(self.fidelity.rungs)
+        if earlier.intermediate_values and earlier_run.is_dir():
             done = [step for step in rungs if step in earlier.intermediate_values]
-            self.run_dir, self.start_rung = earlier_run, min(len(done), len(rungs) - 1)
+            self.start_rung = min(len(done), len(rungs) - 1)
+            if earlier_run != self.run_dir:
+                self.run_dir.parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(str(earlier_run), str(self.run_dir))  # this trial's own from now on (a retry of it finds them here)
             for step in done[: self.start_rung]:  # the scores it already has, as this trial's own
                 self.session.study.report(self.number, earlier.intermediate_values[step], step)
             self.session.study.set_attrs(self.number, {ATTR_RUNGS: earlier.user_attrs.get(ATTR_RUNGS, [])[: self.start_rung]})
-            sweep.console.print(f"trial {self.number}: continues trial {retry_of} from its checkpoint at rung {self.start_rung} ({rungs[self.start_rung - 1]} steps)" if self.start_rung else f"trial {self.number}: runs trial {retry_of} again", highlight=False)
+        if self.start_rung:
+            message = f"trial {self.number}: continues trial {earlier_number} from its checkpoint at rung {self.start_rung} ({rungs[self.start_rung - 1]} steps)"
+        else:
+            message = f"trial {self.number}: runs trial {earlier_number} again"
+        sweep.console.print(message, highlight=False)
 
     def on_rung(self, index: int, steps: int, metrics: dict) -> bool:
         rungs = len(self.fidelity.rungs)
@@ -165,16 +227,19 @@ class _RungRun:
         if score is None:
             self.stopped = f"failed: no {self.key} at rung {index + 1} ({steps} steps)"
             return False
-        scores = self.session.study.scores_at(steps)
-        if goes_on(score, scores, self.fidelity.keep, self.direction):
+        with self.sweep._lock:  # the backend's lock: its claims read the same study
+            entries, final = self.session.study.entries_at(steps), self.sweep._all_drawn()
+        if self.number in promotable(entries, self.fidelity.keep, self.direction, final):
             return True
-        self.stopped = stop_reason(index, steps, self.key, score, len(scores), self.fidelity.keep)
+        self.stopped, self.paused = pause_reason(index, steps, self.key, score, len(entries), self.fidelity.keep, final), True
         return False
 
     def finished(self, outcome: TrialOutcome) -> TrialOutcome:
-        """The outcome as recorded: stopped at a rung it is pruned there, with that rung's scores."""
-        shutil.rmtree(self.run_dir, ignore_errors=True)  # the trial never continues: its checkpoints are spent
+        """The outcome as recorded: stopped at a rung it is paused there (its checkpoints kept
+        for a later continuation), with that rung's scores."""
+        if not (outcome.status == "complete" and self.paused):
+            shutil.rmtree(self.run_dir, ignore_errors=True)  # the trial never continues: its checkpoints are spent
         if outcome.status == "complete" and self.stopped:
-            status = "failed" if self.stopped.startswith("failed") else "pruned"
+            status = STATUS_PAUSED if self.paused else "failed"
             return outcome.model_copy(update={"status": status, "reason": self.stopped})
         return outcome

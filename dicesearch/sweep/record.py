@@ -7,6 +7,10 @@ A trial's *status* says what happened to it, finer than Optuna's state (in brack
 
 * ``complete`` (COMPLETE): trained and scored;
 * ``pruned`` (PRUNED): stopped early by the pruner (Optuna) or ASHA (Ray);
+* ``paused`` (PRUNED): multi-fidelity (Optuna backend): stopped at a rung, with its rung
+  checkpoint kept; if later trials make it one of the best there, a new trial continues it
+  (``continues``), and the paused one is then *superseded*: counted, ranked and shown once,
+  as its continuation;
 * ``rejected`` (COMPLETE, infeasible): estimated over the memory budget, never trained;
 * ``invalid`` (FAIL): the sampled combination is not a valid model;
 * ``failed`` (FAIL): raised, diverged or produced no objective; one that ran out of
@@ -40,20 +44,27 @@ ATTR_PARAMS = "params"  # the sampled values (also Optuna's own params)
 ATTR_TRACEBACK = "traceback"  # the last lines of a failed trial's traceback
 ATTR_WORKER = "worker"  # "<host>:<pid>" of the sweep process running the trial
 ATTR_RETRY_OF = "retry_of"  # the interrupted trial this one runs again
+ATTR_CONTINUES = "continues"  # multi-fidelity: the paused trial this one continues from its rung checkpoint
 ATTR_RAY_TRIAL = "ray_trial_id"  # the Ray Tune trial a results-study trial records (Ray backend)
 ATTR_DUPLICATE_OF = "duplicate_of"  # an identical configuration's trial whose result this one reuses
 ATTR_RUNGS = "rungs"  # multi-fidelity: [{"rung": k, "steps": s, <score>: value, ...}] for every rung scored
 
-Status = Literal["complete", "pruned", "rejected", "invalid", "failed", "timeout", "crashed", "interrupted", "surplus"]
+Status = Literal["complete", "pruned", "paused", "rejected", "invalid", "failed", "timeout", "crashed", "interrupted", "surplus"]
 
 CONSTRAINT = "memory_over_budget_gb"  # Optuna constraint: estimated peak - budget, > 0 infeasible
 MIN_VIOLATION = 0.01  # GiB: the violation of a trial that ran out of memory although estimated to fit
 
 STATUS_SURPLUS: Status = "surplus"
+STATUS_PAUSED: Status = "paused"
 STATUS_INTERRUPTED: Status = "interrupted"
 NOT_COUNTED: tuple[Status, ...] = (STATUS_INTERRUPTED, STATUS_SURPLUS)  # re-run elsewhere / never run
 
-_PRUNED: tuple[Status, ...] = ("pruned",)
+_PRUNED: tuple[Status, ...] = ("pruned", STATUS_PAUSED)
+
+
+def superseded(trials) -> set[int]:
+    """Numbers of the paused trials a later trial continues (shown and counted as that one)."""
+    return {t.user_attrs[ATTR_CONTINUES] for t in trials if ATTR_CONTINUES in t.user_attrs}
 
 
 def state_for(status: Status) -> TrialState:
@@ -79,6 +90,7 @@ __all__ = [
     "ATTR_RAY_TRIAL",
     "ATTR_REASON",
     "ATTR_RETRY_OF",
+    "ATTR_CONTINUES",
     "ATTR_SAMPLES",
     "ATTR_SPEC",
     "ATTR_STATUS",
@@ -86,8 +98,10 @@ __all__ = [
     "ATTR_WORKER",
     "NOT_COUNTED",
     "STATUS_INTERRUPTED",
+    "STATUS_PAUSED",
     "STATUS_SURPLUS",
     "Status",
     "is_failure",
     "state_for",
+    "superseded",
 ]

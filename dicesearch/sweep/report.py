@@ -10,7 +10,7 @@ from rich import box
 from rich.table import Table
 
 from dicesearch.sweep.ranking import Score, tied
-from dicesearch.sweep.record import ATTR_DUPLICATE_OF, ATTR_METRICS, ATTR_REASON, ATTR_RUNGS, ATTR_STATUS, STATUS_SURPLUS
+from dicesearch.sweep.record import ATTR_DUPLICATE_OF, ATTR_METRICS, ATTR_REASON, ATTR_RUNGS, ATTR_STATUS, STATUS_SURPLUS, superseded
 
 TIE_MARK = "≈"
 
@@ -33,7 +33,9 @@ def stopped_at_rung(trial) -> bool:
 def ranked_trials(study: optuna.Study) -> list:
     """Scored trials best first: the furthest rung first, then by the first objective; then the
     others by number. (A rung's scores only compare with scores at the same rung.)"""
-    trials = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(ATTR_STATUS) != STATUS_SURPLUS]
+    everything = study.get_trials(deepcopy=False)
+    gone = superseded(everything)  # paused trials shown once, as the trial that continued them
+    trials = [t for t in everything if t.user_attrs.get(ATTR_STATUS) != STATUS_SURPLUS and t.number not in gone]
     sign = 1 if study.directions[0] == optuna.study.StudyDirection.MINIMIZE else -1
 
     def value(t) -> float:

@@ -21,7 +21,7 @@ from dicesearch.sweep.locations import SweepLocations
 from dicesearch.sweep.mlflow_mirror import MlflowMirror
 from dicesearch.sweep.progress import TrialProgress
 from dicesearch.sweep.ranking import Score
-from dicesearch.sweep.record import ATTR_DUPLICATE_OF, ATTR_PARAMS, ATTR_RUNGS, ATTR_SPEC, ATTR_WORKER
+from dicesearch.sweep.record import ATTR_DUPLICATE_OF, ATTR_PARAMS, ATTR_RUNGS, ATTR_SPEC, ATTR_WORKER, STATUS_PAUSED
 from dicesearch.sweep.search_space import SearchSpace
 from dicesearch.sweep.studies import SweepStudy, this_worker
 from dicesearch.sweep.trial import TrialOutcome, describe_values, outcome_of, record_outcome
@@ -166,7 +166,10 @@ class SweepSession:
         self.begin_trial(number, values, spec_yaml, summary)
         self.study.set_attrs(number, {ATTR_DUPLICATE_OF: earlier.number, **({ATTR_RUNGS: earlier.user_attrs[ATTR_RUNGS]} if ATTR_RUNGS in earlier.user_attrs else {})})
         self.console.print(f"trial {number}: the same configuration as trial {earlier.number}; its result is reused, not retrained", highlight=False)
-        self.record(number, outcome_of(earlier))
+        outcome = outcome_of(earlier)
+        if outcome.status == STATUS_PAUSED:  # the paused trial is the one a promotion continues; this one ends here
+            outcome = outcome.model_copy(update={"status": "pruned", "reason": f"the same configuration as trial {earlier.number} (paused at rung {len(earlier.intermediate_values)}); not trained again"})
+        self.record(number, outcome)
         return True
 
     def interrupt(self, number: int, reason: str) -> bool:

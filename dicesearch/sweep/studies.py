@@ -28,12 +28,14 @@ from dicesearch.sweep.record import (
     ATTR_WORKER,
     NOT_COUNTED,
     STATUS_INTERRUPTED,
+    STATUS_PAUSED,
     Status,
     state_for,
+    superseded,
 )
 
 
-REUSABLE = ("complete", "rejected")  # outcomes another trial of the same configuration would repeat
+REUSABLE = ("complete", "rejected", STATUS_PAUSED)  # outcomes another trial of the same configuration would repeat
 
 
 def this_worker() -> str:
@@ -215,34 +217,50 @@ class SweepStudy:
 
     def counted(self) -> list[FrozenTrial]:
         """Trials that count towards the sweep's total: finished, except interrupted ones
-        (re-run) and surplus ones (never run)."""
+        (re-run), surplus ones (never run) and paused ones a later trial continues."""
         finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-        return [t for t in self.trials(finished) if t.user_attrs.get(ATTR_STATUS) not in NOT_COUNTED]
+        trials = self.trials()
+        gone = superseded(trials)
+        return [t for t in trials if t.state in finished and t.user_attrs.get(ATTR_STATUS) not in NOT_COUNTED and t.number not in gone]
 
     def identical(self, values: Mapping[str, Any], number: int | None = None) -> FrozenTrial | None:
         """The earliest finished trial (other than ``number``) with exactly these values whose
-        result holds for them too: scored, or rejected by the gate (both deterministic)."""
-        for trial in self.trials((TrialState.COMPLETE,)):
+        result holds for them too: scored, rejected by the gate, or paused at a rung (all deterministic)."""
+        gone = superseded(self.trials())  # a continued paused trial's result is its continuation's
+        for trial in self.trials((TrialState.COMPLETE, TrialState.PRUNED)):
+            if trial.number in gone:
+                continue
             if trial.number != number and trial.params == dict(values) and trial.user_attrs.get(ATTR_STATUS) in REUSABLE:
                 return trial
         return None
 
+    def _live(self) -> list[FrozenTrial]:
+        """Counted or running trials (each configuration once)."""
+        trials = self.trials()
+        gone = superseded(trials)
+        live = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
+        return [t for t in trials if t.state in live and t.user_attrs.get(ATTR_STATUS) not in NOT_COUNTED and t.number not in gone]
+
+    def entries_at(self, step: int) -> list[tuple[int, float]]:
+        """(number, intermediate value at ``step``) of every counted or running trial scored there."""
+        return [(t.number, t.intermediate_values[step]) for t in self._live() if step in t.intermediate_values]
+
     def scores_at(self, step: int) -> list[float]:
         """Every counted or running trial's intermediate value at ``step`` (a rung's scores)."""
-        live = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
-        return [
-            t.intermediate_values[step]
-            for t in self.trials(live)
-            if step in t.intermediate_values and t.user_attrs.get(ATTR_STATUS) not in NOT_COUNTED
-        ]
+        return [score for _, score in self.entries_at(step)]
+
+    def paused(self) -> list[FrozenTrial]:
+        """Paused trials no later trial continues (yet)."""
+        trials = self.trials((TrialState.PRUNED,))
+        gone = superseded(self.trials())
+        return [t for t in trials if t.user_attrs.get(ATTR_STATUS) == STATUS_PAUSED and t.number not in gone]
 
     def running(self) -> list[FrozenTrial]:
         return self.trials((TrialState.RUNNING,))
 
     def rank_among_live(self, number: int) -> int:
         """How many counted or running trials have a smaller number than trial ``number``."""
-        live = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
-        return sum(1 for t in self.trials(live) if t.number < number and t.user_attrs.get(ATTR_STATUS) not in NOT_COUNTED)
+        return sum(1 for t in self._live() if t.number < number)
 
     def interrupt(self, number: int, reason: str) -> bool:
         """Record a running trial as interrupted; False if it had ended meanwhile (another

@@ -52,6 +52,7 @@ class TrialRequest(_Frozen):
     budget: Budget
     seed: int
     workdir: Path | None  # where the sample grid goes; None: nowhere
+    reference_seed: int | None = None  # the real images scored against; None: seed's
     device: str = "auto"
     threads: int | None = None  # torch intra-op threads; None: torch's default
     count_static: bool = True  # count params and multiply-adds (False: the gate already did)

@@ -73,7 +73,7 @@ def trial_child(conn, request: TrialRequest) -> None:
             return conn.recv() == CONTINUE
 
         evaluation = evaluate(
-            request.spec(), request.data, request.budget, seed=request.seed, workdir=request.workdir, device=request.device,
+            request.spec(), request.data, request.budget, seed=request.seed, reference_seed=request.reference_seed, workdir=request.workdir, device=request.device,
             on_progress=progress, count_static=request.count_static, replicates=request.replicates,
             rungs=request.rungs, run_dir=request.run_dir, start_rung=request.start_rung, on_rung=rung,
         )  # fmt: skip

@@ -16,7 +16,7 @@ from dicesearch.cli import main
 from dicesearch.data import DigitsSpec
 from dicesearch.objective import Budget, evaluate
 from dicesearch.spec import parse_spec
-from dicesearch.sweep.fidelity import Fidelity, goes_on
+from dicesearch.sweep.fidelity import Fidelity, goes_on, promotable, promotion_count
 
 SPACE = """\
 name: {name}
@@ -44,13 +44,26 @@ def _trials(tmp_path, name):
     return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path}/optuna.db").get_trials()
 
 
-def test_the_rule_keeps_the_best_fraction_and_always_the_first():
+def test_the_stopping_rule_keeps_the_best_fraction_and_always_the_first():  # the Ray backend's
     assert goes_on(5.0, [5.0], 1 / 3, "minimize")  # alone at the rung: goes on
     assert not goes_on(6.0, [5.0, 6.0], 1 / 3, "minimize")  # 2 scored, floor(2/3) -> the best 1
     assert goes_on(5.0, [9.0, 5.0, 7.0, 6.0, 8.0, 4.0], 1 / 3, "minimize")  # the best 2 of 6
     assert not goes_on(6.0, [9.0, 5.0, 7.0, 6.0, 8.0, 4.0], 1 / 3, "minimize")
     assert goes_on(0.9, [0.1, 0.9, 0.5], 1 / 3, "maximize")
     assert Fidelity(rungs=[60, 240], keep="1/3").keep == pytest.approx(1 / 3)
+
+
+def test_the_promotion_rule_is_floor_n_keep_until_every_configuration_is_drawn():  # the Optuna backend's
+    # Li et al. 2020, Alg. 2: the top floor(n / eta) of a rung are promotable; none while n < eta
+    assert [promotion_count(n, 1 / 4, final=False) for n in (1, 3, 4, 7, 8, 18)] == [0, 0, 1, 1, 2, 4]
+    # once no configuration is left to draw, at least one goes on, so the full budget is reached
+    assert [promotion_count(n, 1 / 4, final=True) for n in (0, 1, 3, 4, 18)] == [0, 1, 1, 1, 4]
+    entries = [(0, 9.0), (1, 5.0), (2, 7.0), (3, 5.0), (4, 8.0), (5, 4.0), (6, 6.0), (7, 3.0)]
+    assert promotable(entries, 1 / 4, "minimize", final=False) == [7, 5]  # the best 2 of 8
+    assert promotable(entries, 1 / 2, "minimize", final=False) == [7, 5, 1, 3]  # a tie goes to the earlier trial
+    assert promotable(entries, 1 / 4, "maximize", final=False) == [0, 4]
+    assert promotable(entries[:3], 1 / 4, "minimize", final=False) == []
+    assert promotable(entries[:3], 1 / 4, "minimize", final=True) == [1]
 
 
 def test_a_run_continued_over_rungs_is_the_run_trained_straight_through(tmp_path, registry):
@@ -74,31 +87,38 @@ def test_a_run_continued_over_rungs_is_the_run_trained_straight_through(tmp_path
     assert stopped.loss_curve == straight.loss_curve[:2]  # 4 steps, reported every 2
 
 
-def test_trials_go_on_by_the_rule_and_stopped_ones_keep_their_rung_scores(tmp_path, monkeypatch):
+def test_paused_trials_are_continued_once_promotable_and_every_configuration_is_shown_once(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    space = _space(tmp_path, "promote")
+    space = _space(tmp_path, "promote", rungs="[4, 8]", keep="1/2", trials=4)
+    space.write_text(space.read_text() + "seed: 2\n")  # a seed whose first trial is paused, then continued
     result = CliRunner().invoke(main, ["sweep", str(space)], catch_exceptions=False, terminal_width=200)
     assert result.exit_code == 0, result.output
     trials = sorted(_trials(tmp_path, "promote"), key=lambda t: t.number)
-    first_rung = []
-    for trial in trials:
-        if "duplicate_of" in trial.user_attrs:  # the same configuration as a finished trial: its result, no rungs of its own
-            assert trial.value == trials[trial.user_attrs["duplicate_of"]].value
-            continue
-        score = trial.intermediate_values[4]  # every other trial was scored at the first rung
-        first_rung.append(score)
-        went_on = 8 in trial.intermediate_values
-        assert went_on == goes_on(score, first_rung, 0.5, "minimize"), trial.number  # replayed in the order they ran
-        if went_on:
-            assert trial.state == TrialState.COMPLETE and trial.value == trial.intermediate_values[8]
-            assert [r["steps"] for r in trial.user_attrs["rungs"]] == [4, 8]
-        else:
-            assert trial.state == TrialState.PRUNED and trial.user_attrs["status"] == "pruned"
-            assert trial.user_attrs["reason"].startswith("pruned at rung 1 (4 steps): fid_8")
-            assert trial.user_attrs["metrics"]["fid_8"] == score and trial.user_attrs["metrics"]["rung_steps"] == 4
-    assert any(8 not in t.intermediate_values for t in trials) or len({t.params["stages[0].channels"] for t in trials}) < 4
-    assert "rung" in result.output and "configurations scored in" in result.output
-    assert not list((tmp_path / "runs" / "promote").glob("trial-*/run"))  # spent checkpoints are gone
+    by_number = {t.number: t for t in trials}
+    continued = {t.user_attrs["continues"]: t for t in trials if "continues" in t.user_attrs}
+    configurations = [t for t in trials if t.number not in continued]
+    assert continued, result.output
+    assert len(configurations) == 4  # continuations do not use up the sweep's trials
+    assert trials[0].user_attrs["status"] == "paused"  # alone at its rung: floor(1 / 2) = 0 promotable
+    assert trials[0].user_attrs["reason"].startswith("paused at rung 1 (4 steps): fid_8")
+    assert "too few to promote any" in trials[0].user_attrs["reason"]
+    for paused, continuation in continued.items():
+        # it takes over the paused trial's checkpoint: the first rung's score is the paused one's,
+        # and its training starts after the first rung
+        assert by_number[paused].user_attrs["status"] == "paused" and continuation.params == by_number[paused].params
+        assert continuation.intermediate_values[4] == by_number[paused].intermediate_values[4]
+        assert min(step for step, _ in continuation.user_attrs["loss_curve"]) > 4
+        assert f"trial {continuation.number}: continues trial {paused} from its checkpoint at rung 1 (4 steps)" in result.output
+    trained = [t for t in configurations if "duplicate_of" not in t.user_attrs]  # each configuration's own first rung
+    first = sorted((t.intermediate_values[4], t.number) for t in trained)
+    reached_last = {t.number for t in trained if 8 in t.intermediate_values} | {p for p, c in continued.items() if 8 in c.intermediate_values}
+    # at the end, every trial among the best max(1, floor(n / 2)) of the first rung reached the last
+    assert {number for _, number in first[: max(1, len(first) // 2)]} <= reached_last
+    for duplicate in (t for t in configurations if "duplicate_of" in t.user_attrs):  # never trained: the earlier one's result
+        assert duplicate.user_attrs["status"] in ("complete", "pruned") and not duplicate.intermediate_values
+    assert any(t.state == TrialState.COMPLETE and t.value == t.intermediate_values[8] for t in trials)
+    assert "rung" in result.output and "4 configurations scored in" in result.output
+    assert not list((tmp_path / "runs" / "promote").glob("trial-*/run"))  # spent checkpoints are gone, paused ones' too
 
 
 def test_a_sweep_killed_mid_rung_continues_the_trial_from_its_rung_checkpoint(tmp_path):
