@@ -11,13 +11,15 @@ ranks stopped trials by.
 Two forms of asynchronous successive halving (Li et al. 2020, "A System for Massively
 Parallel Hyperparameter Tuning"):
 
-* **Promotion** (the Optuna backend; the paper's Alg. 2): with n trials scored at a rung,
-  the best floor(n * keep) are promotable. A trial that is promotable when it reaches the
-  rung goes straight on; one that is not is *paused* there with its checkpoint, and is
-  continued later, before any new configuration is drawn, if enough later trials make it
-  promotable. Once the sweep has drawn all its configurations the count becomes
-  max(1, floor(n * keep)), so at least one trial reaches the full budget. Nothing is spent
-  on the first trials merely for being first.
+* **Promotion** (the Optuna backend; the paper's Alg. 2, with its budget capped): with n
+  trials scored at a rung, floor(n * keep) of them may go on, the best ones not yet
+  promoted, while fewer than that many have gone on from it. A trial that may go on when
+  it reaches the rung goes straight on; one that may not is *paused* there with its
+  checkpoint, and is continued later, before any new configuration is drawn, if later
+  trials make room for it. Once the sweep has drawn all its configurations the count
+  becomes max(1, floor(n * keep)), so at least one trial reaches the full budget. Nothing
+  is spent on the first trials merely for being first, and at most floor(n * keep) trials
+  go on from a rung of n.
 * **Stopping** (the Ray backend, as Tune's ASHA): a trial goes on if it is among the best
   max(1, floor(n * keep)) of the n scored at the rung so far, else it stops for good
   (*pruned*); the first trial at a rung always goes on.
@@ -26,7 +28,7 @@ Parallel Hyperparameter Tuning"):
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from pydantic import Field, PositiveInt, field_validator
 
@@ -80,19 +82,26 @@ def promotion_count(n: int, keep: float, final: bool) -> int:
     return max(1, kept) if final and n else kept
 
 
-def promotable(entries: Sequence[tuple[int, float]], keep: float, direction: str, final: bool) -> list[int]:
-    """The numbers of the promotable trials among ``entries`` ((number, score) at one rung),
-    best first; ties go to the earlier trial."""
+def promotable(
+    entries: Sequence[tuple[int, float]], keep: float, direction: str, final: bool, promoted: Collection[int] = ()
+) -> list[int]:
+    """The numbers of the trials that may go on from a rung, best first (ties go to the
+    earlier trial): those among the best ``promotion_count`` of ``entries`` ((number, score)
+    at the rung) not yet ``promoted``, while fewer than that count have been promoted from it.
+    The cap bounds a sweep's cost whatever the order of its trials: a sampler that keeps
+    finding better configurations does not send each new best on to the full budget."""
     ranked = sorted(entries, key=lambda e: (e[1] if direction == "minimize" else -e[1], e[0]))
-    return [number for number, _ in ranked[: promotion_count(len(ranked), keep, final)]]
+    count = promotion_count(len(ranked), keep, final)
+    slots = count - len(set(promoted))
+    return [number for number, _ in ranked[:count] if number not in promoted][: max(0, slots)]
 
 
-def pause_reason(index: int, steps: int, key: str, score: float, n: int, keep: float, final: bool) -> str:
-    kept = promotion_count(n, keep, final)
-    where = f"paused at rung {index + 1} ({steps} steps)"
-    if kept == 0:
-        return f"{where}: {key} {score:.4g}; {n} trial(s) scored there so far, too few to promote any (keep {keep:.3g})"
-    return f"{where}: {key} {score:.4g} is not among the best {kept} of the {n} trials scored there so far"
+def pause_reason(index: int, steps: int, key: str, score: float, n: int, keep: float, final: bool, promoted: int = 0) -> str:
+    count = promotion_count(n, keep, final)
+    where = f"paused at rung {index + 1} ({steps} steps): {key} {score:.4g}"
+    if count == 0:
+        return f"{where}; {n} trial(s) scored there so far, too few for any to go on (keep {keep:.3g})"
+    return f"{where}; {count} of the {n} trials scored there so far may go on, the best not yet gone on ({promoted} have)"
 
 
 def stop_reason(index: int, steps: int, key: str, score: float, n: int, keep: float) -> str:

@@ -108,7 +108,8 @@ class OptunaSweep:
             return None
         final, direction = self._all_drawn(), self.session.directions[0]
         for steps in reversed(fidelity.rungs[:-1]):
-            for number in promotable(self.session.study.entries_at(steps), fidelity.keep, direction, final):
+            study = self.session.study
+            for number in promotable(study.entries_at(steps), fidelity.keep, direction, final, study.promoted_from(steps)):
                 if number in paused and max(paused[number].intermediate_values) == steps:
                     return paused[number]
         return None
@@ -228,10 +229,12 @@ class _RungRun:
             self.stopped = f"failed: no {self.key} at rung {index + 1} ({steps} steps)"
             return False
         with self.sweep._lock:  # the backend's lock: its claims read the same study
-            entries, final = self.session.study.entries_at(steps), self.sweep._all_drawn()
-        if self.number in promotable(entries, self.fidelity.keep, self.direction, final):
+            study = self.session.study
+            entries, final, promoted = study.entries_at(steps), self.sweep._all_drawn(), study.promoted_from(steps, self.number)
+        if self.number in promotable(entries, self.fidelity.keep, self.direction, final, promoted):
             return True
-        self.stopped, self.paused = pause_reason(index, steps, self.key, score, len(entries), self.fidelity.keep, final), True
+        self.stopped = pause_reason(index, steps, self.key, score, len(entries), self.fidelity.keep, final, len(promoted))
+        self.paused = True
         return False
 
     def finished(self, outcome: TrialOutcome) -> TrialOutcome:

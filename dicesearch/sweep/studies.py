@@ -245,6 +245,15 @@ class SweepStudy:
         """(number, intermediate value at ``step``) of every counted or running trial scored there."""
         return [(t.number, t.intermediate_values[step]) for t in self._live() if step in t.intermediate_values]
 
+    def promoted_from(self, step: int, deciding: int | None = None) -> set[int]:
+        """Counted or running trials that went on from the rung at ``step``: scored beyond it,
+        or running on from it (``deciding``, the trial whose rung this is, has not gone yet)."""
+        return {
+            t.number for t in self._live()
+            if step in t.intermediate_values and t.number != deciding
+            and (t.state == TrialState.RUNNING or max(t.intermediate_values) > step)
+        }  # fmt: skip
+
     def scores_at(self, step: int) -> list[float]:
         """Every counted or running trial's intermediate value at ``step`` (a rung's scores)."""
         return [score for _, score in self.entries_at(step)]

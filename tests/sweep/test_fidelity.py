@@ -64,6 +64,10 @@ def test_the_promotion_rule_is_floor_n_keep_until_every_configuration_is_drawn()
     assert promotable(entries, 1 / 4, "maximize", final=False) == [0, 4]
     assert promotable(entries[:3], 1 / 4, "minimize", final=False) == []
     assert promotable(entries[:3], 1 / 4, "minimize", final=True) == [1]
+    # capped: at most floor(n * keep) go on from a rung, those already gone on included
+    assert promotable(entries, 1 / 4, "minimize", final=False, promoted={5}) == [7]  # one slot left
+    assert promotable(entries, 1 / 4, "minimize", final=False, promoted={0, 4}) == []  # both slots spent (on worse ones)
+    assert promotable(entries, 1 / 2, "minimize", final=False, promoted={7, 0}) == [5, 1]
 
 
 def test_a_run_continued_over_rungs_is_the_run_trained_straight_through(tmp_path, registry):
@@ -101,7 +105,7 @@ def test_paused_trials_are_continued_once_promotable_and_every_configuration_is_
     assert len(configurations) == 4  # continuations do not use up the sweep's trials
     assert trials[0].user_attrs["status"] == "paused"  # alone at its rung: floor(1 / 2) = 0 promotable
     assert trials[0].user_attrs["reason"].startswith("paused at rung 1 (4 steps): fid_8")
-    assert "too few to promote any" in trials[0].user_attrs["reason"]
+    assert "too few for any to go on" in trials[0].user_attrs["reason"]
     for paused, continuation in continued.items():
         # it takes over the paused trial's checkpoint: the first rung's score is the paused one's,
         # and its training starts after the first rung
@@ -111,9 +115,9 @@ def test_paused_trials_are_continued_once_promotable_and_every_configuration_is_
         assert f"trial {continuation.number}: continues trial {paused} from its checkpoint at rung 1 (4 steps)" in result.output
     trained = [t for t in configurations if "duplicate_of" not in t.user_attrs]  # each configuration's own first rung
     first = sorted((t.intermediate_values[4], t.number) for t in trained)
-    reached_last = {t.number for t in trained if 8 in t.intermediate_values} | {p for p, c in continued.items() if 8 in c.intermediate_values}
-    # at the end, every trial among the best max(1, floor(n / 2)) of the first rung reached the last
-    assert {number for _, number in first[: max(1, len(first) // 2)]} <= reached_last
+    reached_last = {t.number for t in trained if 8 in t.intermediate_values}  # a continuation stands for its paused trial
+    # at most max(1, floor(n / 2)) of the n configurations went on from the first rung, and at least one
+    assert 1 <= len(reached_last) <= max(1, len(first) // 2)
     for duplicate in (t for t in configurations if "duplicate_of" in t.user_attrs):  # never trained: the earlier one's result
         assert duplicate.user_attrs["status"] in ("complete", "pruned") and not duplicate.intermediate_values
     assert any(t.state == TrialState.COMPLETE and t.value == t.intermediate_values[8] for t in trials)
