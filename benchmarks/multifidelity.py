@@ -45,10 +45,11 @@ def main() -> None:
     parser.add_argument("--from", dest="from_dir", help="a folder where the space's sweep already ran (its optuna.db); no new sweep")
     parser.add_argument("--seeds", type=int, default=3, help="replicates of the best configuration")
     parser.add_argument("--jobs", type=int, default=2, help="full-budget runs at a time (one thread each)")
+    parser.add_argument("--limit", type=int, help="score only the N best configurations at the first rung at the full budget (default: every one)")
     args = parser.parse_args()
 
     from dicesearch.sweep.ranking import rank_agreement
-    from dicesearch.sweep.record import ATTR_RUNGS, ATTR_SPEC
+    from dicesearch.sweep.record import ATTR_RUNGS, ATTR_SPEC, superseded
     from dicesearch.sweep.report import is_scored, ranked_trials, rung_reached
     from dicesearch.sweep.search_space import load_search_space
     from dicesearch.sweep.studies import SweepStudy
@@ -74,14 +75,23 @@ def main() -> None:
     study = SweepStudy.open(config.resolved_study_name, f"sqlite:///{out}/optuna.db", config.objective.directions, config.seed).study
     trials = study.get_trials()
     sweep_minutes = (max(t.datetime_complete for t in trials if t.datetime_complete) - min(t.datetime_start for t in trials if t.datetime_start)).total_seconds() / 60
-    tried = [t for t in trials if "duplicate_of" not in t.user_attrs and (is_scored(t) or rung_reached(t) is not None)]
+    gone = superseded(trials)  # paused trials a later one continued: that one stands for them
+    tried = [t for t in trials if t.number not in gone and "duplicate_of" not in t.user_attrs and (is_scored(t) or rung_reached(t) is not None)]
     best_trial = next(t for t in ranked_trials(study) if is_scored(t))
     print(f"sweep: {len(tried)} configurations scored in {sweep_minutes:.1f} min ({len(tried) * 60 / sweep_minutes:.0f} per hour); load {os.getloadavg()[0]:.1f}")
 
     settings = TrialSettings.for_sweep(config.model_copy(update={"fidelity": None}), "cpu", threads=1)
     runs_dir = out / "bench-multifidelity"
     full: dict[int, float] = {t.number: t.value for t in tried if rung_reached(t) == last and is_scored(t)}  # the sweep's own full-budget scores
-    jobs = [("full", t.number, settings.request(t.user_attrs[ATTR_SPEC], runs_dir / f"trial-{t.number}", count_static=False)) for t in tried if t.number not in full]
+    def first_score(t) -> float:
+        return next(r[key] for r in t.user_attrs[ATTR_RUNGS] if r["steps"] == first_steps)
+
+    minimise = config.objective.directions[0] == "minimize"
+    candidates = sorted(tried, key=lambda t: first_score(t) if minimise else -first_score(t))[: args.limit or len(tried)]
+    if args.limit:
+        print(f"--limit {args.limit}: the full budget for the {len(candidates)} best of {len(tried)} configurations at the first rung, not every one")
+    full = {n: v for n, v in full.items() if n in {t.number for t in candidates}}
+    jobs = [("full", t.number, settings.request(t.user_attrs[ATTR_SPEC], runs_dir / f"trial-{t.number}", count_static=False)) for t in candidates if t.number not in full]
     for offset in range(1, args.seeds):
         request = settings.request(best_trial.user_attrs[ATTR_SPEC], runs_dir / f"best-seed-{config.seed + offset}", count_static=False)
         jobs.append(("seed", config.seed + offset, request.model_copy(update={"seed": config.seed + offset, "reference_seed": config.seed})))
@@ -100,11 +110,10 @@ def main() -> None:
         results = list(pool.map(run, jobs))
     seeds = [best_trial.value] + [score for what, _, score in results if what == "seed"]
     full.update({label: score for what, label, score in results if what == "full"})
-    minimise = config.objective.directions[0] == "minimize"
     best_full = (min if minimise else max)(full, key=full.get)
     mean, sd = statistics.mean(seeds), statistics.stdev(seeds)
     within = abs(mean - full[best_full]) <= sd
-    first = {t.number: next(r[key] for r in t.user_attrs[ATTR_RUNGS] if r["steps"] == first_steps) for t in tried}
+    first = {t.number: first_score(t) for t in tried}
     numbers = sorted(full)
     agreement = rank_agreement([first[n] for n in numbers], [full[n] for n in numbers])
 
@@ -113,7 +122,8 @@ def main() -> None:
     print("| --- | --- | --- |")
     print(f"| the sweep's best (its last rung, seed {config.seed}) | {best_trial.number} | {best_trial.value:.4g} |")
     print(f"| the sweep's best, {args.seeds} seeds at the full budget | {best_trial.number} | {mean:.4g} ± {sd:.2g} ({', '.join(f'{s:.4g}' for s in seeds)}) |")
-    print(f"| the best of every configuration tried, at the full budget | {best_full} | {full[best_full]:.4g} |")
+    which = f"the {len(full)} best at the first rung" if args.limit else "every configuration tried"
+    print(f"| the best of {which}, at the full budget | {best_full} | {full[best_full]:.4g} |")
     print(f"\nfirst rung ({first_steps} steps) against the full budget over {len(numbers)} configurations: "
           f"Spearman's rho {agreement.spearman:.2f} [{agreement.spearman_lo:.2f}, {agreement.spearman_hi:.2f}], "
           f"Kendall's tau {agreement.kendall:.2f} [{agreement.kendall_lo:.2f}, {agreement.kendall_hi:.2f}]")
