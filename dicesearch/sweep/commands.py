@@ -89,8 +89,9 @@ def run_sweep(path: str, console: Console, *, trials=None, out_dir=None, storage
     if failed is not None:  # nothing to plot or export: say why, and exit non-zero
         runner.mirror.end_sweep("FAILED")
         raise SweepFailed(f"{failed}; fix what the reasons say and run the same command again")
-    plots = save_plots(result.study, paths.out_dir / "plots", keys)
-    lines = [importance_note(result.study), cost_line(result.study, started, time.monotonic() - clock)]
+    first_rung = config.fidelity.rungs[0] if config.fidelity else None
+    plots = save_plots(result.study, paths.out_dir / "plots", keys, first_rung)
+    lines = [importance_note(result.study, first_rung), cost_line(result.study, started, time.monotonic() - clock)]
     if config.fidelity:
         lines.append(rung_agreement_line(result.study, keys[0], config.fidelity.rungs))
     for line in filter(None, lines):

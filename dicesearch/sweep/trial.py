@@ -172,7 +172,7 @@ def record_outcome(study, mirror, number: int, outcome: TrialOutcome, metric_key
     attrs: dict[str, Any] = {ATTR_METRICS: outcome.metrics}
     if outcome.status not in NEVER_TRAINED:
         attrs[ATTR_CURVE] = [list(p) for p in outcome.loss_curve]
-    if outcome.status == "complete" and outcome.samples_png:
+    if outcome.status in ("complete", "pruned", "paused") and outcome.samples_png:  # stopped at a rung: its rung's grid
         attrs[ATTR_SAMPLES] = outcome.samples_png
     if outcome.traceback:
         attrs[ATTR_TRACEBACK] = outcome.traceback[-TRACEBACK_CHARS:]

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import optuna
 import pytest
@@ -106,6 +107,7 @@ def test_paused_trials_are_continued_once_promotable_and_every_configuration_is_
     assert trials[0].user_attrs["status"] == "paused"  # alone at its rung: floor(1 / 2) = 0 promotable
     assert trials[0].user_attrs["reason"].startswith("paused at rung 1 (4 steps): fid_8")
     assert "too few for any to go on" in trials[0].user_attrs["reason"]
+    assert Path(trials[0].user_attrs["samples_png"]).is_file()  # its rung's grid, for the gallery of the best
     for paused, continuation in continued.items():
         # it takes over the paused trial's checkpoint: the first rung's score is the paused one's,
         # and its training starts after the first rung
