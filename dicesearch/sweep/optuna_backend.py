@@ -106,9 +106,8 @@ class OptunaSweep:
         paused = {t.number: t for t in self.session.study.paused()}
         if not paused:
             return None
-        final, direction = self._all_drawn(), self.session.directions[0]
+        study, final, direction = self.session.study, self._all_drawn(), self.session.directions[0]
         for steps in reversed(fidelity.rungs[:-1]):
-            study = self.session.study
             for number in promotable(study.entries_at(steps), fidelity.keep, direction, final, study.promoted_from(steps)):
                 if number in paused and max(paused[number].intermediate_values) == steps:
                     return paused[number]
@@ -138,8 +137,7 @@ class OptunaSweep:
             except KeyboardInterrupt:
                 self.session.interrupt(trial.number, "interrupted: the sweep was stopped (Ctrl-C) during this trial")
                 if trial.params:
-                    attrs = {ATTR_RETRY_OF: trial.number}
-                    self.session.study.study.enqueue_trial(trial.params, user_attrs=attrs)
+                    self.session.study.study.enqueue_trial(trial.params, user_attrs={ATTR_RETRY_OF: trial.number})
                 raise
             finally:
                 with self._lock:
