@@ -6,12 +6,17 @@
     PYTHONPATH=. python benchmarks/trial_speed.py --spec DICE --device cuda --precision fp16 --batch 32 --compile --no-scoring
 
 Training: images/s of the space's base model (or ``--spec``) at the budget's trial batch,
-``dicesearch.train.train`` as a trial runs it (data, forward, loss, backward, AdamW, EMA).
-Every configuration runs ``--rounds`` times, the configurations taking turns so that they
-share the machine's load alike; each round times ``--steps`` steps after its first (which
-pays the warm-up, and with ``--compile`` the compilation, reported apart); the median
-round is shown, with the CPU time per step (less sensitive than wall time to other jobs).
-The losses of the steps are shown as the fast path's largest relative difference.
+``dicesearch.train.train`` as a trial runs it (data, forward, loss, backward, AdamW, EMA),
+each row in fresh spawned processes as trial processes are. Rows: main's eager path
+(PyTorch's kernels, AdamW per parameter, the default allocator) and the fast path (the
+trial process's settings: ``dicesearch.speed``'s kernels, fused AdamW, freed memory kept)
+at each ``--threads``, then the sweep's own setting: ``--parallelism`` one-thread trial
+processes training at once, their images/s summed (the old trial was one eager process at
+torch's default threads, one per core). Every row runs ``--rounds`` times, the rows taking
+turns so that they share the machine's load alike; each round times ``--steps`` steps
+after its first (which pays the warm-up, and with ``--compile`` the compilation, reported
+apart); the median round is shown, with the CPU time per step. The losses of the steps are
+shown as each row's largest relative difference from the first row's.
 
 Sampling + scoring: the base model trained once for the budget's steps; then, for each
 path, what ``dicesearch.objective.evaluate`` does after training (sample the EMA, load the
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import multiprocessing
 import os
 import platform
 import statistics
@@ -52,10 +58,14 @@ def load_line() -> str:
 
 @dataclass(frozen=True)
 class Path_:
+    """One row: how each of its ``processes`` trains (all at once when there are several)."""
+
     name: str
-    fast_kernels: bool
+    fast_kernels: bool  # dicesearch.speed's kernels and fused AdamW (the trainer ties them)
     compile: str = "never"
     threads: int = 1
+    processes: int = 1
+    keep_freed_memory: bool = False  # the trial process's allocator setting (dicesearch.speed.allocator)
 
 
 class _Clock(Callback):
@@ -80,44 +90,95 @@ def _synthetic_latents(spec, count: int, folder: Path):
     return parse_data_spec({"kind": "latents", "path": str(path)}, where="benchmark")
 
 
-def training_table(spec, data, batch: int, args) -> None:
+def _train_in_process(spec_dict: dict, data, config, path: Path_, device: str, start, results) -> None:
+    """One process of a row: a fresh interpreter, as a trial process is, training ``config``."""
     from dicesearch.data import load_dataset
-    from dicesearch.train import TrainConfig, train
+    from dicesearch.spec import parse_spec
+    from dicesearch.speed.allocator import keep_freed_memory
+    from dicesearch.train import train
 
-    dataset = load_dataset(data)
-    paths = [Path_(f"eager, {t} thread{'s' * (t > 1)}", False, threads=t) for t in args.threads]
-    paths += [Path_(f"fast kernels, {t} thread{'s' * (t > 1)}", True, threads=t) for t in args.threads]
-    if args.compile:
-        paths += [Path_(f"fast kernels + compile, {args.threads[0]} thread{'s' * (args.threads[0] > 1)}", True, "always", args.threads[0])]
+    if path.keep_freed_memory:
+        keep_freed_memory()
+    torch.set_num_threads(path.threads)
+    spec, dataset = parse_spec(spec_dict), load_dataset(data)
+    clock = _Clock()
+    start.wait()  # the processes of a row train at the same time
+    began = time.perf_counter()
+    train(spec, data, config.model_copy(update={"fast_kernels": path.fast_kernels, "compile": path.compile}), callbacks=[clock], dataset=dataset, device=device)
+    (w0, c0), (w1, c1) = clock.marks[0], clock.marks[-1]
+    results.put((w1 - w0, c1 - c0, w0 - began, clock.losses))
+
+
+def _run_row(spec, data, config, path: Path_, device: str) -> list[tuple[float, float, float, list[float]]]:
+    """(wall s, CPU s of the timed steps, first step s, losses) of each of the row's processes."""
+    context = multiprocessing.get_context("spawn")
+    start, results = context.Barrier(path.processes), context.Queue()
+    workers = [
+        context.Process(target=_train_in_process, args=(spec.model_dump(mode="json"), data, config, path, device, start, results))
+        for _ in range(path.processes)
+    ]
+    for worker in workers:
+        worker.start()
+    out = [results.get() for _ in workers]
+    for worker in workers:
+        worker.join()
+        if worker.exitcode:
+            raise SystemExit(f"benchmark: a training process of {path.name!r} exited with status {worker.exitcode}")
+    return out
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'s' * (n > 1)}"
+
+
+def training_paths(threads: list[int], parallelism: int, compile_row: bool) -> list[Path_]:
+    """Main's eager path and the fast path at each thread count, then the sweep's trial processes."""
+    paths = [Path_(f"eager, {_plural(t, 'thread')}", False, threads=t) for t in threads]
+    paths += [Path_(f"fast, {_plural(t, 'thread')}", True, threads=t, keep_freed_memory=True) for t in threads]
+    if parallelism > 1:
+        paths.append(Path_(f"fast, {parallelism} trial processes x 1 thread (the sweep)", True, processes=parallelism, keep_freed_memory=True))
+    if compile_row:
+        paths.append(Path_(f"fast + compile, {_plural(threads[0], 'thread')}", True, "always", threads[0], keep_freed_memory=True))
+    return paths
+
+
+def training_table(spec, data, batch: int, args) -> None:
+    from dicesearch.train import TrainConfig
+
+    paths = training_paths(args.threads, args.parallelism, args.compile)
     config = TrainConfig(steps=args.steps + 1, batch_size=batch, lr=args.lr, seed=args.seed, precision=args.precision, checkpoint_every=10**9)
-    rounds: dict[str, list[tuple[float, float]]] = {p.name: [] for p in paths}
+    rounds: dict[str, list[tuple[float, float]]] = {p.name: [] for p in paths}  # (images/s, CPU s per step per process)
     first_step: dict[str, float] = {}
     losses: dict[str, list[float]] = {}
     before = load_line()
     for r in range(args.rounds):
         for p in paths:
-            torch.set_num_threads(p.threads)
-            clock = _Clock()
-            start = time.perf_counter()
-            train(spec, data, config.model_copy(update={"fast_kernels": p.fast_kernels, "compile": p.compile}), callbacks=[clock], dataset=dataset, device=args.device)
-            (w0, c0), (w1, c1) = clock.marks[0], clock.marks[-1]
-            rounds[p.name].append(((w1 - w0) / args.steps, (c1 - c0) / args.steps))
-            first_step.setdefault(p.name, w0 - start)
-            losses[p.name] = clock.losses
-            console.print(f"  round {r + 1}/{args.rounds} {p.name}: {batch * args.steps / (w1 - w0):.0f} images/s", highlight=False)
-    base = statistics.median(w for w, _ in rounds[paths[0].name])
+            runs = _run_row(spec, data, config, p, args.device)
+            rate = sum(batch * args.steps / wall for wall, _, _, _ in runs)  # images/s of all the row's processes together
+            rounds[p.name].append((rate, statistics.mean(cpu for _, cpu, _, _ in runs) / args.steps))
+            first_step.setdefault(p.name, max(first for _, _, first, _ in runs))
+            losses[p.name] = runs[0][3]
+            console.print(f"  round {r + 1}/{args.rounds} {p.name}: {rate:.0f} images/s", highlight=False)
+    rate = {p.name: statistics.median(images for images, _ in rounds[p.name]) for p in paths}
+    old = max((p for p in paths if not p.fast_kernels), key=lambda p: p.threads)  # main's trial: eager at torch's default threads
     table = Table(title=f"training {spec.name} ({_params(spec):,} parameters), batch {batch}, {args.steps} timed steps x {args.rounds} rounds, {args.device}, {args.precision}")
-    for column in ("path", "images/s", "x eager", "s/step (wall)", "CPU s/step", "first step s", "max loss diff (rel.)"):
+    for column in ("path", "images/s", "x eager, same threads", f"x {old.name}", "CPU s/step", "first step s", "max loss diff (rel.)"):
         table.add_column(column, justify="right")
     reference = losses[paths[0].name]
+    eager_at = {p.threads: rate[p.name] for p in paths if not p.fast_kernels and p.processes == 1}
     for p in paths:
-        wall = statistics.median(w for w, _ in rounds[p.name])
-        cpu = statistics.median(c for _, c in rounds[p.name])
+        same = eager_at.get(p.threads * p.processes) if p.processes > 1 else eager_at.get(p.threads)
         diff = max(abs(a - b) / abs(b) for a, b in zip(losses[p.name], reference))
-        table.add_row(p.name, f"{batch / wall:.3g}", f"{base / wall:.2f}", f"{wall:.3f}", f"{cpu:.3f}", f"{first_step[p.name]:.1f}", f"{diff:.1e}")
+        table.add_row(
+            p.name, f"{rate[p.name]:.3g}", "" if same is None else f"{rate[p.name] / same:.2f}", f"{rate[p.name] / rate[old.name]:.2f}",
+            f"{statistics.median(cpu for _, cpu in rounds[p.name]):.3f}", f"{first_step[p.name]:.1f}", f"{diff:.1e}",
+        )  # fmt: skip
     console.print(table)
-    console.print(f"before: {before}; after: {load_line()}", highlight=False)
-    torch.set_num_threads(args.threads[0])
+    console.print(
+        f"each row in fresh processes (spawned, as trial processes are); the sweep row's {args.parallelism} processes train at once "
+        f"and its images/s is theirs together. before: {before}; after: {load_line()}",
+        highlight=False,
+    )
 
 
 def _params(spec) -> int:
@@ -208,6 +269,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="timed training steps per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, nargs="+", default=[1], help="torch intra-op threads; several give rows for each")
+    parser.add_argument("--parallelism", type=int, help="trial processes of the sweep row (default: the space's parallelism; 1: no such row)")
     parser.add_argument("--compile", action="store_true", help="add a fast kernels + torch.compile row (its first step holds the compilation)")
     parser.add_argument("--no-scoring", action="store_true", help="skip the sampling + scoring table")
     parser.add_argument("--train-steps", type=int, help="steps the model is trained before sampling (default: the budget's)")
@@ -222,6 +284,7 @@ def main() -> None:
     budget, data = space.config.budget, space.config.data
     spec = load_spec(args.spec) if args.spec else parse_spec(space.base)
     args.seed, args.lr = space.config.seed, budget.lr
+    args.parallelism = args.parallelism or (1 if args.spec else space.config.parallelism)
     device = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else f"{platform.machine()} CPU, {os.cpu_count()} cores"
     console.print(f"{device}, torch {torch.__version__}; other jobs share this machine: {load_line()}", highlight=False)
     with tempfile.TemporaryDirectory() as scratch:

@@ -18,7 +18,9 @@ from torch import nn
 
 from dicesearch.conditioning import ConditionSignal
 from dicesearch.layers import Activation, FeedForward, channels_last, check_odd_kernel
+from dicesearch.ops.signal_merge import merge_pairs
 from dicesearch.plugin_api import BlockContext, BlockParams, BlockType, hookimpl
+from dicesearch.speed.kernels import uses_fast_kernels
 
 
 def signal_merge(left: torch.Tensor, right: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
@@ -61,9 +63,12 @@ class DiceBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, signal: ConditionSignal) -> torch.Tensor:
         b, h, w, c = x.shape
-        pair = self.dwconv_pair(x.permute(0, 3, 1, 2)).reshape(b, c, 2, h, w)
-        left, right = pair[:, :, 0], pair[:, :, 1]  # (B, C, H, W) each
-        merged = signal_merge(left, right, self.lam.view(1, -1, 1, 1))
+        pair = self.dwconv_pair(x.permute(0, 3, 1, 2))  # (B, 2C, H, W): channel 2c is left_c, 2c+1 right_c
+        if uses_fast_kernels(self.dwconv_pair):
+            merged = merge_pairs(pair, self.lam)  # the same merge with a hand-written backward
+        else:
+            left, right = pair.reshape(b, c, 2, h, w).unbind(2)  # (B, C, H, W) each
+            merged = signal_merge(left, right, self.lam.view(1, -1, 1, 1))
         mod = self.modulator(signal)
         return x + mod.gate(0, self.mlp(mod.norm(0, channels_last(merged))))
 

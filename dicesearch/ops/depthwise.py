@@ -91,30 +91,27 @@ class _RepeatedChannels(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         repeated = _repeat_channels(x, weight.shape[0] // x.shape[1])  # (B, C m, H, W)
-        ctx.save_for_backward(repeated, weight)  # x is every m-th channel of it
+        ctx.save_for_backward(x, weight)
         ctx.has_bias, ctx.multiplier = bias is not None, weight.shape[0] // x.shape[1]
         return F.conv2d(repeated, weight, bias, padding=weight.shape[-1] // 2, groups=weight.shape[0])
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor):
-        repeated, weight = ctx.saved_tensors
-        b, cm, h, w = repeated.shape
-        k = weight.shape[-1]
-        m = ctx.multiplier
+        x, weight = ctx.saved_tensors
+        cm, k, m = weight.shape[0], weight.shape[-1], ctx.multiplier
         c, pad = cm // m, [k // 2, k // 2]
         grad = grad.contiguous(memory_format=torch.channels_last)  # (B, C m, H, W)
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_rep = torch.ops.aten.convolution_backward(
-                grad, repeated, weight, None, [1, 1], pad, [1, 1], False, [0, 0], cm, [True, False, False]
-            )[0].permute(0, 2, 3, 1)  # (B, H, W, C m), contiguous
+            # the input gradient of a same-padded correlation is the correlation of the
+            # gradient with the flipped kernel: oneDNN's forward kernel, 2x its backward one
+            grad_rep = F.conv2d(grad, weight.flip(-2, -1), None, padding=k // 2, groups=cm).permute(0, 2, 3, 1)  # (B, H, W, C m)
             grad_x = grad_rep[..., 0::m]
             for j in range(1, m):
                 grad_x = grad_x + grad_rep[..., j::m]
             grad_x = grad_x.permute(0, 3, 1, 2)  # (B, C, H, W), channels-last
         if ctx.needs_input_grad[1]:
-            x = repeated.permute(0, 2, 3, 1)[..., 0::m].contiguous().permute(0, 3, 1, 2)  # (B, C, H, W), channels-last
             grad_w = torch.ops.aten.convolution_backward(
                 grad, x, weight, None, [1, 1], pad, [1, 1], False, [0, 0], c, [False, True, False]
             )[1]  # (C m, 1, k, k)
@@ -146,8 +143,8 @@ def depthwise_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> T
         return banded_depthwise_conv2d(x, weight, bias)
     m = weight.shape[0] // c
     x = x.contiguous(memory_format=torch.channels_last)  # a no-op for the blocks' permuted (B, H, W, C) input
-    if m == 1:
-        return F.conv2d(x, weight, bias, padding=k // 2, groups=c)
     if x.dtype == weight.dtype == torch.float32 and not torch.is_autocast_enabled("cpu"):
         return _RepeatedChannels.apply(x, weight, bias)
+    if m == 1:
+        return F.conv2d(x, weight, bias, padding=k // 2, groups=c)
     return F.conv2d(_repeat_channels(x, m), weight, bias, padding=k // 2, groups=c * m)

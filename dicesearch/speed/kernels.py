@@ -7,6 +7,8 @@ model that is
   LiT's depthwise convolution on V) computes with ``ops.depthwise.depthwise_conv2d``;
 * a patch embedding (kernel = stride, no padding: every stage's ``patchify``) computes
   with ``ops.patchify.patch_conv2d``;
+* a dense same-padded, stride-1, odd-kernel convolution to at most a sixteenth of its
+  input channels (the stages' 3x3 noise heads) computes with ``ops.narrow_conv.fold_conv2d``;
 
 on exit they are plain ``nn.Conv2d`` again. Only the modules' class changes: the
 parameters, the state-dict keys, hooks and devices stay, so checkpoints, the EMA and
@@ -23,9 +25,10 @@ from contextlib import contextmanager
 from torch import Tensor, nn
 
 from dicesearch.ops.depthwise import depthwise_conv2d
+from dicesearch.ops.narrow_conv import fold_conv2d, takes_fold_path
 from dicesearch.ops.patchify import patch_conv2d
 
-__all__ = ["DepthwiseConv2d", "PatchConv2d", "fast_class", "fast_kernels"]
+__all__ = ["DepthwiseConv2d", "NarrowConv2d", "PatchConv2d", "fast_class", "fast_kernels", "uses_fast_kernels"]
 
 
 class DepthwiseConv2d(nn.Conv2d):
@@ -42,6 +45,13 @@ class PatchConv2d(nn.Conv2d):
         return patch_conv2d(input, weight, bias)  # (B, C, H, W) -> (B, O, H / p, W / p)
 
 
+class NarrowConv2d(nn.Conv2d):
+    """An ``nn.Conv2d`` (dense, same padding, stride 1, few outputs) computed by ``fold_conv2d``."""
+
+    def _conv_forward(self, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        return fold_conv2d(input, weight, bias)  # (B, C, H, W) -> (B, O, H, W)
+
+
 def fast_class(module: nn.Module) -> type[nn.Conv2d] | None:
     """The fast class for a plain ``nn.Conv2d`` whose computation it reproduces, else None."""
     if type(module) is not nn.Conv2d or module.padding_mode != "zeros" or module.dilation != (1, 1):
@@ -56,7 +66,21 @@ def fast_class(module: nn.Module) -> type[nn.Conv2d] | None:
         return DepthwiseConv2d
     if module.groups == 1 and k[0] == k[1] and module.stride == k and module.padding == (0, 0):
         return PatchConv2d
+    if (
+        module.groups == 1 and k[0] == k[1] and k[0] % 2 == 1 and module.stride == (1, 1)
+        and module.padding == (k[0] // 2, k[0] // 2) and takes_fold_path(module.in_channels, module.out_channels)
+    ):  # fmt: skip
+        return NarrowConv2d
     return None
+
+
+def uses_fast_kernels(module: nn.Module) -> bool:
+    """Whether ``module`` is inside ``fast_kernels`` now: a block may then take its own fast path too.
+
+    The DICE block asks this of its convolution pair and then merges the pair with
+    ``ops.signal_merge.merge_pairs`` instead of autograd's composition.
+    """
+    return type(module) in (DepthwiseConv2d, NarrowConv2d, PatchConv2d)
 
 
 @contextmanager

@@ -125,8 +125,9 @@ def train(
     model.set_gradient_checkpointing(config.gradient_checkpointing)
     ema = create_ema(model)
     optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad], lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
-    )
+        [p for p in model.parameters() if p.requires_grad], lr=config.lr, betas=config.betas, weight_decay=config.weight_decay,
+        fused=config.fast_kernels and device.type in ("cpu", "cuda") or None,  # one kernel for all parameters: the same update to rounding
+    )  # fmt: skip
     scaler = precision.grad_scaler()
     start = 0
     if resume_from is not None:

@@ -8,8 +8,10 @@ Stated tolerances (fp32; measured values in brackets):
 * four AdamW steps of ``train``: each step's loss relative 1e-5 (<= 8e-8); every weight
   and EMA weight within 5 % of the largest move Adam can make, 0.05 * steps * lr (<= 1 %).
 
-The patch embeddings (every stage's patchify) take the matmul kernel in every model; the
-depthwise kernels only in dice, convnext and linear_attention.
+The patch embeddings (every stage's patchify) take the matmul kernel in every model, and
+the 3x3 noise heads (16 channels to 1) the fold kernel; the depthwise kernels only dice,
+convnext and linear_attention, and dice its merge's hand-written backward
+(``ops.signal_merge``). With fast kernels the trainer's AdamW is the fused one.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from dicesearch.data import DigitsSpec, load_dataset
 from dicesearch.model import build_model
 from dicesearch.registry import default_registry
 from dicesearch.spec import parse_spec
-from dicesearch.speed import DepthwiseConv2d, PatchConv2d, fast_kernels
+from dicesearch.speed import DepthwiseConv2d, NarrowConv2d, PatchConv2d, fast_kernels
 from dicesearch.testing import tiny_spec
 from dicesearch.train import SamplingConfig, TrainConfig, train
 from dicesearch.train.diffusion import NoiseSchedule, training_loss
@@ -109,7 +111,7 @@ def test_training_steps_match(block, conditioning, digits):
         for (name, p), q in zip(a.named_parameters(), b.parameters()):
             assert float((p.detach() - q.detach()).abs().max()) <= move, name
     # the returned modules are plain again: the kernels were swapped for the run only
-    assert not any(isinstance(m, (DepthwiseConv2d, PatchConv2d)) for m in (*fast.model.modules(), *fast.ema.modules()))
+    assert not any(isinstance(m, (DepthwiseConv2d, NarrowConv2d, PatchConv2d)) for m in (*fast.model.modules(), *fast.ema.modules()))
 
 
 def test_samples_match_and_the_model_is_restored():
@@ -125,7 +127,7 @@ def test_samples_match_and_the_model_is_restored():
     fast = sample(model, spec, config, clip_denoised=True)
     assert config.fast_kernels
     assert float((fast - eager).abs().max()) < 1e-4  # images in [-1, 1]
-    assert not any(isinstance(m, (DepthwiseConv2d, PatchConv2d)) for m in model.modules())
+    assert not any(isinstance(m, (DepthwiseConv2d, NarrowConv2d, PatchConv2d)) for m in model.modules())
 
 
 def test_only_eligible_convolutions_are_swapped_and_keys_stay():
@@ -137,10 +139,12 @@ def test_only_eligible_convolutions_are_swapped_and_keys_stay():
         nn.Conv2d(8, 8, 4, padding=2, groups=8),  # even kernel: kept
         nn.Conv2d(8, 16, 2, stride=2),  # a patch embedding: swapped
         nn.Conv2d(8, 16, 2, stride=2, padding=1),  # padded: kept
+        nn.Conv2d(32, 1, 3, padding=1),  # a noise head (few outputs): swapped
+        nn.Conv2d(32, 1, 3, padding=1, stride=2),  # strided: kept
     )
     keys = list(model.state_dict())
     with fast_kernels(model) as inside:
-        kinds = [DepthwiseConv2d, DepthwiseConv2d, nn.Conv2d, nn.Conv2d, nn.Conv2d, PatchConv2d, nn.Conv2d]
+        kinds = [DepthwiseConv2d, DepthwiseConv2d, nn.Conv2d, nn.Conv2d, nn.Conv2d, PatchConv2d, nn.Conv2d, NarrowConv2d, nn.Conv2d]
         assert [type(m) for m in inside] == kinds
         assert list(model.state_dict()) == keys
         with fast_kernels(model):  # nested: the outer call owns the swap
