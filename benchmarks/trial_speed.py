@@ -1,7 +1,7 @@
 """A faster trial, same numbers (issue 13): PyTorch's eager path against the fast path, side by side.
 
     PYTHONPATH=. python benchmarks/trial_speed.py [--space search_spaces/cascade.yaml] [--rounds 3]
-        [--steps 20] [--threads 1 2] [--compile] [--no-scoring]
+        [--steps 20] [--threads 1 2] [--parallelism 2] [--compile] [--no-scoring | --no-training]
     # on a GPU, the DICE preset at its latent size (random 32x32x4 latents), fp16:
     PYTHONPATH=. python benchmarks/trial_speed.py --spec DICE --device cuda --precision fp16 --batch 32 --compile --no-scoring
 
@@ -170,7 +170,7 @@ def training_table(spec, data, batch: int, args) -> None:
         same = eager_at.get(p.threads * p.processes) if p.processes > 1 else eager_at.get(p.threads)
         diff = max(abs(a - b) / abs(b) for a, b in zip(losses[p.name], reference))
         table.add_row(
-            p.name, f"{rate[p.name]:.3g}", "" if same is None else f"{rate[p.name] / same:.2f}", f"{rate[p.name] / rate[old.name]:.2f}",
+            p.name, f"{rate[p.name]:.0f}", "" if same is None else f"{rate[p.name] / same:.2f}", f"{rate[p.name] / rate[old.name]:.2f}",
             f"{statistics.median(cpu for _, cpu in rounds[p.name]):.3f}", f"{first_step[p.name]:.1f}", f"{diff:.1e}",
         )  # fmt: skip
     console.print(table)
@@ -219,6 +219,7 @@ def scoring_table(spec, data, budget, args) -> None:
     from dicesearch.train import SamplingConfig, TrainConfig, train
     from dicesearch.train.sampling import sample_images
 
+    torch.set_num_threads(args.threads[0])  # what a trial process samples and scores with (budget.threads)
     dataset = load_dataset(data)
     n, seed = budget.fid_samples, args.seed
     steps = args.train_steps or budget.train_steps
@@ -272,6 +273,7 @@ def main() -> None:
     parser.add_argument("--parallelism", type=int, help="trial processes of the sweep row (default: the space's parallelism; 1: no such row)")
     parser.add_argument("--compile", action="store_true", help="add a fast kernels + torch.compile row (its first step holds the compilation)")
     parser.add_argument("--no-scoring", action="store_true", help="skip the sampling + scoring table")
+    parser.add_argument("--no-training", action="store_true", help="skip the training table")
     parser.add_argument("--train-steps", type=int, help="steps the model is trained before sampling (default: the budget's)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
@@ -290,7 +292,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         if args.spec and spec.input.channels != 1:
             data = _synthetic_latents(spec, max(256, args.batch or budget.batch_size), Path(scratch))
-        training_table(spec, data, args.batch or budget.batch_size, args)
+        if not args.no_training:
+            training_table(spec, data, args.batch or budget.batch_size, args)
     if not args.no_scoring and not args.spec:
         scoring_table(spec, data, budget, args)
 
