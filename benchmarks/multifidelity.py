@@ -54,8 +54,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from dicesearch.sweep.ranking import rank_agreement
-    from dicesearch.sweep.record import ATTR_RUNGS, ATTR_SPEC, superseded
-    from dicesearch.sweep.report import is_scored, ranked_trials, rung_reached
+    from dicesearch.sweep.record import ATTR_RUNGS, ATTR_SPEC
+    from dicesearch.sweep.report import is_scored, ranked_trials, rung_reached, sweep_configurations
     from dicesearch.sweep.search_space import load_search_space
     from dicesearch.sweep.studies import SweepStudy
     from dicesearch.sweep.trial import TrialSettings
@@ -80,8 +80,7 @@ def main() -> None:
     study = SweepStudy.open(config.resolved_study_name, f"sqlite:///{out}/optuna.db", config.objective.directions, config.seed).study
     trials = study.get_trials()
     sweep_minutes = (max(t.datetime_complete for t in trials if t.datetime_complete) - min(t.datetime_start for t in trials if t.datetime_start)).total_seconds() / 60
-    gone = superseded(trials)  # paused trials a later one continued: that one stands for them
-    tried = [t for t in trials if t.number not in gone and "duplicate_of" not in t.user_attrs and (is_scored(t) or rung_reached(t) is not None)]
+    tried = sweep_configurations(trials)  # each configuration once (a continued paused trial as its continuation)
     best_trial = next(t for t in ranked_trials(study) if is_scored(t))
     print(f"sweep: {len(tried)} configurations scored in {sweep_minutes:.1f} min ({len(tried) * 60 / sweep_minutes:.0f} per hour); load {os.getloadavg()[0]:.1f}")
 

@@ -25,8 +25,8 @@ from pathlib import Path
 import optuna
 
 from dicesearch.sweep.ranking import Score
-from dicesearch.sweep.record import ATTR_DUPLICATE_OF, ATTR_METRICS, ATTR_SAMPLES, superseded
-from dicesearch.sweep.report import is_scored, ranked_trials, stopped_at_rung
+from dicesearch.sweep.record import ATTR_DUPLICATE_OF, ATTR_METRICS, ATTR_SAMPLES
+from dicesearch.sweep.report import is_scored, ranked_trials, stopped_at_rung, sweep_configurations
 
 IMPORTANCE_MIN_TRIALS = 16
 IMPORTANCE_TRIALS_PER_PARAM = 4
@@ -57,11 +57,10 @@ def _plotted(study: optuna.Study, first_rung: int | None = None) -> list:
     trials = study.get_trials(deepcopy=False)
     if first_rung is None or len(study.directions) > 1:
         return [t for t in trials if is_scored(t)]
-    gone = superseded(trials)
     return [
         optuna.trial.create_trial(params=t.params, distributions=t.distributions, value=t.intermediate_values[first_rung])
-        for t in trials
-        if t.number not in gone and ATTR_DUPLICATE_OF not in t.user_attrs and first_rung in t.intermediate_values
+        for t in sweep_configurations(trials)
+        if first_rung in t.intermediate_values
     ]
 
 

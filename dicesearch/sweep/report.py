@@ -30,6 +30,14 @@ def stopped_at_rung(trial) -> bool:
     return trial.state == TrialState.PRUNED and rung_reached(trial) is not None and bool(trial.intermediate_values)
 
 
+def sweep_configurations(trials: list) -> list:
+    """The configurations a sweep tried, once each: trials scored or scored at a rung, less the
+    paused ones a later trial continued (that one stands for them) and duplicates (an earlier
+    trial's result reported again, never trained)."""
+    gone = superseded(trials)
+    return [t for t in trials if t.number not in gone and ATTR_DUPLICATE_OF not in t.user_attrs and (is_scored(t) or rung_reached(t) is not None)]
+
+
 def ranked_trials(study: optuna.Study) -> list:
     """Scored trials best first: the furthest rung first, then by the first objective; then the
     others by number. (A rung's scores only compare with scores at the same rung.)"""

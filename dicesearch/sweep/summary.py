@@ -7,8 +7,8 @@ import datetime
 import optuna
 
 from dicesearch.sweep.ranking import rank_agreement
-from dicesearch.sweep.record import ATTR_DUPLICATE_OF, ATTR_METRICS, ATTR_RUNGS, superseded
-from dicesearch.sweep.report import is_scored, rung_reached
+from dicesearch.sweep.record import ATTR_DUPLICATE_OF, ATTR_METRICS, ATTR_RUNGS
+from dicesearch.sweep.report import is_scored, rung_reached, sweep_configurations
 
 
 def cost_line(study: optuna.Study, since: datetime.datetime, seconds: float) -> str | None:
@@ -18,8 +18,9 @@ def cost_line(study: optuna.Study, since: datetime.datetime, seconds: float) -> 
         t for t in trials
         if t.datetime_complete is not None and t.datetime_complete >= since and (is_scored(t) or rung_reached(t) is not None)
     ]  # fmt: skip
-    gone = superseded(trials)  # a paused trial a later one continued: one configuration, its time counted in both parts
-    scored = [t for t in spent if t.number not in gone]
+    # one configuration each (a paused trial a later one continued counts once, its time in both parts; duplicates never trained)
+    spent_numbers = {t.number for t in spent}
+    scored = [t for t in sweep_configurations(trials) if t.number in spent_numbers]
     if not scored or seconds <= 0:
         return None
     parts = {name: sum(t.user_attrs.get(ATTR_METRICS, {}).get(f"{name}_seconds", 0.0) for t in spent) for name in ("train", "sampling", "fid")}
