@@ -78,8 +78,10 @@ class _MergePairs(torch.autograd.Function):
 def merge_pairs(pair: Tensor, lam: Tensor) -> Tensor:
     """f of the module docstring: pair (B, 2C, H, W) (channel 2c = l_c, 2c + 1 = r_c), lam (1,) or (C,) -> (B, C, H, W).
 
-    float32 and float64 take the hand-written backward; other dtypes the reference.
+    float32 and float64 take the hand-written backward; other dtypes the reference, and so
+    does ``torch.compile`` (which fuses the reference's operations itself; the backward's
+    writes into strided views would break its graph).
     """
-    if pair.dtype not in (torch.float32, torch.float64) or lam.dtype != pair.dtype or lam.dim() != 1:
+    if pair.dtype not in (torch.float32, torch.float64) or lam.dtype != pair.dtype or lam.dim() != 1 or torch.compiler.is_compiling():
         return merge_pairs_reference(pair, lam)
     return _MergePairs.apply(pair, lam)

@@ -83,3 +83,14 @@ def test_half_precision_takes_the_reference():
     out = merge_pairs(pair, lam)
     assert out.dtype == torch.float16 and torch.isfinite(out).all()
     assert torch.equal(out, merge_pairs_reference(pair, lam))
+
+
+def test_torch_compile_traces_it_in_one_graph():
+    """Compiled, it is the reference (inductor fuses it): no graph break, the same values and gradients."""
+    pair = _pair(2, 3, 4, 4, torch.float32, seed=6).requires_grad_()
+    lam = torch.tensor([0.8], requires_grad=True)
+    compiled = torch.compile(lambda p, l: merge_pairs(p, l).square().sum(), fullgraph=True, backend="aot_eager")
+    got = torch.autograd.grad(compiled(pair, lam), (pair, lam))
+    want = torch.autograd.grad(merge_pairs(pair, lam).square().sum(), (pair, lam))
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
