@@ -18,23 +18,10 @@ from torch import nn
 
 from dicesearch.conditioning import ConditionSignal
 from dicesearch.layers import Activation, FeedForward, channels_last, check_odd_kernel
-from dicesearch.ops.signal_merge import merge_pairs
+from dicesearch.ops.signal_merge import merge_pairs, merge_pairs_reference
+from dicesearch.ops.signal_merge import signal_merge as signal_merge  # the formula, where it was public before
 from dicesearch.plugin_api import BlockContext, BlockParams, BlockType, hookimpl
 from dicesearch.speed.kernels import uses_fast_kernels
-
-
-def signal_merge(left: torch.Tensor, right: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
-    """DICE Fig. 5: (l + r) / (1 + exp(lambda (l - r)^2)), numerically safe in fp16.
-
-    Written as (l + r) * sigmoid(-lambda (l - r)^2) and evaluated in at least float32: in fp16,
-    (l - r)^2 overflows for |l - r| > 256 and exp(.) overflows far earlier, which would give
-    inf / inf = NaN in the backward pass. The result is cast back to the input dtype.
-    """
-    dtype = left.dtype
-    compute = torch.promote_types(dtype, torch.float32)  # fp16/bf16 -> fp32; fp64 stays fp64
-    l, r = left.to(compute), right.to(compute)
-    out = (l + r) * torch.sigmoid(-lam.to(compute) * (l - r).square())
-    return out.to(dtype)
 
 
 class DiceParams(BlockParams):
@@ -62,13 +49,9 @@ class DiceBlock(nn.Module):
             self.lam.fill_(self.lambda_init)
 
     def forward(self, x: torch.Tensor, signal: ConditionSignal) -> torch.Tensor:
-        b, h, w, c = x.shape
         pair = self.dwconv_pair(x.permute(0, 3, 1, 2))  # (B, 2C, H, W): channel 2c is left_c, 2c+1 right_c
-        if uses_fast_kernels(self.dwconv_pair):
-            merged = merge_pairs(pair, self.lam)  # the same merge with a hand-written backward
-        else:
-            left, right = pair.reshape(b, c, 2, h, w).unbind(2)  # (B, C, H, W) each
-            merged = signal_merge(left, right, self.lam.view(1, -1, 1, 1))
+        # fast kernels: the same merge with a hand-written backward; else autograd's
+        merged = (merge_pairs if uses_fast_kernels(self.dwconv_pair) else merge_pairs_reference)(pair, self.lam)  # (B, C, H, W)
         mod = self.modulator(signal)
         return x + mod.gate(0, self.mlp(mod.norm(0, channels_last(merged))))
 

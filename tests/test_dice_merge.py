@@ -1,8 +1,8 @@
-"""DICE's signal-extraction function (Fig. 5) against its formula, and in fp16."""
+"""DICE's signal-extraction function (Fig. 5, dicesearch.ops.signal_merge) against its formula, and in fp16."""
 
 import torch
 
-from dicesearch_plugins.dice import signal_merge
+from dicesearch.ops.signal_merge import signal_merge
 
 
 def formula(l, r, lam):

@@ -14,7 +14,7 @@ s = l + r, g = sigma(-lambda d^2) and G the gradient of the output,
 Through autograd, the merge of strided views costs a zero-filled (B, C, 2, H, W) buffer per
 view and a copy into NCHW memory that the convolution's backward then copies back to
 channels-last (measured on the 2-core machine: about a third of the DICE block's backward
-at 16x16). ``merge_pairs`` computes the forward as the plugin's formula does (the same
+at 16x16). ``merge_pairs`` computes the forward as ``signal_merge`` (the plugin's formula) does (the same
 operations in the same order: bit-identical outputs) and writes the pair's gradient at
 once into channels-last memory, the layout ``dicesearch.ops.depthwise`` returns and
 wants back. Its gradients equal autograd's up to float rounding (``tests/ops``).
@@ -28,17 +28,29 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["merge_pairs", "merge_pairs_reference"]
+__all__ = ["merge_pairs", "merge_pairs_reference", "signal_merge"]
+
+
+def signal_merge(left: Tensor, right: Tensor, lam: Tensor) -> Tensor:
+    """DICE Fig. 5: (l + r) / (1 + exp(lambda (l - r)^2)), numerically safe in fp16.
+
+    Written as (l + r) * sigmoid(-lambda (l - r)^2) and evaluated in at least float32: in fp16,
+    (l - r)^2 overflows for |l - r| > 256 and exp(.) overflows far earlier, which would give
+    inf / inf = NaN in the backward pass. The result is cast back to the input dtype.
+    ``lam`` broadcasts against ``left`` and ``right``.
+    """
+    dtype = left.dtype
+    compute = torch.promote_types(dtype, torch.float32)  # fp16/bf16 -> fp32; fp64 stays fp64
+    l, r = left.to(compute), right.to(compute)
+    out = (l + r) * torch.sigmoid(-lam.to(compute) * (l - r).square())
+    return out.to(dtype)
 
 
 def merge_pairs_reference(pair: Tensor, lam: Tensor) -> Tensor:
     """The module docstring's f by autograd: pair (B, 2C, H, W), lam (1,) or (C,) -> (B, C, H, W)."""
     b, c2, h, w = pair.shape
     left, right = pair.reshape(b, c2 // 2, 2, h, w).unbind(2)  # (B, C, H, W) each
-    compute = torch.promote_types(pair.dtype, torch.float32)
-    l, r = left.to(compute), right.to(compute)
-    out = (l + r) * torch.sigmoid(-lam.to(compute).view(1, -1, 1, 1) * (l - r).square())
-    return out.to(pair.dtype)
+    return signal_merge(left, right, lam.view(1, -1, 1, 1))
 
 
 class _MergePairs(torch.autograd.Function):
