@@ -167,7 +167,7 @@ def training_table(spec, data, batch: int, args) -> None:
     reference = losses[paths[0].name]
     eager_at = {p.threads: rate[p.name] for p in paths if not p.fast_kernels and p.processes == 1}
     for p in paths:
-        same = eager_at.get(p.threads * p.processes) if p.processes > 1 else eager_at.get(p.threads)
+        same = eager_at.get(p.threads * p.processes)  # the eager process with as many threads as the row has in all
         diff = max(abs(a - b) / abs(b) for a, b in zip(losses[p.name], reference))
         table.add_row(
             p.name, f"{rate[p.name]:.0f}", "" if same is None else f"{rate[p.name] / same:.2f}", f"{rate[p.name] / rate[old.name]:.2f}",

@@ -1,4 +1,4 @@
-"""Memory probes shared by the ops tests (as fixtures, so no test package is needed)."""
+"""Memory probes and the fast-vs-reference comparison shared by the ops tests (as fixtures, so no test package is needed)."""
 
 from __future__ import annotations
 
@@ -78,3 +78,22 @@ def op_dtype_recorder() -> type[OpDtypeMode]:
 @pytest.fixture
 def saved_bytes() -> Callable[[Callable[[], Any]], int]:
     return saved_tensor_bytes
+
+
+def matches_reference(reference: Callable, fast: Callable, inputs, grad_out: torch.Tensor, rtol: float) -> None:
+    """``fast(*inputs)`` against ``reference(*inputs)``: output and every input's gradient for
+    ``grad_out``, equal shapes and the largest difference within ``rtol`` of the largest entry."""
+    results = []
+    for conv in (reference, fast):
+        leaves = [t.clone().requires_grad_() for t in inputs]
+        y = conv(*leaves)
+        results.append((y, *torch.autograd.grad(y, leaves, grad_out)))
+    for got, want in zip(results[1], results[0]):
+        assert got.shape == want.shape
+        got, want = got.detach(), want.detach()
+        assert float((got - want).abs().max() / want.abs().max().clamp(min=1e-30)) < rtol
+
+
+@pytest.fixture
+def assert_matches_reference() -> Callable[..., None]:
+    return matches_reference

@@ -52,21 +52,14 @@ GRIDS = [(1, 1), (2, 3), (4, 4), (8, 8), (4, 16), (16, 16)]
 @pytest.mark.parametrize(("height", "width"), GRIDS)
 @pytest.mark.parametrize("m", [1, 2])
 @pytest.mark.parametrize("k", [3, 7])
-def test_forward_and_gradients_match_conv2d(height, width, m, k):
+def test_forward_and_gradients_match_conv2d(height, width, m, k, assert_matches_reference):
     g = torch.Generator().manual_seed(height * 100 + width + m)
     c = 6
     x = torch.randn(3, height, width, c, generator=g).permute(0, 3, 1, 2)  # the blocks' permuted (B, H, W, C) input
     weight = torch.randn(c * m, 1, k, k, generator=g)
     bias = torch.randn(c * m, generator=g)
     grad_out = torch.randn(3, c * m, height, width, generator=g)
-    results = []
-    for conv in (lambda *a: F.conv2d(*a, padding=k // 2, groups=c), depthwise_conv2d):
-        inputs = [t.clone().requires_grad_() for t in (x, weight, bias)]
-        y = conv(*inputs)
-        results.append((y, *torch.autograd.grad(y, inputs, grad_out)))
-    for got, want in zip(results[1], results[0]):
-        assert got.shape == want.shape
-        assert _relative(got, want) < FP32_RTOL
+    assert_matches_reference(lambda *a: F.conv2d(*a, padding=k // 2, groups=c), depthwise_conv2d, (x, weight, bias), grad_out, FP32_RTOL)
 
 
 def test_paths_and_layouts():

@@ -40,20 +40,13 @@ def test_matches_the_naive_sum(height, width, k, out):
 
 
 @pytest.mark.parametrize(("channels", "side"), [(32, 16), (64, 8), (96, 4)])
-def test_forward_and_gradients_match_conv2d(channels, side):
+def test_forward_and_gradients_match_conv2d(channels, side, assert_matches_reference):
     """The default space's three noise heads (3x3, one output), on the blocks' channels-last features."""
     g = torch.Generator().manual_seed(channels)
     x = torch.randn(4, side, side, channels, generator=g).permute(0, 3, 1, 2)
     weight, bias = torch.randn(1, channels, 3, 3, generator=g), torch.randn(1, generator=g)
     grad_out = torch.randn(4, 1, side, side, generator=g)
-    results = []
-    for conv in (lambda *a: F.conv2d(*a, padding=1), fold_conv2d):
-        inputs = [t.clone().requires_grad_() for t in (x, weight, bias)]
-        y = conv(*inputs)
-        results.append((y, *torch.autograd.grad(y, inputs, grad_out)))
-    for got, want in zip(results[1], results[0]):
-        assert got.shape == want.shape
-        assert _relative(got, want) < FP32_RTOL
+    assert_matches_reference(lambda *a: F.conv2d(*a, padding=1), fold_conv2d, (x, weight, bias), grad_out, FP32_RTOL)
 
 
 def test_gradcheck_and_no_bias():
