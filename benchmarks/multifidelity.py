@@ -53,13 +53,13 @@ def main() -> None:
     parser.add_argument("--limit", type=int, help="score only the N best configurations at the first rung at the full budget (default: every one)")
     args = parser.parse_args()
 
-    from dicesearch.sweep.ranking import rank_agreement
-    from dicesearch.sweep.record import ATTR_RUNGS, ATTR_SPEC
-    from dicesearch.sweep.report import is_scored, ranked_trials, rung_reached, sweep_configurations
-    from dicesearch.sweep.search_space import load_search_space
-    from dicesearch.sweep.studies import SweepStudy
-    from dicesearch.sweep.trial import TrialSettings
-    from dicesearch.sweep.trial_process import run_trial
+    from dicesearch.sweep.lifecycle.messages import TrialSettings
+    from dicesearch.sweep.lifecycle.process import run_trial
+    from dicesearch.sweep.results.statistics import rank_agreement
+    from dicesearch.sweep.space.search_space import load_search_space
+    from dicesearch.sweep.store.queries import is_scored, ranked_trials, rung_reached, sweep_configurations
+    from dicesearch.sweep.store.schema import ATTR_RUNGS, ATTR_SPEC
+    from dicesearch.sweep.store.studies import SweepStudy
 
     space = load_search_space(args.space)
     config = space.config

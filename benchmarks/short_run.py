@@ -30,7 +30,7 @@ def main() -> None:
     from dicesearch.model import build_model
     from dicesearch.objective import evaluate
     from dicesearch.spec import parse_spec
-    from dicesearch.sweep.search_space import load_search_space
+    from dicesearch.sweep.space.search_space import load_search_space
     from dicesearch.train import SamplingConfig
     from dicesearch.train.sampling import sample_images
 

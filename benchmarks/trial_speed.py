@@ -182,7 +182,7 @@ def training_table(spec, data, batch: int, args) -> None:
 
 
 def _params(spec) -> int:
-    from dicesearch.objective import static_metrics
+    from dicesearch.analysis.flops import static_metrics
 
     return int(static_metrics(spec)["params"])
 
@@ -280,7 +280,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from dicesearch.spec import load_spec, parse_spec
-    from dicesearch.sweep.search_space import load_search_space
+    from dicesearch.sweep.space.search_space import load_search_space
 
     space = load_search_space(args.space)
     budget, data = space.config.budget, space.config.data

@@ -37,11 +37,11 @@ import sys
 from dataclasses import dataclass
 
 import torch
+from gpucheck.flops import forward_flops
 
 from dicesearch.analysis.flops import count_flops
-from dicesearch.sweep.search_space import load_search_space
-from dicesearch.sweep.gate import estimate_memory, over_budget_reason  # the sweep's memory gate
-from gpucheck.flops import forward_flops
+from dicesearch.sweep.lifecycle.gate import estimate_memory, over_budget_reason  # the sweep's memory gate
+from dicesearch.sweep.space.search_space import load_search_space
 
 
 @dataclass(frozen=True)

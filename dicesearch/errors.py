@@ -13,6 +13,16 @@ import re
 _UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
+class SpecFieldError(ValueError):
+    """A validation problem located at ``path`` (relative to where it is raised): pydantic validators
+    raise it, :mod:`dicesearch.spec.messages` turns it into one line naming the field."""
+
+    def __init__(self, path: tuple[str | int, ...], message: str):
+        super().__init__(message)
+        self.path = path
+        self.message = message
+
+
 def printable(text: str) -> str:
     """``text`` safe for a terminal line: every control character shown as an escape (``\\x1b``).
 

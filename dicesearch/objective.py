@@ -22,6 +22,7 @@ from typing import Literal
 import torch
 from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt
 
+from dicesearch.analysis.flops import static_metrics
 from dicesearch.devices import resolve_device
 from dicesearch.filemodel import FileModel
 
@@ -81,25 +82,6 @@ class _Reporter:
             self.curve.append((step, mean))
             if self.on_progress is not None:
                 self.on_progress(step, mean)
-
-
-def static_metrics(spec) -> dict[str, float]:
-    """Parameters and multiply-adds per forward at batch 1, counted on the meta device."""
-    from dicesearch.analysis.flops import count_flops
-    from dicesearch.model import build_model
-
-    with torch.device("meta"):
-        model = build_model(spec)
-        r, c = spec.input.resolution, spec.input.channels
-        x = torch.zeros(1, c, r, r)
-        t = torch.zeros(1)
-        y = torch.zeros(1, dtype=torch.long) if spec.input.num_classes else None
-    flops = count_flops(lambda: model(x, t, y))
-    return {
-        "params": float(sum(p.numel() for p in model.parameters() if p.requires_grad)),
-        "gmacs": flops.macs / 1e9,  # the unit DiT and DiMR report as "Gflops"
-        "gflops": flops.flops / 1e9,
-    }
 
 
 RungCallback = Callable[[int, int, dict], bool]  # (rung index, steps, metrics) -> go on?

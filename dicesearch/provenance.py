@@ -111,17 +111,6 @@ def spec_provenance(spec, registry) -> Provenance:
     return Provenance(dicesearch_version(), tuple(uses))
 
 
-def recorded_spec_yaml(spec, registry=None) -> str:
-    """The spec's YAML (``dump_spec``) under its provenance header: what run folders and sweep
-    trials keep, and ``dicesearch export`` writes out."""
-    from dicesearch.spec import dump_spec
-
-    if registry is None:
-        from dicesearch.registry import default_registry
-
-        registry = default_registry()
-    return spec_provenance(spec, registry).header() + dump_spec(spec)
-
 
 def file_mismatch(path, registry=None) -> str | None:
     """:func:`mismatch_warning` for a spec file's header (None: no file, no header, no difference)."""
@@ -182,6 +171,5 @@ __all__ = [
     "file_mismatch",
     "mismatch_warning",
     "recorded_origin",
-    "recorded_spec_yaml",
     "spec_provenance",
 ]

@@ -87,8 +87,8 @@ def test_the_reader_still_refuses_python_tags():
 def test_nan_inf_and_booleans_are_refused_where_numbers_belong_and_booleans_kept_where_they_belong(registry):
     from pydantic import ValidationError
 
-    from dicesearch.sweep.config import MemoryBudget
-    from dicesearch.sweep.distributions import ChoiceParam, FloatParam, IntParam
+    from dicesearch.sweep.space.config import MemoryBudget
+    from dicesearch.sweep.space.distributions import ChoiceParam, FloatParam, IntParam
     from dicesearch.train.config import TrainConfig
 
     for model, data in (
@@ -124,8 +124,8 @@ def test_a_name_from_a_file_is_one_harmless_path_component(name, component, tmp_
 
 
 def test_a_study_name_never_places_the_sweep_outside_runs(tmp_path, monkeypatch):
-    from dicesearch.sweep.config import SweepConfig
-    from dicesearch.sweep.locations import SweepLocations
+    from dicesearch.sweep.space.config import SweepConfig
+    from dicesearch.sweep.store.locations import SweepLocations
 
     monkeypatch.chdir(tmp_path)
     config = SweepConfig.model_validate({"name": "../../outside", "base": "DICE-digits", "parameters": {"stages[0].depth": {"int": [1, 2]}}})

@@ -156,3 +156,21 @@ def count_flops(run: Callable[[], object]) -> FlopCount:
     by_operator = {str(op): int(n) for op, n in counts.get("Global", {}).items() if n}
     by_module = {_module_path(name): int(sum(ops.values())) for name, ops in counts.items() if name != "Global"}
     return FlopCount(flops=int(counter.get_total_flops()), by_operator=by_operator, by_module=by_module)
+
+
+def static_metrics(spec) -> dict[str, float]:
+    """Parameters and multiply-adds per forward at batch 1, counted on the meta device."""
+    from dicesearch.model import build_model
+
+    with torch.device("meta"):
+        model = build_model(spec)
+        r, c = spec.input.resolution, spec.input.channels
+        x = torch.zeros(1, c, r, r)
+        t = torch.zeros(1)
+        y = torch.zeros(1, dtype=torch.long) if spec.input.num_classes else None
+    flops = count_flops(lambda: model(x, t, y))
+    return {
+        "params": float(sum(p.numel() for p in model.parameters() if p.requires_grad)),
+        "gmacs": flops.macs / 1e9,  # the unit DiT and DiMR report as "Gflops"
+        "gflops": flops.flops / 1e9,
+    }

@@ -71,7 +71,7 @@ def _refuse_existing(out: Path) -> None:
 def import_checkpoint(spec, path: str | os.PathLike, out_dir: str | os.PathLike, *, data_spec=None, config=None, registry=None) -> ImportResult:
     """Convert the official checkpoint ``path`` for ``spec`` into the run folder ``out_dir``."""
     from dicesearch.model import build_model
-    from dicesearch.provenance import recorded_spec_yaml
+    from dicesearch.spec.io import recorded_spec_yaml
     from dicesearch.train.checkpoint import checkpoint_path, save_weights_checkpoint
     from dicesearch.train.config import TrainConfig, dump_config
 

@@ -1,5 +1,6 @@
 """The composer: builds denoisers from specs."""
 
-from dicesearch.model.denoiser import Denoiser, build_model
+from dicesearch.model.denoiser import Denoiser
+from dicesearch.model.factory import build_model
 
 __all__ = ["Denoiser", "build_model"]

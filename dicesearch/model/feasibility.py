@@ -29,9 +29,8 @@ from dataclasses import dataclass
 
 import torch
 
-from dicesearch.errors import PluginError, one_line
+from dicesearch.errors import PluginError, SpecFieldError, one_line
 from dicesearch.plugin_api import BlockContext, ConditioningContext
-from dicesearch.spec.models import SpecFieldError
 
 MAX_BLOCKS = 1000  # blocks in all; the deepest preset (DiMR-XL/2R) has 61
 MAX_PARAMETERS = 10**11  # 373 GiB of fp32 weights: no single device holds them

@@ -11,7 +11,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from dicesearch.errors import SpecError
-from dicesearch.provenance import Provenance
+from dicesearch.provenance import Provenance, spec_provenance
 from dicesearch.spec.messages import format_path, validation_error
 from dicesearch.spec.models import SpecFieldError
 from dicesearch.yaml_files import compose, parse_yaml, read_text
@@ -158,3 +158,13 @@ def spec_to_dict(spec: BaseModel) -> dict:
 def dump_spec(spec: BaseModel) -> str:
     """YAML text that ``load_spec`` reads back to an equal spec."""
     return yaml.safe_dump(spec_to_dict(spec), sort_keys=False, default_flow_style=None, width=100)
+
+
+def recorded_spec_yaml(spec, registry=None) -> str:
+    """The spec's YAML (``dump_spec``) under its provenance header: what run folders and sweep
+    trials keep, and ``dicesearch export`` writes out."""
+    if registry is None:
+        from dicesearch.registry import default_registry
+
+        registry = default_registry()
+    return spec_provenance(spec, registry).header() + dump_spec(spec)

@@ -36,20 +36,12 @@ from pydantic import (
     model_validator,
 )
 
+from dicesearch.errors import SpecFieldError
 from dicesearch.filemodel import FileModel
 from dicesearch.plugin_api import StageGeometry
 
 if TYPE_CHECKING:
     from dicesearch.registry import Registry
-
-
-class SpecFieldError(ValueError):
-    """A validation problem located at ``path`` (relative to where it is raised)."""
-
-    def __init__(self, path: tuple[str | int, ...], message: str):
-        super().__init__(message)
-        self.path = path
-        self.message = message
 
 
 class Frozen(FileModel):

@@ -39,13 +39,13 @@ def _data_args(space) -> str:
 
 
 def run_sweep(path: str, console: Console, *, trials=None, out_dir=None, storage=None, tracking_uri=None, device="auto") -> None:
-    from dicesearch.sweep.locations import SweepLocations
-    from dicesearch.sweep.plots import importance_note, save_plots
-    from dicesearch.sweep.precheck import check_budget_reachable, check_data, check_trial_memory
-    from dicesearch.sweep.report import failure_summary, ranked_table
-    from dicesearch.sweep.search_space import load_search_space
-    from dicesearch.sweep.studies import probe_storage
-    from dicesearch.sweep.summary import cost_line, rung_agreement_line
+    from dicesearch.sweep.prechecks import check_budget_reachable, check_data, check_trial_memory
+    from dicesearch.sweep.results.plots import importance_note, save_plots
+    from dicesearch.sweep.results.summary import cost_line, rung_agreement_line
+    from dicesearch.sweep.results.table import failure_summary, ranked_table
+    from dicesearch.sweep.space.search_space import load_search_space
+    from dicesearch.sweep.store.locations import SweepLocations
+    from dicesearch.sweep.store.studies import probe_storage
 
     if not console.is_terminal:  # a log file: lines need not wrap at 80 columns
         console.width = max(console.width, 160)
@@ -69,11 +69,11 @@ def run_sweep(path: str, console: Console, *, trials=None, out_dir=None, storage
     if logits_network_path() is None:
         console.print(f"note: {UNAVAILABLE}", highlight=False, soft_wrap=True)
     if config.backend == "ray":
-        from dicesearch.sweep.ray_backend import RaySweep
+        from dicesearch.sweep.backends.ray_tune.sweep import RaySweep
 
         runner = RaySweep(space, paths, console, device)
     else:
-        from dicesearch.sweep.optuna_backend import OptunaSweep
+        from dicesearch.sweep.backends.optuna_workers import OptunaSweep
 
         runner = OptunaSweep(space, paths, console, device)
     started, clock = datetime.datetime.now(), time.monotonic()
@@ -112,10 +112,10 @@ def run_sweep(path: str, console: Console, *, trials=None, out_dir=None, storage
 
 def export_best(path: str, output: Path, trial_number, storage, console: Console) -> None:
     from dicesearch.provenance import Provenance, mismatch_warning
-    from dicesearch.sweep.export import export_trial, load_study
-    from dicesearch.sweep.locations import SweepLocations
-    from dicesearch.sweep.record import ATTR_SPEC
-    from dicesearch.sweep.search_space import load_search_space
+    from dicesearch.sweep.results.export import export_trial, load_study
+    from dicesearch.sweep.space.search_space import load_search_space
+    from dicesearch.sweep.store.locations import SweepLocations
+    from dicesearch.sweep.store.schema import ATTR_SPEC
 
     space = load_search_space(path)
     paths = SweepLocations.for_config(space.config, storage=storage)
@@ -129,11 +129,11 @@ def export_best(path: str, output: Path, trial_number, storage, console: Console
 
 
 def calibrate_space(path: str, console: Console, *, best: int, random_count: int, factor: float, fid_samples, storage, tracking_uri, out_dir, device) -> None:
-    from dicesearch.sweep.calibrate import calibrate, calibration_table, log_calibration
-    from dicesearch.sweep.locations import SweepLocations
-    from dicesearch.sweep.mlflow_mirror import MlflowMirror
-    from dicesearch.sweep.precheck import check_data
-    from dicesearch.sweep.search_space import load_search_space
+    from dicesearch.sweep.prechecks import check_data
+    from dicesearch.sweep.results.calibrate import calibrate, calibration_table, log_calibration
+    from dicesearch.sweep.space.search_space import load_search_space
+    from dicesearch.sweep.store.locations import SweepLocations
+    from dicesearch.sweep.store.mlflow_mirror import MlflowMirror
 
     if not console.is_terminal:
         console.width = max(console.width, 160)

@@ -29,8 +29,8 @@ from torch import nn
 
 from dicesearch.data import DataSpec, parse_data_spec
 from dicesearch.errors import DataError, TrainingError
-from dicesearch.provenance import recorded_spec_yaml
 from dicesearch.spec import load_spec, spec_to_dict
+from dicesearch.spec.io import recorded_spec_yaml
 from dicesearch.train.checkpoint import latest_checkpoint, read_checkpoint_info, read_weights, write_atomically
 from dicesearch.train.config import TrainConfig, dump_config, load_config
 from dicesearch.yaml_files import load_yaml_file

@@ -159,7 +159,7 @@ def train(
 
 def _train_gflop_per_step(spec, batch_size: int) -> float:
     """Forward + backward FLOPs of one step, ~3x the forward's (counted on the meta device)."""
-    from dicesearch.objective import static_metrics
+    from dicesearch.analysis.flops import static_metrics
 
     return 3.0 * batch_size * static_metrics(spec)["gflops"]
 

@@ -18,7 +18,7 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from dicesearch.sweep.studies import storage_for
+from dicesearch.sweep.store.studies import storage_for
 
 PLUGIN_DIR = Path(__file__).parent / "plugin"
 SWEEP = [sys.executable, "-c", "from dicesearch.cli import main; main()", "sweep"]

@@ -10,3 +10,4 @@ def _shared_fid_cache(tmp_path_factory, monkeypatch):
     cache.mkdir(exist_ok=True)
     monkeypatch.setenv("DICESEARCH_CACHE_DIR", str(cache))
     monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
+

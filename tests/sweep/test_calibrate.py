@@ -6,7 +6,7 @@ from click.testing import CliRunner
 from mlflow import MlflowClient
 
 from dicesearch.cli import main
-from dicesearch.sweep.ranking import rank_agreement
+from dicesearch.sweep.results.statistics import rank_agreement
 
 SPACE = """\
 name: calib

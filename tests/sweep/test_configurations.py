@@ -6,8 +6,8 @@ import optuna
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from dicesearch.sweep.record import ATTR_CONTINUES, ATTR_DUPLICATE_OF, ATTR_RUNGS, ATTR_STATUS
-from dicesearch.sweep.report import sweep_configurations
+from dicesearch.sweep.store.queries import sweep_configurations
+from dicesearch.sweep.store.schema import ATTR_CONTINUES, ATTR_DUPLICATE_OF, ATTR_RUNGS, ATTR_STATUS
 
 _X = {"x": FloatDistribution(0.0, 1.0)}
 

@@ -17,7 +17,8 @@ from dicesearch.cli import main
 from dicesearch.data import DigitsSpec
 from dicesearch.objective import Budget, evaluate
 from dicesearch.spec import parse_spec
-from dicesearch.sweep.fidelity import Fidelity, goes_on, promotable, promotion_count
+from dicesearch.sweep.lifecycle.rungs import goes_on, promotable, promotion_count
+from dicesearch.sweep.space.fidelity import Fidelity
 
 SPACE = """\
 name: {name}
@@ -166,7 +167,7 @@ def test_a_sweep_killed_mid_rung_continues_the_trial_from_its_rung_checkpoint(tm
 def test_the_live_line_shows_step_rung_loss_and_time_left(monkeypatch):
     from rich.console import Console
 
-    from dicesearch.sweep import progress as module
+    from dicesearch.sweep.lifecycle import progress as module
 
     clock = [100.0]
     monkeypatch.setattr(module.time, "monotonic", lambda: clock[0])

@@ -20,8 +20,8 @@ from click.testing import CliRunner
 from dicesearch.analysis.memory import estimate_training_memory
 from dicesearch.cli import main
 from dicesearch.data.latentfile import write_latent_file
-from dicesearch.sweep.search_space import load_search_space
-from dicesearch.sweep.gate import estimate_memory, over_budget_reason  # the gate (one import to repoint)
+from dicesearch.sweep.lifecycle.gate import estimate_memory, over_budget_reason  # the gate (one import to repoint)
+from dicesearch.sweep.space.search_space import load_search_space
 from dicesearch.train import TrainConfig
 from dicesearch.train.precision import resolve_precision
 

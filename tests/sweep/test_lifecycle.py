@@ -12,6 +12,7 @@ import sys
 
 import optuna
 import pytest
+from lifecycle_steps import finish_trial
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
@@ -20,16 +21,21 @@ from dicesearch.data import DigitsSpec
 from dicesearch.errors import SpecError
 from dicesearch.objective import Budget
 from dicesearch.spec import dump_spec
-from dicesearch.sweep import gate
-from dicesearch.sweep.config import MemoryBudget
-from dicesearch.sweep.mlflow_mirror import MlflowMirror
-from dicesearch.sweep.precheck import check_budget_reachable
-from dicesearch.sweep.ray_trial import SampledConfig, TrialReport
-from dicesearch.sweep.record import ATTR_RETRY_OF, ATTR_STATUS, ATTR_WORKER
-from dicesearch.sweep.search_space import load_search_space
-from dicesearch.sweep.studies import SweepStudy, this_worker
-from dicesearch.sweep.trial import TrialOutcome, TrialRequest, TrialSettings, record_outcome
-from dicesearch.sweep.trial_process import run_trial
+from dicesearch.sweep.backends.ray_tune.trainable import SampledConfig, TrialReport
+from dicesearch.sweep.lifecycle import gate
+from dicesearch.sweep.lifecycle.messages import (
+    Candidate,
+    TrialOutcome,
+    TrialRequest,
+    TrialSettings,
+)
+from dicesearch.sweep.lifecycle.process import run_trial
+from dicesearch.sweep.prechecks import check_budget_reachable
+from dicesearch.sweep.space.config import MemoryBudget
+from dicesearch.sweep.space.search_space import load_search_space
+from dicesearch.sweep.store.mlflow_mirror import MlflowMirror
+from dicesearch.sweep.store.schema import ATTR_RETRY_OF, ATTR_STATUS, ATTR_WORKER
+from dicesearch.sweep.store.studies import SweepStudy, this_worker
 from dicesearch.testing import tiny_spec
 
 
@@ -64,7 +70,7 @@ def test_ray_messages_round_trip_through_plain_data():
     report = TrialReport(metrics={"params": 10.0}, outcome=outcome)
     assert TrialReport.of({"dicesearch": report.model_dump(), "loss": 0.2}) == report
     assert TrialReport.of({"loss": 0.2}) == TrialReport()  # a result Ray made without us
-    sampled = SampledConfig(spec_yaml="name: x\n", summary={"stages": 1}, distributions={"a": "{}"})
+    sampled = SampledConfig(candidate=Candidate(spec_yaml="name: x\n", summary={"stages": 1}), distributions={"a": "{}"})
     config = {"stages[0].channels": 32, "dicesearch": sampled.model_dump()}
     assert SampledConfig.of(config) == sampled and SampledConfig.values(config) == {"stages[0].channels": 32}
 
@@ -82,7 +88,7 @@ def test_a_trial_process_whose_sweep_is_gone_ends_quietly_at_its_next_message(sp
     # reader and the trial ends at once, without a traceback on the terminal it shares
     import multiprocessing
 
-    from dicesearch.sweep.trial_process import trial_child
+    from dicesearch.sweep.lifecycle.process import trial_child
 
     sweep_end, child_end = multiprocessing.get_context("spawn").Pipe()
     sweep_end.close()
@@ -180,7 +186,7 @@ def test_a_complete_outcome_becomes_the_trials_value_its_record_and_its_mlflow_r
     samples = tmp_path / "samples.png"
     samples.write_bytes(b"\x89PNG")
     outcome = TrialOutcome(status="complete", metrics={"fid_4": 12.5, "params": 100.0}, loss_curve=[(1, 0.9), (2, 0.7)], wall_seconds=4.0, samples_png=str(samples))
-    assert record_outcome(study, mirror, number, outcome, ["fid_4"], ["minimize"], 1.0) == outcome
+    assert finish_trial(study, mirror, number, outcome, ["fid_4"], ["minimize"], 1.0) == outcome
     trial = study.trial(number)
     assert trial.state == TrialState.COMPLETE and trial.value == 12.5
     assert trial.user_attrs[ATTR_STATUS] == "complete" and "reason" not in trial.user_attrs
@@ -190,7 +196,7 @@ def test_a_complete_outcome_becomes_the_trials_value_its_record_and_its_mlflow_r
     assert run.info.status == "FINISHED" and run.data.metrics["fid_4"] == 12.5 and run.data.tags["dicesearch.status"] == "complete"
     assert [m.value for m in client.get_metric_history(run.info.run_id, "loss")] == [0.9, 0.7]
     # recorded once: a second record of the same trial changes nothing
-    assert record_outcome(study, mirror, number, outcome.model_copy(update={"metrics": {"fid_4": 1.0}}), ["fid_4"], ["minimize"], 1.0) is None
+    assert finish_trial(study, mirror, number, outcome.model_copy(update={"metrics": {"fid_4": 1.0}}), ["fid_4"], ["minimize"], 1.0) is None
     assert study.trial(number).value == 12.5
 
 
@@ -198,7 +204,7 @@ def test_a_complete_outcome_becomes_the_trials_value_its_record_and_its_mlflow_r
 def test_a_complete_outcome_without_a_finite_objective_is_recorded_as_failed(stores, metrics):
     study, mirror, client = stores
     number = _started(study, mirror, 16)
-    recorded = record_outcome(study, mirror, number, TrialOutcome(status="complete", metrics=metrics), ["fid_4"], ["minimize"], 1.0)
+    recorded = finish_trial(study, mirror, number, TrialOutcome(status="complete", metrics=metrics), ["fid_4"], ["minimize"], 1.0)
     assert recorded.status == "failed" and recorded.reason == "failed: the run did not produce fid_4"
     trial = study.trial(number)
     assert trial.state == TrialState.FAIL and trial.user_attrs["reason"] == recorded.reason
@@ -214,7 +220,7 @@ def test_every_other_status_ends_in_its_state_with_its_reason(stores, status, st
     study, mirror, client = stores
     number = _started(study, mirror, 48)
     outcome = TrialOutcome(status=status, reason=f"{status}: because", metrics={"params": 1.0}, traceback="Traceback ...\nValueError: x")
-    record_outcome(study, mirror, number, outcome, ["fid_4"], ["minimize"], 1.0)
+    finish_trial(study, mirror, number, outcome, ["fid_4"], ["minimize"], 1.0)
     trial = study.trial(number)
     assert trial.state == state and trial.user_attrs[ATTR_STATUS] == status and trial.user_attrs["reason"] == f"{status}: because"
     assert ("loss_curve" in trial.user_attrs) == has_curve  # a configuration that never trained has no curve
@@ -251,11 +257,11 @@ def test_only_a_dead_workers_trials_are_recovered_and_requeued_once(tmp_path):
     recovered = study.trial(numbers["dead"])
     assert recovered.state == TrialState.FAIL and recovered.user_attrs[ATTR_STATUS] == "interrupted"
     assert recovered.user_attrs["reason"] == "interrupted: the sweep process ended during this trial"
-    assert {t.number for t in study.running()} == {numbers["alive"], numbers["elsewhere"]}  # live workers untouched
+    assert {t.number for t in study.view().running()} == {numbers["alive"], numbers["elsewhere"]}  # live workers untouched
     (waiting,) = study.trials((TrialState.WAITING,))
     assert waiting.user_attrs[ATTR_RETRY_OF] == numbers["dead"]
     assert study.recover_interrupted() == []  # nothing twice
-    assert numbers["dead"] not in {t.number for t in study.counted()}  # re-run, so not counted
+    assert numbers["dead"] not in {t.number for t in study.view().counted()}  # re-run, so not counted
     retry = study.study.ask()  # the next claim takes the queued retry, with the same values
     assert retry.number == waiting.number and retry.user_attrs[ATTR_RETRY_OF] == numbers["dead"]
     assert retry.suggest_int("channels", 16, 64, step=16) == dead.params["channels"]

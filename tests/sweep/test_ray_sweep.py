@@ -266,7 +266,7 @@ def test_a_killed_ray_sweep_resumes_with_the_same_command(in_tmp, ray_runtime):
 
 
 def test_ray_level_trial_errors_are_summarised_in_one_line():
-    from dicesearch.sweep.ray_results import ray_error_reason
+    from dicesearch.sweep.backends.ray_tune.results import ray_error_reason
 
     raised = "Failure # 1 (occurred at x)\nray.exceptions.RayTaskError(ValueError): ray::ImplicitFunc.train() (pid=1)\n  File t.py\nValueError: boom\n"
     assert ray_error_reason(raised) == ("failed", "error: the Ray trial failed (ValueError: boom)")

@@ -7,8 +7,8 @@ import optuna
 import pytest
 
 from dicesearch.errors import SpecError
-from dicesearch.sweep.search_space import load_search_space
-from dicesearch.sweep.spec_paths import assign, parse_path
+from dicesearch.sweep.space.search_space import load_search_space
+from dicesearch.sweep.space.spec_paths import assign, parse_path
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

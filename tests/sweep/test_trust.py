@@ -6,19 +6,22 @@ import math
 import numpy as np
 import optuna
 import pytest
+from lifecycle_steps import finish_trial
 from optuna.trial import TrialState
 from scipy import stats
 
 from dicesearch.data import DigitsSpec
 from dicesearch.metrics.replicates import aggregate_replicates
+from dicesearch.metrics.score import Score
 from dicesearch.objective import Budget, evaluate
-from dicesearch.sweep.mlflow_mirror import MlflowMirror
-from dicesearch.sweep.ranking import Score, tied
-from dicesearch.sweep.record import CONSTRAINT
-from dicesearch.sweep.report import ranked_trials, tied_with_best
-from dicesearch.sweep.studies import SweepStudy
-from dicesearch.sweep.trial import TrialOutcome, record_outcome
 from dicesearch.spec import parse_spec
+from dicesearch.sweep.lifecycle.messages import TrialOutcome
+from dicesearch.sweep.results.statistics import tied
+from dicesearch.sweep.results.table import tied_with_best
+from dicesearch.sweep.store.mlflow_mirror import MlflowMirror
+from dicesearch.sweep.store.queries import ranked_trials
+from dicesearch.sweep.store.schema import CONSTRAINT
+from dicesearch.sweep.store.studies import SweepStudy
 
 
 def test_replicates_aggregate_to_mean_sd_and_a_t_interval():
@@ -74,7 +77,7 @@ def make_study(tmp_path, mlflow_uri):
 def _record(study, mirror, outcome, keys=("fid_8",), directions=("minimize",), budget_gb=1.0):
     trial = study.study.ask()
     trial.suggest_float("x", 0, 1000)
-    record_outcome(study, mirror, trial.number, outcome, list(keys), list(directions), budget_gb)
+    finish_trial(study, mirror, trial.number, outcome, list(keys), list(directions), budget_gb)
     return trial.number
 
 
@@ -123,7 +126,7 @@ def test_tpe_learns_from_infeasible_trials(make_study):
             outcome = TrialOutcome(status="rejected", reason="rejected: over budget", metrics={"memory_estimated_gb": 1.0 + x / 10})
         else:
             outcome = TrialOutcome(status="complete", metrics={"fid_8": (x - 1.5) ** 2, "memory_estimated_gb": 0.5})
-        record_outcome(study, mirror, trial.number, outcome, ["fid_8"], ["minimize"], 1.0)
+        finish_trial(study, mirror, trial.number, outcome, ["fid_8"], ["minimize"], 1.0)
     late = [t.params["channels"] for t in study.trials()[15:]]
     assert sum(x > 3 for x in late) <= 6  # at random, 70 % would not fit (P(<= 6 of 15) = 1.5 %)
     assert study.study.best_trial.params["channels"] <= 3

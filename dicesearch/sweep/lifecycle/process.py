@@ -1,0 +1,163 @@
+"""Run one trial in a child process, so one trial's crash, OOM or hang cannot touch the next.
+
+The parent sends a :class:`~dicesearch.sweep.trial.TrialRequest`; the child runs
+:func:`dicesearch.objective.evaluate` and streams ``(step, loss)`` progress back, and with
+rungs each rung's scores. For each progress or rung message the parent answers whether to
+go on (Optuna's pruner and the rung rule live in the parent, next to the storage). The parent enforces the wall-clock limit by
+terminating the child. The outcome is always one of: complete, pruned, failed (with the
+error), timeout, or crashed (the process died without a word, e.g. killed by the kernel).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import time
+import traceback
+from collections.abc import Callable
+
+from dicesearch.sweep.lifecycle.messages import TrialOutcome, TrialRequest
+
+CONTINUE, PRUNE = "continue", "prune"
+RungCallback = Callable[[int, int, dict], bool]  # (rung index, steps, metrics) -> go on?
+
+
+class _PruneRequested(Exception):
+    def __init__(self, step: int):
+        super().__init__(f"pruned at step {step}")
+        self.step = step
+
+
+def _classify(exc: BaseException) -> str:
+    from dicesearch.errors import DicesearchError
+
+    name = type(exc).__name__
+    if "OutOfMemory" in name or "out of memory" in str(exc).lower():
+        return "out of memory"
+    if name == "TrainingDiverged":
+        return "diverged"
+    if isinstance(exc, DicesearchError):
+        return "invalid"
+    return "error"
+
+
+_SWEEP_GONE = (BrokenPipeError, ConnectionResetError, EOFError)
+
+
+def _sweep_may_be_gone():
+    return contextlib.suppress(*_SWEEP_GONE)
+
+
+def trial_child(conn, request: TrialRequest) -> None:
+    """Entry point of the trial process: ("report", step, loss)* and ("rung", index, steps,
+    metrics)*, then ("result", Evaluation), ("pruned", step) or ("failed", kind, reason, traceback)."""
+    try:
+        import warnings
+
+        import torch
+
+        from dicesearch.errors import PluginLoadWarning
+        from dicesearch.objective import evaluate
+
+        warnings.simplefilter("ignore", PluginLoadWarning)  # the sweep process has said so once
+
+        from dicesearch.speed.allocator import keep_freed_memory
+
+        torch.set_num_threads(request.threads or torch.get_num_threads())
+        keep_freed_memory()  # a trial process trains one model and exits: keeping its freed memory saves page faults
+
+        def progress(step: int, loss: float) -> None:
+            conn.send(("report", step, loss))
+            if conn.recv() == PRUNE:
+                raise _PruneRequested(step)
+
+        def rung(index: int, steps: int, metrics: dict) -> bool:
+            conn.send(("rung", index, steps, metrics))
+            return conn.recv() == CONTINUE
+
+        evaluation = evaluate(
+            request.spec(), request.data, request.budget, seed=request.seed, reference_seed=request.reference_seed, workdir=request.workdir, device=request.device,
+            on_progress=progress, count_static=request.count_static, replicates=request.replicates,
+            rungs=request.rungs, run_dir=request.run_dir, start_rung=request.start_rung, on_rung=rung,
+        )  # fmt: skip
+        conn.send(("result", evaluation))
+    except _PruneRequested as exc:
+        with _sweep_may_be_gone():
+            conn.send(("pruned", exc.step))
+    except _SWEEP_GONE:
+        pass  # the sweep process is gone (killed): nobody to report to, so end quietly and at once
+    except BaseException as exc:  # report everything, including KeyboardInterrupt in the child
+        kind = _classify(exc)
+        with _sweep_may_be_gone():
+            conn.send(("failed", kind, f"{kind}: {type(exc).__name__}: {exc}", traceback.format_exc(limit=8)))
+    finally:
+        conn.close()
+
+
+def run_trial(
+    request: TrialRequest,
+    on_report: Callable[[int, float], bool],
+    time_limit_s: float | None = None,
+    poll_s: float = 0.2,
+    on_rung: RungCallback | None = None,
+) -> TrialOutcome:
+    """Run ``request`` in a fresh process; ``on_report(step, loss)`` returns True to prune,
+    ``on_rung(index, steps, metrics)`` False to stop at that rung (default: go on)."""
+    ctx = multiprocessing.get_context("spawn")
+    parent_conn, child_conn = ctx.Pipe()
+    process = ctx.Process(target=trial_child, args=(child_conn, request), daemon=True)
+    start = time.monotonic()
+    process.start()
+    child_conn.close()
+    curve: list[tuple[int, float]] = []
+
+    def ended(status, reason: str = "", **fields) -> TrialOutcome:
+        return TrialOutcome(status=status, reason=reason, loss_curve=curve, wall_seconds=time.monotonic() - start, **fields)
+
+    try:
+        while True:
+            elapsed = time.monotonic() - start
+            if time_limit_s is not None and elapsed > time_limit_s:
+                _stop(process)
+                return ended("timeout", f"timeout: stopped after {elapsed:.0f} s (limit {time_limit_s:.0f} s)")
+            if parent_conn.poll(poll_s):
+                try:
+                    message = parent_conn.recv()
+                except EOFError:
+                    break
+                kind = message[0]
+                if kind == "report":
+                    _, step, loss = message
+                    curve.append((step, loss))
+                    parent_conn.send(PRUNE if on_report(step, loss) else CONTINUE)
+                    continue
+                if kind == "rung":
+                    _, index, steps, metrics = message
+                    parent_conn.send(CONTINUE if on_rung is None or on_rung(index, steps, metrics) else PRUNE)
+                    continue
+                process.join(timeout=30)
+                if kind == "result":
+                    evaluation = message[1]
+                    return ended("complete", metrics=evaluation.metrics, samples_png=evaluation.samples_png)
+                if kind == "pruned":
+                    return ended("pruned", f"pruned by the pruner at step {message[1]}")
+                _, _, reason, trace = message
+                return ended("failed", reason, traceback=trace)
+            elif not process.is_alive():
+                break
+        process.join(timeout=5)
+        return ended("crashed", f"crashed: the trial process died (exit code {process.exitcode}) without reporting")
+    except BaseException:
+        _stop(process)
+        raise
+    finally:
+        parent_conn.close()
+
+
+def _stop(process) -> None:
+    if process.is_alive():
+        process.terminate()
+        process.join(timeout=10)
+    if process.is_alive():
+        process.kill()
+        process.join(timeout=10)

@@ -1,0 +1,81 @@
+"""A study read once: every question a claim, a rung decision or a duplicate check asks of it.
+
+A :class:`StudyView` holds the study's trials as one read of the storage
+(:meth:`dicesearch.sweep.store.studies.SweepStudy.view`). A claim under the rung rule asks
+several questions (how many trials count, which are running or paused, the scores at a
+rung, who went on from it); asking them of one view costs one read of the storage instead
+of one a question, which is what keeps a claim cheap when a study holds thousands of trials.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from optuna.trial import FrozenTrial, TrialState
+
+from dicesearch.sweep.store.schema import ATTR_STATUS, NOT_COUNTED, REUSABLE, STATUS_PAUSED, superseded
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+class StudyView:
+    """The trials of a study at one moment (oldest first), and the questions asked of them."""
+
+    def __init__(self, trials: list[FrozenTrial]):
+        self.trials = trials
+        self.gone = superseded(trials)  # paused trials a later trial continues: counted as that one
+        self._live = [
+            t for t in trials
+            if t.state in (*FINISHED, TrialState.RUNNING) and t.user_attrs.get(ATTR_STATUS) not in NOT_COUNTED and t.number not in self.gone
+        ]  # fmt: skip
+
+    def counted(self) -> list[FrozenTrial]:
+        """Trials that count towards the sweep's total: finished, except interrupted ones
+        (re-run), surplus ones (never run) and paused ones a later trial continues."""
+        return [t for t in self._live if t.state in FINISHED]
+
+    def running(self) -> list[FrozenTrial]:
+        return [t for t in self.trials if t.state == TrialState.RUNNING]
+
+    def paused(self) -> list[FrozenTrial]:
+        """Paused trials no later trial continues (yet)."""
+        return [t for t in self.trials if t.state == TrialState.PRUNED and t.user_attrs.get(ATTR_STATUS) == STATUS_PAUSED and t.number not in self.gone]
+
+    def all_drawn(self, total: int) -> bool:
+        """Whether the study holds (finished or running) all ``total`` configurations."""
+        return len(self._live) >= total
+
+    def rank_among_live(self, number: int) -> int:
+        """How many counted or running trials have a smaller number than trial ``number``."""
+        return sum(1 for t in self._live if t.number < number)
+
+    def identical(self, values: Mapping[str, Any], number: int | None = None) -> FrozenTrial | None:
+        """The earliest finished trial (other than ``number``) with exactly these values whose
+        result holds for them too: scored, rejected by the gate, or paused at a rung (all deterministic)."""
+        wanted = dict(values)
+        for trial in self.trials:
+            if trial.state not in (TrialState.COMPLETE, TrialState.PRUNED) or trial.number in self.gone or trial.number == number:
+                continue
+            if trial.params == wanted and trial.user_attrs.get(ATTR_STATUS) in REUSABLE:
+                return trial
+        return None
+
+    # -- rungs -------------------------------------------------------------------------------
+
+    def entries_at(self, step: int) -> list[tuple[int, float]]:
+        """(number, intermediate value at ``step``) of every counted or running trial scored there."""
+        return [(t.number, t.intermediate_values[step]) for t in self._live if step in t.intermediate_values]
+
+    def scores_at(self, step: int) -> list[float]:
+        """Every counted or running trial's intermediate value at ``step`` (a rung's scores)."""
+        return [score for _, score in self.entries_at(step)]
+
+    def promoted_from(self, step: int, deciding: int | None = None) -> set[int]:
+        """Counted or running trials that went on from the rung at ``step``: scored beyond it,
+        or running on from it (``deciding``, the trial whose rung this is, has not gone yet)."""
+        return {
+            t.number for t in self._live
+            if step in t.intermediate_values and t.number != deciding
+            and (t.state == TrialState.RUNNING or max(t.intermediate_values) > step)
+        }  # fmt: skip
