@@ -2,6 +2,8 @@
 
 import math
 
+import pytest
+
 import torch
 
 from dicesearch.analysis.flops import count_flops
@@ -132,3 +134,29 @@ def test_flops_are_attributed_to_modules():
     head = 2 * 16 * 16 * 4 * 9  # 3x3 conv, 16 -> 4 channels, 16 positions
     assert count.by_module["stages.0.head"] == head
     assert count.by_module["stages.0"] == count.flops
+
+
+@pytest.mark.parametrize("groups", [1, 4, 16])
+def test_a_convolutions_backward_costs_its_forward_once_per_gradient(groups):
+    """The naive count: every output element is (C_in / groups) x k x k multiply-adds; each
+    gradient (input, weight) is a product of the same size. Depthwise (groups = C) included,
+    which PyTorch's own formula counted C times too large in the weight gradient."""
+    conv = torch.nn.Conv2d(16, 16, 3, padding=1, groups=groups, bias=False)
+    x = torch.randn(2, 16, 8, 8, requires_grad=True)
+    forward = 2 * (2 * 16 * 8 * 8) * (16 // groups) * 3 * 3  # FLOPs = 2 x multiply-adds
+    assert count_flops(lambda: conv(x)).flops == forward
+    assert count_flops(lambda: conv(x).sum().backward()).flops == 3 * forward  # forward, input and weight gradients
+    frozen = x.detach()  # no gradient for the input: the weight's alone
+    assert count_flops(lambda: conv(frozen).sum().backward()).flops == 2 * forward
+
+
+def test_a_training_step_costs_three_forwards_on_every_preset_family():
+    from dicesearch.analysis.flops import static_metrics, training_step_flops
+    from dicesearch.spec import load_spec
+
+    for preset in ["DICE-digits", "DiT-S/2", "LiT-S/2"]:
+        spec = load_spec(preset)
+        forward = static_metrics(spec)["gflops"] * 1e9
+        step = training_step_flops(spec, 2)
+        # forward + input and weight gradients; the first layer's input (the noised image) needs no gradient
+        assert 3 * 2 * forward * 0.99 < step <= 3 * 2 * forward, preset

@@ -9,6 +9,8 @@ standard cost (the conventions are stated in :mod:`dicesearch.costs`):
   backward, which PyTorch's counter sees as zero), with PyTorch's own SDPA formula;
 * FFTs (``aten._fft_r2c``, ``_fft_c2r``, ``_fft_c2c``): 2.5 n log2 n FLOPs per real
   transform of length n, 5 n log2 n per complex one;
+* a convolution's backward at the forward's count per gradient, groups included (PyTorch's
+  own formula counts a grouped weight gradient as dense);
 * complex matrix products at 4x the real count, and complex elementwise products
   (6 FLOPs each, 2 for complex x real): an FFT convolution's pointwise product of
   spectra and S4D's Vandermonde kernel are counted;
@@ -27,7 +29,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode, flop_registry, sdpa_backward_flop_count, sdpa_flop_count
+from torch.utils.flop_counter import FlopCounterMode, conv_flop_count, flop_registry, sdpa_backward_flop_count, sdpa_flop_count
 
 from dicesearch.costs import COMPLEX_MULTIPLY_FLOPS, complex_fft_flops, counting_into, real_fft_flops
 
@@ -63,6 +65,15 @@ def _fft_c2c(self_shape, dim, *args, out_shape=None, **kwargs) -> int:
     return complex_fft_flops(n, batch)
 
 
+def _convolution_backward(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation, transposed, _output_padding, _groups, output_mask, out_shape=None, **kwargs) -> int:
+    """A convolution's backward: each gradient asked for (input, weight) costs what the forward
+    product costs, groups included. (PyTorch's formula counts the weight gradient of a grouped
+    convolution as if it were dense: a depthwise convolution's backward came out ``channels``
+    times too large.)"""
+    forward = conv_flop_count(list(x_shape), list(w_shape), list(grad_out_shape), transposed)
+    return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
+
+
 def _raw(formula: Callable) -> Callable:
     formula._get_raw = True  # FlopCounterMode passes tensors (not shapes) to raw formulas
     return formula
@@ -93,6 +104,7 @@ def _custom_formulas() -> dict:
         aten._fft_c2r: _fft_c2r,
         aten._fft_c2c: _fft_c2c,
         aten.mul: _raw(_complex_multiply),
+        aten.convolution_backward: _convolution_backward,
         **{packet: _complex_aware(packet) for packet in (aten.mm, aten.bmm, aten.addmm, aten.baddbmm)},
     }
     if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu"):
@@ -174,3 +186,22 @@ def static_metrics(spec) -> dict[str, float]:
         "gmacs": flops.macs / 1e9,  # the unit DiT and DiMR report as "Gflops"
         "gflops": flops.flops / 1e9,
     }
+
+
+def training_step_flops(spec, batch_size: int) -> int:
+    """FLOPs of one training step's forward and backward at ``batch_size`` (counted on the meta
+    device with the same counter as :func:`static_metrics`; the loss's own arithmetic and the
+    optimiser's update, elementwise, are not counted)."""
+    from dicesearch.model import build_model
+
+    with torch.device("meta"):
+        model = build_model(spec)
+        r, c = spec.input.resolution, spec.input.channels
+        x = torch.zeros(batch_size, c, r, r)  # (B, C, H, W)
+        t = torch.zeros(batch_size)  # (B,)
+        y = torch.zeros(batch_size, dtype=torch.long) if spec.input.num_classes else None  # (B,)
+
+    def step() -> None:
+        model(x, t, y).float().square().mean().backward()
+
+    return count_flops(step).flops
