@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt
+from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
 from dicesearch.analysis.flops import static_metrics
 from dicesearch.devices import resolve_device
@@ -28,9 +28,18 @@ from dicesearch.filemodel import FileModel
 
 
 class Budget(FileModel):
-    """What one short run may spend (identical for every trial of a sweep)."""
+    """What one short run may spend (identical for every trial of a sweep).
 
-    train_steps: PositiveInt = Field(300, description="Optimiser steps.")
+    ``match`` says what is equal across the models trained under it (:mod:`dicesearch.train.matching`):
+    the optimiser steps (``train_steps``, as DiT and DICE compare), the training FLOPs
+    (``train_flops``: each model trains ``train_flops`` / its FLOPs per step) or the
+    wall-clock seconds of training on this device (``train_seconds``: from a measured warm-up).
+    """
+
+    match: Literal["steps", "flops", "seconds"] = Field("steps", description="What every model gets equally: optimiser steps, training FLOPs or training seconds.")
+    train_steps: PositiveInt = Field(300, description="Optimiser steps (match: steps).")
+    train_flops: PositiveFloat | None = Field(None, description="Training FLOPs per model (match: flops), e.g. 2e13.")
+    train_seconds: PositiveFloat | None = Field(None, description="Seconds of training per model on this device (match: seconds).")
     batch_size: PositiveInt = Field(64, description="Training batch.")
     lr: PositiveFloat = Field(1e-3, description="AdamW learning rate (constant after the warm-up).")
     warmup_steps: NonNegativeInt = Field(0, description="Linear learning-rate warm-up steps.")
@@ -48,6 +57,18 @@ class Budget(FileModel):
     threads: PositiveInt | None = Field(
         1, description="torch intra-op threads of a sweep's trial process (1: fastest for small models on a shared CPU, where 2 threads run 5-10x slower); None: torch's default. evaluate() itself leaves the setting alone."
     )
+
+    @model_validator(mode="after")
+    def _matched_amount_given(self):
+        from dicesearch.errors import SpecFieldError
+
+        for kind, field_name, example in (("flops", "train_flops", "2e13"), ("seconds", "train_seconds", "120")):
+            given = getattr(self, field_name) is not None
+            if self.match == kind and not given:
+                raise SpecFieldError((field_name,), f"match: {kind} needs {field_name}: what every model gets, e.g. {field_name}: {example}")
+            if self.match != kind and given:
+                raise SpecFieldError((field_name,), f"{field_name} is only read with match: {kind} (match is {self.match}); set match: {kind} or drop {field_name}")
+        return self
 
 
 @dataclass
