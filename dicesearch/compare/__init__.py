@@ -1,0 +1,1 @@
+"""Compare trained models seed by seed: verdicts, tables and pictures for ``dicesearch compare``."""
