@@ -30,7 +30,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from scipy import stats
+from scipy import special
 
 from dicesearch.compare.results import Pairs
 
@@ -66,7 +66,7 @@ def mean_interval(values: Sequence[float], level: float = 0.95) -> MeanInterval:
     if n < 2:
         return MeanInterval(n, mean, None, None, None, level)
     sd = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
-    half = float(stats.t.ppf((1 + level) / 2, n - 1)) * sd / math.sqrt(n)
+    half = float(special.stdtrit(n - 1, (1 + level) / 2)) * sd / math.sqrt(n)  # t((1 + L) / 2, n - 1)
     return MeanInterval(n, mean, sd, mean - half, mean + half, level)
 
 
@@ -107,6 +107,6 @@ def paired_t_test(pairs: Pairs, level: float = 0.95) -> PairedTest:
         note = "the difference is the same at every seed: no spread to test against"
         return PairedTest(pairs.seeds, d, interval, None, None, note)
     t = interval.mean / (interval.sd / math.sqrt(n))
-    p = float(2 * stats.t.sf(abs(t), n - 1))
+    p = float(2 * special.stdtr(n - 1, -abs(t)))  # 2 · P(T_{n-1} <= -|t|)
     note = "2 seeds: 1 degree of freedom, the interval is wide" if n == 2 else None
     return PairedTest(pairs.seeds, d, interval, t, p, note)

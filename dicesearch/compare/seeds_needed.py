@@ -22,7 +22,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from scipy import stats
+import numpy as np
+from scipy import special
+
+from dicesearch.compare.noncentral_t import noncentral_t_cdf, noncentral_t_sf
 
 MOST_SEEDS = 1_000_000  # above this the count is reported as "more than"
 
@@ -46,17 +49,23 @@ def paired_t_power(effect: float, sd: float, seeds: int, alpha: float = 0.05) ->
     rejects, when the differences have mean ``effect`` and standard deviation ``sd``."""
     if seeds < 2 or sd <= 0:
         raise ValueError(f"power needs at least 2 seeds and a positive sd, got {seeds} and {sd}")
+    return float(_power_curve(effect, sd, np.array([seeds]), alpha)[0])
+
+
+def _power_curve(effect: float, sd: float, seeds: np.ndarray, alpha: float) -> np.ndarray:
+    """:func:`paired_t_power` at each of ``seeds`` (vectorised: scipy's t quantile ufunc and
+    the noncentral-t tails of :mod:`dicesearch.compare.noncentral_t`)."""
     df = seeds - 1
-    critical = stats.t.ppf(1 - alpha / 2, df)
-    noncentrality = abs(effect) / sd * math.sqrt(seeds)
-    return float(stats.nct.sf(critical, df, noncentrality) + stats.nct.cdf(-critical, df, noncentrality))
+    critical = special.stdtrit(df, 1 - alpha / 2)  # t(1 - α/2, n - 1)
+    noncentrality = abs(effect) / sd * np.sqrt(seeds)
+    return noncentral_t_sf(df, noncentrality, critical) + noncentral_t_cdf(df, noncentrality, -critical)
 
 
 def seeds_needed(effect: float, sd: float | None, alpha: float = 0.05, power: float = 0.8) -> SeedsNeeded:
     """The fewest seeds giving ``power`` against a true difference ``effect`` with spread ``sd``
-    (module docstring). Starts just below the normal-approximation answer
-    ((z(1 - α/2) + z(power)) · sd / effect)² and steps to the smallest n that reaches it
-    (the t-test needs a little more than the normal approximation)."""
+    (module docstring). Power grows with n, so the answer is the first n >= 2 whose power
+    reaches the target, searched in windows around the normal approximation
+    ((z(1 - α/2) + z(power)) · sd / effect)² (the t-test needs a little more than it)."""
     if not (0 < alpha < 1 and 0 < power < 1):
         raise ValueError(f"alpha and power must lie in (0, 1), got {alpha} and {power}")
     if sd is None or not math.isfinite(sd) or not math.isfinite(effect):
@@ -65,13 +74,17 @@ def seeds_needed(effect: float, sd: float | None, alpha: float = 0.05, power: fl
         return SeedsNeeded(None, alpha, power, "the differences have no spread")
     if effect == 0:
         return SeedsNeeded(None, alpha, power, "the mean difference is zero")
-    z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
+    z = special.ndtri(1 - alpha / 2) + special.ndtri(power)  # z(1 - α/2) + z(power)
     normal = (z * sd / abs(effect)) ** 2
     if normal > MOST_SEEDS:
         return SeedsNeeded(None, alpha, power, f"more than {MOST_SEEDS:,} seeds: the difference is tiny against its spread")
-    n = max(2, math.floor(normal) - 1)
-    while n > 2 and paired_t_power(effect, sd, n - 1, alpha) >= power:  # never, in practice
-        n -= 1
-    while paired_t_power(effect, sd, n, alpha) < power:
-        n += 1
-    return SeedsNeeded(n, alpha, power)
+    start, width = max(2, math.floor(normal) - 1), 8
+    while True:
+        window = np.arange(start, start + width)
+        reached = np.flatnonzero(_power_curve(effect, sd, window, alpha) >= power)
+        if reached.size and reached[0] == 0 and start > 2:
+            start = max(2, start - width)  # reached already at the window's start: look lower
+        elif reached.size:
+            return SeedsNeeded(int(window[reached[0]]), alpha, power)
+        else:
+            start, width = start + width, 2 * width

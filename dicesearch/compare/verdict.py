@@ -7,19 +7,23 @@ default α = 0.05) and a two-sided p-value. The p-values of one score are adjust
 by Holm's procedure (:mod:`dicesearch.compare.holm`) over the family of all models against
 the baseline.
 
-**The rule for the word** (in this order):
+**The rule for the word** (the first that applies):
 
-1. **better** / **worse**: the Holm-adjusted p-value is below α. *Better* when the mean
+1. **inconclusive** when the test cannot be computed (fewer than 2 shared seeds, or a
+   difference without spread: :mod:`dicesearch.compare.paired`).
+2. **equivalent** when the score has a margin δ (:mod:`dicesearch.compare.metric`) and the
+   whole (1 - α) interval of the mean difference lies strictly inside (-δ, +δ).
+3. **better** / **worse** when the Holm-adjusted p-value is below α: *better* when the mean
    difference points the score's good way (lower FID, sFID, KID; higher IS, precision,
    recall), *worse* otherwise. (The adjusted p is at least the raw p, so the interval then
    excludes zero on that side.)
-2. **equivalent**: otherwise, when the score has a margin δ (:mod:`dicesearch.compare.metric`)
-   and the whole (1 - α) interval lies strictly inside (-δ, +δ).
-3. **inconclusive**: otherwise, and always when the test cannot be computed (fewer than 2
-   shared seeds, or a difference without spread).
+4. **inconclusive** otherwise.
 
-A difference both significant and inside ±δ is called better/worse: the word reports what
-the test found, the interval beside it shows that it is small.
+Equivalence comes first: a difference shown to be smaller than δ is negligible by the
+definition of δ, even when enough seeds also make it significant (the p-values beside the
+word show that it was detected). So "better" means a detected difference that is not shown
+to be negligible; claiming equivalence first only removes better/worse claims, so Holm's
+bound on them still holds.
 
 *At what confidence equivalence is claimed.* An interval at 1 - α inside ±δ is Schuirmann's
 (1987) two one-sided tests each at α/2: at the default, equivalence is claimed at 97.5 %
@@ -146,11 +150,11 @@ def decide(metric: Metric, test: PairedTest, p_holm: float | None, alpha: float)
     """The word for one comparison, by the rule of the module docstring."""
     if test.p is None:
         return "inconclusive"
-    if p_holm is not None and p_holm < alpha:
-        return "better" if metric.improvement(test.mean) > 0 else "worse"
     lo, hi, delta = test.interval.lo, test.interval.hi, metric.delta
     if delta is not None and -delta < lo and hi < delta:
         return "equivalent"
+    if p_holm is not None and p_holm < alpha:
+        return "better" if metric.improvement(test.mean) > 0 else "worse"
     return "inconclusive"
 
 

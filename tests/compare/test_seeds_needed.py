@@ -41,6 +41,12 @@ def test_at_the_count_a_simulation_reaches_the_power_and_one_seed_fewer_does_not
     assert fewer < 0.80 + 0.01
 
 
+def test_a_huge_difference_needs_two_seeds_or_a_few_at_a_strict_level():
+    assert seeds_needed(30.0, 1.0).count == 2  # the power search visits the noncentral t's far tails
+    assert seeds_needed(30.0, 1.0, alpha=0.001).count == next(n for n in range(2, 50) if paired_t_power(30.0, 1.0, n, 0.001) >= 0.8)
+    assert 0.8 <= paired_t_power(30.0, 1.0, 2) <= 1.0
+
+
 @pytest.mark.parametrize(("d", "pairs"), [(0.2, 199), (0.5, 34), (0.8, 15)])
 def test_the_count_matches_published_sample_sizes(d, pairs):
     """G*Power's matched-pairs t-test (two-sided, alpha 0.05, power 0.8) for Cohen's d."""
