@@ -74,23 +74,32 @@ def mean_interval(values: Sequence[float], level: float = 0.95) -> MeanInterval:
 class PairedTest:
     """The paired t-test of one model against the baseline on one score.
 
-    ``interval``: the mean difference d̄ (model - baseline) with its interval; ``t`` and
-    ``p`` (two-sided) are None when the test cannot be computed, and ``note`` says why."""
+    ``interval``: the mean difference d̄ (model - baseline) with its interval (None without a
+    shared seed); the interval's bounds, ``t`` and ``p`` (two-sided) are None when the test
+    cannot be computed, and ``note`` says why."""
 
     seeds: tuple[int, ...]
     differences: tuple[float, ...]
-    interval: MeanInterval
+    interval: MeanInterval | None
     t: float | None
     p: float | None
     note: str | None = None
 
     @property
-    def mean(self) -> float:
-        return self.interval.mean
+    def mean(self) -> float | None:
+        return None if self.interval is None else self.interval.mean
 
     @property
     def sd(self) -> float | None:
-        return self.interval.sd
+        return None if self.interval is None else self.interval.sd
+
+    @property
+    def lo(self) -> float | None:
+        return None if self.interval is None else self.interval.lo
+
+    @property
+    def hi(self) -> float | None:
+        return None if self.interval is None else self.interval.hi
 
 
 def paired_t_test(pairs: Pairs, level: float = 0.95) -> PairedTest:
@@ -98,14 +107,14 @@ def paired_t_test(pairs: Pairs, level: float = 0.95) -> PairedTest:
     d = pairs.differences
     n = len(d)
     if n == 0:
-        empty = MeanInterval(0, math.nan, None, None, None, level)
-        return PairedTest(pairs.seeds, d, empty, None, None, "no seed has this score for both models")
+        return PairedTest(pairs.seeds, d, None, None, None, "no seed has this score for both models")
     interval = mean_interval(d, level)
     if n < 2:
         return PairedTest(pairs.seeds, d, interval, None, None, "one shared seed: no spread to test against")
     if max(d) - min(d) <= EQUAL_RELATIVE * max(abs(v) for v in d):
         note = "the difference is the same at every seed: no spread to test against"
-        return PairedTest(pairs.seeds, d, interval, None, None, note)
+        flat = MeanInterval(n, interval.mean, 0.0, None, None, level)  # no interval to claim anything from
+        return PairedTest(pairs.seeds, d, flat, None, None, note)
     t = interval.mean / (interval.sd / math.sqrt(n))
     p = float(2 * special.stdtr(n - 1, -abs(t)))  # 2 · P(T_{n-1} <= -|t|)
     note = "2 seeds: 1 degree of freedom, the interval is wide" if n == 2 else None

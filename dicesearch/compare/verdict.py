@@ -106,17 +106,17 @@ class Verdict:
     seeds_needed: SeedsNeeded
 
     @property
-    def difference(self) -> float:
-        """Mean of score(model) - score(baseline) over the shared seeds."""
+    def difference(self) -> float | None:
+        """Mean of score(model) - score(baseline) over the shared seeds (None: no shared seed)."""
         return self.test.mean
 
     @property
     def lo(self) -> float | None:
-        return self.test.interval.lo
+        return self.test.lo
 
     @property
     def hi(self) -> float | None:
-        return self.test.interval.hi
+        return self.test.hi
 
     @property
     def p(self) -> float | None:
@@ -150,7 +150,7 @@ def decide(metric: Metric, test: PairedTest, p_holm: float | None, alpha: float)
     """The word for one comparison, by the rule of the module docstring."""
     if test.p is None:
         return "inconclusive"
-    lo, hi, delta = test.interval.lo, test.interval.hi, metric.delta
+    lo, hi, delta = test.lo, test.hi, metric.delta
     if delta is not None and -delta < lo and hi < delta:
         return "equivalent"
     if p_holm is not None and p_holm < alpha:

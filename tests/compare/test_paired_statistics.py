@@ -76,7 +76,8 @@ def test_two_seeds_have_one_degree_of_freedom_and_a_wide_interval():
 )
 def test_differences_without_spread_give_no_p_value(model, baseline):
     test = paired_t_test(_pairs(model, baseline), 0.95)
-    assert test.p is None and test.t is None
+    assert test.p is None and test.t is None and test.lo is None and test.hi is None
+    assert test.mean == pytest.approx(float(np.mean(np.subtract(model, baseline))))
     assert "same at every seed" in test.note
 
 
@@ -84,4 +85,4 @@ def test_fewer_than_two_shared_seeds_give_no_interval():
     one = paired_t_test(_pairs([40.0], [42.0]))
     assert one.p is None and one.interval.lo is None and one.mean == -2.0
     none = paired_t_test(Pairs((), (), ()))
-    assert none.p is None and none.interval.n == 0 and "no seed" in none.note
+    assert none.p is None and none.interval is None and none.mean is None and "no seed" in none.note
