@@ -48,12 +48,12 @@ power at level α / m, the strictest step of Holm's procedure over the score's m
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from dicesearch.compare.holm import holm_adjust
-from dicesearch.compare.metric import Metric
+from dicesearch.compare.metric import Metric, score_family
 from dicesearch.compare.paired import PairedTest, paired_t_test
 from dicesearch.compare.results import ModelResult, find_model, paired_scores
 from dicesearch.compare.seeds_needed import SeedsNeeded, seeds_needed
@@ -144,6 +144,33 @@ class Comparison:
     def on(self, metric: str) -> tuple[Verdict, ...]:
         """The verdicts of one score: its Holm family."""
         return tuple(v for v in self.verdicts if v.metric.name == metric)
+
+
+def default_rules(
+    scores: Sequence[str],
+    primary: str | None = None,
+    margins: Mapping[str, float | None] | None = None,
+    alpha: float = 0.05,
+    power: float = 0.8,
+) -> Rules:
+    """Rules over the scores named ``scores`` (as the runs record them, ``fid_128``, ...).
+
+    The primary score is ``primary``, else the one FID score among ``scores``; the rest are
+    secondary. Each takes its family's direction and default margin
+    (:mod:`dicesearch.compare.metric`) unless ``margins`` gives one (None: no margin)."""
+    margins = dict(margins or {})
+    unknown = sorted(set(margins) - set(scores))
+    if unknown:
+        raise ValueError(f"margins for scores not compared: {unknown}; the scores are {list(scores)}")
+    if primary is None:
+        fids = [name for name in scores if score_family(name) == "fid"]
+        if len(fids) != 1:
+            raise ValueError(f"name the primary score: {len(fids)} FID scores among {list(scores)}")
+        primary = fids[0]
+    if primary not in scores:
+        raise ValueError(f"the primary score {primary!r} is not among {list(scores)}")
+    metrics = {name: Metric.named(name, margins.get(name, "default")) for name in scores}
+    return Rules(metrics[primary], tuple(m for name, m in metrics.items() if name != primary), alpha, power)
 
 
 def decide(metric: Metric, test: PairedTest, p_holm: float | None, alpha: float) -> Word:

@@ -16,7 +16,7 @@ from dicesearch.compare.holm import holm_adjust
 from dicesearch.compare.metric import Metric
 from dicesearch.compare.results import Costs, ModelResult, Run
 from dicesearch.compare.seeds_needed import paired_t_power, seeds_needed
-from dicesearch.compare.verdict import Rules, compare
+from dicesearch.compare.verdict import Rules, compare, default_rules
 
 SHARED_SD, OWN_SD = 3.0, 2.0  # the seed effect both models share, and each model's own noise
 COSTS = Costs(params=1_000_000, gmacs=0.5, train_steps=1000, train_flops=1e15)
@@ -210,3 +210,15 @@ def test_bad_requests_fail_loudly():
     with pytest.raises(ValueError, match="unknown score"):
         Metric.named("lpips_128")
     assert Metric.named("lpips_128", better="lower").delta is None
+
+
+def test_default_rules_take_the_fid_score_as_primary_and_the_rest_as_secondary():
+    rules = default_rules(["precision_128", "fid_128", "kid_128"], margins={"kid_128": 0.001})
+    assert rules.primary == Metric("fid_128", "lower", 4.0)
+    assert rules.secondary == (Metric("precision_128", "higher", None), Metric("kid_128", "lower", 0.001))
+    chosen = default_rules(["fid_128", "recall_128"], primary="recall_128", margins={"fid_128": None})
+    assert chosen.primary.name == "recall_128" and chosen.secondary == (Metric("fid_128", "lower", None),)
+    with pytest.raises(ValueError, match="name the primary"):
+        default_rules(["precision_128", "recall_128"])
+    with pytest.raises(ValueError, match="not compared"):
+        default_rules(["fid_128"], margins={"sfid_128": 2.0})
