@@ -5,8 +5,8 @@ image count (``fid_128`` -> ``fid``): lower is better for FID, sFID and KID, hig
 Inception Score, precision and recall (:mod:`dicesearch.metrics.evaluate` names them).
 
 The equivalence margin δ (``delta``, in the score's own units) is the largest difference
-that counts as negligible: a model is called *equivalent* to the baseline only when the
-whole interval of its paired difference lies inside (-δ, +δ) (:mod:`dicesearch.compare.verdict`).
+that counts as negligible; :mod:`dicesearch.compare.verdict` states how the word
+"equivalent" is read from it.
 
 Default δ:
 
@@ -18,8 +18,8 @@ Default δ:
   was measured at N = 128 on the digits; FID's scale changes with N (its bias shrinks like
   1/N) and with the data, so set δ yourself elsewhere (``Metric.named("fid_5k", delta=...)``).
 * every other score: **none**. There is no measured seed spread to tie a margin to, and a
-  margin nobody chose would make "equivalent" a claim nobody made; without δ a comparison
-  on that score is better, worse or inconclusive, never equivalent.
+  margin nobody chose would make "equivalent" a claim nobody made; a score without δ is
+  never called equivalent.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ reference statistics. A run's scores are keyed by the names the metrics record (
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,8 @@ from types import MappingProxyType
 
 
 def _frozen_scores(scores: Mapping[str, float], where: str) -> Mapping[str, float]:
-    bad = {k: v for k, v in scores.items() if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)}
+    """A read-only copy with plain floats (numpy and torch scalars welcome); refuses NaN and inf."""
+    bad = {k: v for k, v in scores.items() if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v)}
     if bad:
         raise ValueError(f"{where}: scores must be finite numbers; leave a score out instead of recording {bad}")
     return MappingProxyType({str(k): float(v) for k, v in scores.items()})
@@ -59,6 +61,7 @@ class Run:
     samples: Path | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "seed", int(self.seed))
         object.__setattr__(self, "scores", _frozen_scores(self.scores, f"seed {self.seed}"))
         object.__setattr__(self, "curve", tuple(sorted(self.curve, key=lambda p: p.train_flops)))
 

@@ -39,9 +39,13 @@ class SeedsNeeded:
     alpha: float
     power: float
     reason: str | None = None
+    more_than: int | None = None  # set when the count exceeds what is searched
 
     def text(self) -> str:
-        return str(self.count) if self.count is not None else "not estimable"
+        """``16``, ``> 1,000,000`` or ``not estimable``."""
+        if self.count is not None:
+            return str(self.count)
+        return f"> {self.more_than:,}" if self.more_than is not None else "not estimable"
 
 
 def paired_t_power(effect: float, sd: float, seeds: int, alpha: float = 0.05) -> float:
@@ -77,7 +81,7 @@ def seeds_needed(effect: float, sd: float | None, alpha: float = 0.05, power: fl
     z = special.ndtri(1 - alpha / 2) + special.ndtri(power)  # z(1 - α/2) + z(power)
     normal = (z * sd / abs(effect)) ** 2
     if normal > MOST_SEEDS:
-        return SeedsNeeded(None, alpha, power, f"more than {MOST_SEEDS:,} seeds: the difference is tiny against its spread")
+        return SeedsNeeded(None, alpha, power, "the difference is tiny against its spread", more_than=MOST_SEEDS)
     start, width = max(2, math.floor(normal) - 1), 8
     while True:
         window = np.arange(start, start + width)

@@ -5,7 +5,7 @@ differences d_s = score(model, s) - score(baseline, s) get a paired t-test
 (:mod:`dicesearch.compare.paired`): the mean difference, its (1 - α) interval (95 % at the
 default α = 0.05) and a two-sided p-value. The p-values of one score are adjusted together
 by Holm's procedure (:mod:`dicesearch.compare.holm`) over the family of all models against
-the baseline.
+the baseline; a comparison that could not be tested counts in the family with p = 1.
 
 **The rule for the word** (the first that applies):
 
@@ -210,11 +210,15 @@ def compare(models: Sequence[ModelResult], baseline: str, rules: Rules) -> Compa
                     test=test,
                     p_holm=p_holm,
                     word=decide(metric, test, p_holm, rules.alpha),
-                    seeds_needed=seeds_needed(test.mean, test.sd, family_alpha, rules.power) if test.p is not None else _untestable(test, family_alpha, rules.power),
+                    seeds_needed=_plan(test, family_alpha, rules.power),
                 )
             )
     return Comparison(baseline, rules, tuple(verdicts))
 
 
-def _untestable(test: PairedTest, alpha: float, power: float) -> SeedsNeeded:
-    return SeedsNeeded(None, alpha, power, test.note)
+def _plan(test: PairedTest, alpha: float, power: float) -> SeedsNeeded:
+    """The seeds needed for ``test``'s observed difference; not estimable, with the test's own
+    reason, where the test could not be computed."""
+    if test.p is None:
+        return SeedsNeeded(None, alpha, power, test.note)
+    return seeds_needed(test.mean, test.sd, alpha, power)

@@ -222,3 +222,14 @@ def test_default_rules_take_the_fid_score_as_primary_and_the_rest_as_secondary()
         default_rules(["precision_128", "recall_128"])
     with pytest.raises(ValueError, match="not compared"):
         default_rules(["fid_128"], margins={"sfid_128": 2.0})
+
+
+def test_runs_take_numpy_scalars_and_refuse_missing_values_written_as_nan():
+    run = Run(np.int64(2), {"fid_128": np.float32(41.5)})
+    assert run.seed == 2 and type(run.seed) is int and run.scores["fid_128"] == 41.5 and type(run.scores["fid_128"]) is float
+    with pytest.raises(ValueError, match="leave a score out"):
+        Run(0, {"fid_128": float("nan")})
+    with pytest.raises(ValueError, match="two runs at one seed"):
+        ModelResult("m", COSTS, (Run(0, {"fid_128": 1.0}), Run(0, {"fid_128": 2.0})))
+    with pytest.raises(TypeError):
+        run.scores["fid_128"] = 1.0  # read-only
