@@ -17,6 +17,10 @@ Default δ:
   configurations at, so a search could not act on it: we call it negligible. The margin
   was measured at N = 128 on the digits; FID's scale changes with N (its bias shrinks like
   1/N) and with the data, so set δ yourself elsewhere (``Metric.named("fid_5k", delta=...)``).
+  What it implies: the training seed is each model's own, so the paired differences keep
+  most of the seed spread (sd near √2 · 3.4 ≈ 4.8 FID); their 95 % interval is 2 · 4 wide
+  only from about 10 seeds (half-width 3.4 at 10, 12 at 3), so at the default 3 seeds
+  "equivalent" is out of reach by design: 3 seeds cannot show two backbones interchangeable.
 * every other score: **none**. There is no measured seed spread to tie a margin to, and a
   margin nobody chose would make "equivalent" a claim nobody made; a score without δ is
   never called equivalent.

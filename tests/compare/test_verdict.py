@@ -1,9 +1,11 @@
 """The word for each model against the baseline: its rule, and its error rates on synthetic seeds.
 
 The simulations draw per-seed scores as a pairing implies: score(model, s) = mean(model)
-+ u_s + e_(model, s), with u_s shared by every model at seed s (the images, noise and
-timesteps of that seed) and e its own training noise. FID-like scale: the seed sd of one
-model is sqrt(3.0² + 2.0²) = 3.6, the 3.5-4 FID measured at N = 128 on the digits.
++ u_s + e_(model, s), with u_s shared by every model at seed s (the same images, noise and
+timesteps, so the same luck in resampling) and e the model's own training-seed effect. On
+the FID scale of the digits at N = 128: one model's seed sd is about 3.8 (measured 3.5-4),
+and the training seed moves FID about twice as much as resampling images, so e has sd 3.4
+and u sd 1.7; the paired differences then have sd √2 · 3.4 = 4.8.
 """
 
 from collections import Counter
@@ -18,7 +20,7 @@ from dicesearch.compare.results import Costs, ModelResult, Run
 from dicesearch.compare.seeds_needed import paired_t_power, seeds_needed
 from dicesearch.compare.verdict import Rules, compare, default_rules
 
-SHARED_SD, OWN_SD = 3.0, 2.0  # the seed effect both models share, and each model's own noise
+SHARED_SD, OWN_SD = 1.7, 3.4  # what a seed does to every model alike, and to each model on its own
 COSTS = Costs(params=1_000_000, gmacs=0.5, train_steps=1000, train_flops=1e15)
 FID = Metric.named("fid_128")
 
@@ -63,6 +65,19 @@ def test_a_model_equal_to_the_baseline_is_called_better_or_worse_at_most_alpha_o
     assert stats.binom.ppf(0.001, sims, 0.05) / sims <= significant <= _binomial_ceiling(0.05, sims)
 
 
+def test_heavy_tailed_seed_noise_does_not_raise_the_false_positive_rate():
+    """Under "no difference" d_s = e_model - e_baseline is symmetric whatever the noise's shape;
+    with heavy tails (Student t, 3 degrees of freedom) the t-test errs on the safe side."""
+    sims, seeds = 3000, 3
+    rng = np.random.default_rng(41)
+    own = OWN_SD * rng.standard_t(3, (sims, 2, seeds)) / np.sqrt(3)  # sd OWN_SD
+    scores = 40.0 + rng.normal(0, SHARED_SD, (sims, 1, seeds)) + own
+    verdicts = [row[0] for row in _verdicts(scores)]
+    significant = sum(v.p_holm < 0.05 for v in verdicts) / sims
+    print(f"p < 0.05 with t(3) noise at {seeds} seeds: {significant:.4f}")
+    assert significant <= _binomial_ceiling(0.05, sims)
+
+
 def test_among_three_models_equal_to_the_baseline_holm_keeps_the_family_wise_rate_at_alpha():
     sims = 2000
     words = _words(_simulated_scores(np.random.default_rng(3), sims, 4, [40.0] * 4))
@@ -85,18 +100,26 @@ def test_a_model_compared_with_itself_is_never_better_or_worse():
 
 
 @pytest.mark.parametrize(
-    ("metric", "shift", "word"),
-    [("fid_128", -12.0, "better"), ("fid_128", 12.0, "worse"), ("fid_128", -6.0, "better"), ("precision_128", 12.0, "better"), ("recall_128", -12.0, "worse")],
+    ("metric", "shift", "word", "seeds"),
+    [
+        ("fid_128", -15.0, "better", 5),
+        ("fid_128", 15.0, "worse", 5),
+        ("fid_128", -8.0, "better", 5),
+        ("fid_128", -20.0, "better", 3),  # the default 3 seeds
+        ("precision_128", 15.0, "better", 5),
+        ("recall_128", -15.0, "worse", 5),
+    ],
 )
-def test_a_true_difference_is_found_as_often_as_the_t_test_promises_and_in_the_right_direction(metric, shift, word):
-    sims, seeds = 1000, 5
+def test_a_true_difference_is_found_as_often_as_the_t_test_promises_and_in_the_right_direction(metric, shift, word, seeds):
+    sims = 1000
     scores = _simulated_scores(np.random.default_rng(9), sims, seeds, [40.0, 40.0 + shift])
     words = Counter(w[0] for w in _words(scores, Rules(Metric.named(metric))))
     expected = paired_t_power(shift, np.sqrt(2) * OWN_SD, seeds)  # the differences' sd: the shared effect cancels
     rate = words[word] / sims
     print(f"power against a {abs(shift)} difference at {seeds} seeds: {rate:.3f} (noncentral t: {expected:.3f})")
     assert abs(rate - expected) <= 4 * np.sqrt(expected * (1 - expected) / sims) + 0.005
-    assert rate >= (0.97 if abs(shift) >= 12 else 0.8)
+    if abs(shift) >= 15 and seeds == 5:
+        assert rate >= 0.97  # a large difference (3 sd of the paired differences) is found at 5 seeds
     assert words[{"better": "worse", "worse": "better"}[word]] == 0  # never the wrong direction
 
 
