@@ -1,7 +1,7 @@
 """Does multi-fidelity find what a full-budget search of the same configurations would find?
 
     python benchmarks/multifidelity.py [--space search_spaces/cascade.yaml] [--out runs/bench-multifidelity] [--jobs 2]
-    python benchmarks/multifidelity.py --from .     # a sweep already run (the README's main command, in .)
+    python benchmarks/multifidelity.py --from .     # a sweep already run (the main command of the README, in .)
 
 1. Runs the search space's sweep as ``dicesearch sweep`` does (its ``fidelity`` rungs on), in
    a folder of its own (or reads a finished one with ``--from DIR``: its ``optuna.db``), and
