@@ -52,6 +52,9 @@ from torch.profiler import ProfilerActivity, profile
 from dicesearch.plugin_api import BlockContext, ConditioningContext, StageGeometry
 from dicesearch.registry import default_registry
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/reporting.py, however this file is loaded
+import reporting  # noqa: E402
+
 BLOCKS = ("dice", "convnext", "attention", "ssm", "rwkv", "linear_attention")
 OVERRIDES = {"attention": {"heads": 6}}  # DiT-S's heads at width 384 (default 16 suits 1152)
 
@@ -201,30 +204,29 @@ def main() -> None:
     torch.manual_seed(0)
 
     where = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"cpu, {torch.get_num_threads()} threads"
+    print(reporting.machine_line(args.device))
     print(f"one block, batch 1, width {args.channels}, adaLN-Zero, fp32, fwd+bwd on {where}")
-    print(f"{'block':17s} {'grid':>8s} {'tokens':>7s} {'seconds':>9s} {'x prev':>7s} {'peak MiB':>9s} {'x prev':>7s}")
+    table = reporting.TextTable(("block", "<17"), ("grid", ">8"), ("tokens", ">7"), ("seconds", ">9"), ("x prev", ">7"), ("peak MiB", ">9"), ("x prev", ">7"))
+    print(table.header())
     results: dict[str, list[Result]] = {}
     for kind in args.blocks:
         rows = results.setdefault(kind, [])
         for grid in args.grids:
             if kind == "attention" and args.max_attention_grid and grid > args.max_attention_grid:
-                print(f"{kind:17s} {f'{grid}x{grid}':>8s} {grid * grid:7d}   skipped (--max-attention-grid)")
+                print(table.row(kind, f"{grid}x{grid}", grid * grid, "  skipped (--max-attention-grid)"))
                 continue
             row = measure(kind, grid, args.channels, args.device, args.repeats)
             growth_t = f"{row.seconds / rows[-1].seconds:6.1f}x" if rows else ""
             growth_m = f"{row.peak_bytes / rows[-1].peak_bytes:6.1f}x" if rows else ""
             rows.append(row)
-            print(
-                f"{kind:17s} {f'{grid}x{grid}':>8s} {row.tokens:7d} {row.seconds:9.4f} {growth_t:>7s} "
-                f"{row.peak_bytes / 2**20:9.1f} {growth_m:>7s}",
-                flush=True,
-            )
+            print(table.row(kind, f"{grid}x{grid}", row.tokens, f"{row.seconds:.4f}", growth_t, f"{row.peak_bytes / 2**20:.1f}", growth_m), flush=True)
     print("\nexponent of tokens over the two largest grids (1 = linear, 2 = quadratic)")
     for kind, rows in results.items():
         print(f"{kind:17s} time {slope(rows, lambda r: r.seconds):5.2f}   memory {slope(rows, lambda r: r.peak_bytes):5.2f}")
     if args.plot:
         _plot(results, args.plot, f"one block at width {args.channels}, batch 1, fwd+bwd ({where})")
         print(f"\nwrote {args.plot}")
+    print(f"at the end: {reporting.load_line()}")
 
 
 if __name__ == "__main__":

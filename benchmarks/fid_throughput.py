@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
+import sys
 import time
 
 import numpy as np
@@ -43,6 +43,9 @@ from dicesearch.metrics import (
     to_inception_input,
     to_uint8,
 )
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/reporting.py, however this file is loaded
+import reporting  # noqa: E402
 
 
 class SameNetwork(torch.nn.Module):
@@ -149,12 +152,7 @@ def main() -> None:
     units = batches(torch.cat([real, fake]), args.batch_size)
     times = timed_rounds(steps, units, args.repeats)
 
-    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
-    print(
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
-        f"torch {torch.__version__} ({torch.get_num_threads()} threads), no GPU used; "
-        f"load average after run {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}"
-    )
+    print(reporting.machine_line("cpu") + " (after the run)")
     rounds = len(times["ours (pool)"])
     print(
         f"{images} images ({args.n} real + {args.n} generated) at {args.size}x{args.size}; "
@@ -163,17 +161,12 @@ def main() -> None:
         "'time vs torchmetrics' is the median per-round time ratio minus 1\n"
     )
     tm = times["torchmetrics FID (same net)"]
-    print(
-        f"{'pipeline':<28} {'img/s (median)':>14} {'img/s (best)':>12} "
-        f"{'time vs torchmetrics':>21}"
-    )
+    rows = []
     for name, ts in times.items():
         per_img = [t / len(units[i % len(units)]) for i, t in enumerate(ts)]
         ratio = statistics.median(t / u for t, u in zip(ts, tm))
-        print(
-            f"{name:<28} {1 / statistics.median(per_img):14.2f} {1 / min(per_img):12.2f} "
-            f"{ratio - 1:+21.1%}"
-        )
+        rows.append([name, f"{1 / statistics.median(per_img):.2f}", f"{1 / min(per_img):.2f}", f"{ratio - 1:+.1%}"])
+    print(reporting.markdown_table(["pipeline", "img/s (median)", "img/s (best)", "time vs torchmetrics"], rows))
 
     real_pool, fake_pool = results["ours (pool)"]
     real_f, fake_f = real_pool.pool, fake_pool.pool

@@ -35,6 +35,9 @@ from dicesearch.registry import default_registry
 from dicesearch.spec import load_spec, parse_spec
 from dicesearch.train.diffusion import NoiseSchedule, training_loss
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/reporting.py, however this file is loaded
+import reporting  # noqa: E402
+
 GiB = 2**30
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -226,7 +229,10 @@ def _gib(n: float) -> str:
 
 
 def accuracy_table(registry, device: torch.device | None) -> None:
-    header = f"{'config':<36} {'batch':>5} {'prec':>4}  {'estimated GiB':>13}  {'measured GiB':>12}  {'error':>7}  {'method':<16} {'est. s':>6}"
+    table = reporting.TextTable(
+        ("config", "<36"), ("batch", ">5"), ("prec", ">4"), (" estimated GiB", ">14"), (" measured GiB", ">13"), (" error", ">8"), (" method", "<17"), ("est. s", ">6")
+    )  # fmt: skip
+    header = table.header()
     print(header)
     print("-" * len(header))
     errors = []
@@ -237,7 +243,7 @@ def accuracy_table(registry, device: torch.device | None) -> None:
         error = f"{100 * row.error:+6.1f}%" if row.error is not None else ""
         if row.error is not None:
             errors.append(abs(row.error))
-        print(f"{cfg.label:<36} {cfg.batch_size:>5} {cfg.precision:>4}  {_gib(est.peak):>13}  {measured:>12}  {error:>7}  {est.method:<16} {est.seconds:6.1f}", flush=True)
+        print(table.row(cfg.label, cfg.batch_size, cfg.precision, _gib(est.peak), measured, error, f" {est.method}", f"{est.seconds:.1f}"), flush=True)
     print()
     if device is None:
         print("The measured column needs a CUDA GPU: run this script on one to compare.")
@@ -266,8 +272,7 @@ def runtime_table(registry) -> None:
         source="benchmark",
         registry=registry,
     )
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"\nEstimate run time on this machine's CPU ({os.cpu_count()} cores, load average {load}):")
+    print(f"\nEstimate run time on this machine's CPU ({os.cpu_count()} cores, {reporting.load_line()}):")
     cases = [
         ("DiT-XL/2", load_spec("DiT-XL/2"), 128),
         ("DICE", load_spec("DICE"), 128),
@@ -288,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     registry = default_registry()
     device = torch.device("cuda") if torch.cuda.is_available() else None
-    print(f"device: {torch.cuda.get_device_name(device) if device else 'none (CPU only)'}; torch {torch.__version__}\n")
+    print(reporting.machine_line(device) + "\n")
     accuracy_table(registry, device)
     if not args.quick:
         runtime_table(registry)

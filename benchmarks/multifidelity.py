@@ -1,7 +1,7 @@
 """Does multi-fidelity find what a full-budget search of the same configurations would find?
 
     python benchmarks/multifidelity.py [--space search_spaces/cascade.yaml] [--out runs/bench-multifidelity] [--jobs 2]
-    python benchmarks/multifidelity.py --from .     # a sweep already run (the README's main command, in .)
+    python benchmarks/multifidelity.py --from .     # a sweep already run (the main command of the README, in .)
 
 1. Runs the search space's sweep as ``dicesearch sweep`` does (its ``fidelity`` rungs on), in
    a folder of its own (or reads a finished one with ``--from DIR``: its ``optuna.db``), and
@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -41,6 +40,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/reporting.py, however this file is loaded
+import reporting  # noqa: E402
 
 
 def main() -> None:
@@ -66,7 +68,7 @@ def main() -> None:
     if config.fidelity is None:
         raise SystemExit(f"{args.space}: no fidelity section; this benchmark compares a multi-fidelity sweep with full-budget runs")
     key, last, first_steps = config.metric_keys[0], len(config.fidelity.rungs) - 1, config.fidelity.rungs[0]
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}; load average {os.getloadavg()[0]:.1f} at the start")
+    print(reporting.machine_line("cpu") + " (at the start)")
 
     if args.from_dir:
         out = Path(args.from_dir).absolute()
@@ -82,7 +84,7 @@ def main() -> None:
     sweep_minutes = (max(t.datetime_complete for t in trials if t.datetime_complete) - min(t.datetime_start for t in trials if t.datetime_start)).total_seconds() / 60
     tried = sweep_configurations(trials)  # each configuration once (a continued paused trial as its continuation)
     best_trial = next(t for t in ranked_trials(study) if is_scored(t))
-    print(f"sweep: {len(tried)} configurations scored in {sweep_minutes:.1f} min ({len(tried) * 60 / sweep_minutes:.0f} per hour); load {os.getloadavg()[0]:.1f}")
+    print(f"sweep: {len(tried)} configurations scored in {sweep_minutes:.1f} min ({len(tried) * 60 / sweep_minutes:.0f} per hour); {reporting.load_line()}")
 
     settings = TrialSettings.for_sweep(config.model_copy(update={"fidelity": None}), "cpu", threads=1)
     runs_dir = out / "bench-multifidelity"
@@ -139,20 +141,21 @@ def main() -> None:
     agreement = rank_agreement([first[n] for n in numbers], [full[n] for n in numbers])
 
     print(f"\nfull-budget runs: {(time.monotonic() - start) / 60:.1f} min\n")
-    print(f"| what | configuration (trial) | {key} |")
-    print("| --- | --- | --- |")
-    print(f"| the sweep's best (its last rung, seed {config.seed}) | {best_trial.number} | {best_trial.value:.4g} |")
-    print(f"| the sweep's best, {args.seeds} seeds at the full budget | {best_trial.number} | {mean:.4g} ± {sd:.2g} ({', '.join(f'{s:.4g}' for s in seeds)}) |")
     which = f"the {len(full)} best at the first rung" if args.limit else "every configuration tried"
-    print(f"| the best of {which}, at the full budget (seed {config.seed}) | {best_full} | {full[best_full]:.4g} |")
-    print(f"| the best of {which}, {args.seeds} seeds at the full budget | {best_full} | {best_mean:.4g} ± {best_sd:.2g} ({', '.join(f'{s:.4g}' for s in best_seeds)}) |")
+    rows = [
+        [f"the sweep's best (its last rung, seed {config.seed})", best_trial.number, f"{best_trial.value:.4g}"],
+        [f"the sweep's best, {args.seeds} seeds at the full budget", best_trial.number, f"{mean:.4g} ± {sd:.2g} ({', '.join(f'{s:.4g}' for s in seeds)})"],
+        [f"the best of {which}, at the full budget (seed {config.seed})", best_full, f"{full[best_full]:.4g}"],
+        [f"the best of {which}, {args.seeds} seeds at the full budget", best_full, f"{best_mean:.4g} ± {best_sd:.2g} ({', '.join(f'{s:.4g}' for s in best_seeds)})"],
+    ]
+    print(reporting.markdown_table(["what", "configuration (trial)", key], rows))
     print(f"\nfirst rung ({first_steps} steps) against the full budget over {len(numbers)} configurations: "
           f"Spearman's rho {agreement.spearman:.2f} [{agreement.spearman_lo:.2f}, {agreement.spearman_hi:.2f}], "
           f"Kendall's tau {agreement.kendall:.2f} [{agreement.kendall_lo:.2f}, {agreement.kendall_hi:.2f}]")
     print(f"within one sd, means over the same {args.seeds} seeds: {'yes' if within else 'no'} "
           f"(|{mean:.4g} - {best_mean:.4g}| = {abs(mean - best_mean):.3g}, sd {sd:.2g})")
     print(f"against the full-budget best's own seed-{config.seed} score: |{mean:.4g} - {full[best_full]:.4g}| = {abs(mean - full[best_full]):.3g} "
-          f"({'within' if abs(mean - full[best_full]) <= sd else 'not within'} sd {sd:.2g}); load average {os.getloadavg()[0]:.1f} at the end")
+          f"({'within' if abs(mean - full[best_full]) <= sd else 'not within'} sd {sd:.2g}); at the end: {reporting.load_line()}")
 
 
 if __name__ == "__main__":

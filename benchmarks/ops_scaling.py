@@ -17,12 +17,17 @@ Run with OMP_WAIT_POLICY=PASSIVE there.
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
 from typing import Callable
 
 import torch
 
 from dicesearch.ops import BidirectionalS4DLayer, bi_wkv, linear_attention
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/reporting.py, however this file is loaded
+import reporting  # noqa: E402
 
 
 def bi_wkv_case(length: int, channels: int, device: str, chunk_size: int | None = None) -> Callable[[], torch.Tensor]:
@@ -78,14 +83,16 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
 
-    print(f"device={args.device} threads={torch.get_num_threads()} B=1 C={args.channels} torch={torch.__version__}")
-    print(f"{'op':<20}{'T':>7}{'wall ms':>11}{'x prev':>8}{'cpu ms':>11}{'wall us/token':>15}")
+    print(reporting.machine_line(args.device))
+    print(f"device={args.device} B=1 C={args.channels}")
+    table = reporting.TextTable(("op", "<20"), ("T", ">7"), ("wall ms", ">11"), ("x prev", ">8"), ("cpu ms", ">11"), ("wall us/token", ">15"), sep="")
+    print(table.header())
     for name, make in CASES.items():
         previous = None
         for length in args.lengths:
             wall, cpu = time_fwd_bwd(make(length, args.channels, args.device), args.repeats, args.device)
             growth = f"{wall / previous:.2f}" if previous else "-"
-            print(f"{name:<20}{length:>7}{wall * 1e3:>11.1f}{growth:>8}{cpu * 1e3:>11.1f}{wall / length * 1e6:>15.1f}", flush=True)
+            print(table.row(name, length, f"{wall * 1e3:.1f}", growth, f"{cpu * 1e3:.1f}", f"{wall / length * 1e6:.1f}"), flush=True)
             previous = wall
 
 

@@ -1,7 +1,7 @@
 """The default short run (the sweep's objective) on the embedded digits: time and FID,
 trained vs the same model untrained. Prints a table.
 
-    python benchmarks/short_run.py [--spec DICE-digits] [--steps N] [--fid-samples N]
+    python benchmarks/short_run.py [--space search_spaces/cascade.yaml] [--steps N] [--fid-samples N]
 
 Targets (issue 4): train + sample + FID within 3 minutes on 2 CPU cores, and a trained
 model clearly better than the untrained one.
@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
+import sys
 import time
 
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/reporting.py, however this file is loaded
+import reporting  # noqa: E402
 
 
 def main() -> None:
@@ -61,14 +64,12 @@ def main() -> None:
     m = evaluation.metrics
     rows.append((f"trained {budget.train_steps} steps", m[f"fid_{n}"], m["train_seconds"], total))
 
-    print(f"machine: {platform.machine()} {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(reporting.machine_line("cpu"))
     print(f"spec: {spec.name} ({int(m['params']):,} params), data: {data.kind}, budget: {budget.train_steps} steps x batch "
           f"{budget.batch_size}, {n} samples x {budget.sampling_steps} {budget.sampler} steps")
     print(f"reference statistics of {n} real images (cached after the first run): {reference_seconds:.1f} s\n")
-    print(f"| model | fid_{n} | train s | total s (train + sample + FID) |")
-    print("| --- | --- | --- | --- |")
-    for name, fid, train_s, total_s in rows:
-        print(f"| {name} | {fid:.1f} | {train_s:.1f} | {total_s:.1f} |")
+    cells = [[name, f"{fid:.1f}", f"{train_s:.1f}", f"{total_s:.1f}"] for name, fid, train_s, total_s in rows]
+    print(reporting.markdown_table(["model", f"fid_{n}", "train s", "total s (train + sample + FID)"], cells))
 
 
 if __name__ == "__main__":

@@ -17,16 +17,17 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
-import platform
+import sys
 import time
 
 import torch
-from rich.console import Console
-from rich.table import Table
 
 from dicesearch.data import DigitsSpec, load_dataset
 from dicesearch.spec import load_spec
 from dicesearch.train import TrainConfig, train
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/reporting.py, however this file is loaded
+import reporting  # noqa: E402
 
 
 def main() -> None:
@@ -44,9 +45,9 @@ def main() -> None:
     data = DigitsSpec(resolution=spec.input.resolution)
     dataset = load_dataset(data)
     parameters = sum(p.numel() for p in __import__("dicesearch.model", fromlist=["build_model"]).build_model(spec).parameters())
-    table = Table(title=f"{spec.name} ({parameters:,} parameters) on {data.kind} {spec.input.resolution}px, {args.steps} steps per row")
-    for column in ("batch", "threads", "precision", "kernels", "steps/s", "images/s", "s/step"):
-        table.add_column(column, justify="right")
+    print(reporting.machine_line("cpu"))
+    print(f"{spec.name} ({parameters:,} parameters) on {data.kind} {spec.input.resolution}px, {args.steps} steps per row\n")
+    rows = []
     for batch, threads, precision, kernels in itertools.product(args.batch_sizes, args.threads, args.precision, args.kernels):
         torch.set_num_threads(threads)
         config = TrainConfig(
@@ -56,15 +57,9 @@ def main() -> None:
         start = time.perf_counter()
         train(spec, data, config, dataset=dataset, device="cpu")
         seconds = (time.perf_counter() - start) / args.steps
-        table.add_row(str(batch), str(threads), precision, kernels, f"{1 / seconds:.2f}", f"{batch / seconds:.0f}", f"{seconds:.3f}")
-    console = Console()
-    console.print(table)
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    console.print(
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
-        f"1-min load average {load:.1f} at the end",
-        highlight=False,
-    )
+        rows.append([batch, threads, precision, kernels, f"{1 / seconds:.2f}", f"{batch / seconds:.0f}", f"{seconds:.3f}"])
+    print(reporting.markdown_table(["batch", "threads", "precision", "kernels", "steps/s", "images/s", "s/step"], rows))
+    print(f"\nat the end: {reporting.load_line()}")
 
 
 if __name__ == "__main__":

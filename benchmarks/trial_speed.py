@@ -35,7 +35,7 @@ import argparse
 import contextlib
 import multiprocessing
 import os
-import platform
+import sys
 import statistics
 import tempfile
 import time
@@ -43,17 +43,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from rich.console import Console
-from rich.table import Table
 
 from dicesearch.train.callbacks import Callback
 
-console = Console(width=160)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/reporting.py, however this file is loaded
+import reporting  # noqa: E402
 
-
-def load_line() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"load average {one:.1f} / {five:.1f} / {fifteen:.1f} (1 / 5 / 15 min)"
+load_line = reporting.load_line
 
 
 @dataclass(frozen=True)
@@ -158,26 +154,25 @@ def training_table(spec, data, batch: int, args) -> None:
             rounds[p.name].append((rate, statistics.mean(cpu for _, cpu, _, _ in runs) / args.steps))
             first_step.setdefault(p.name, max(first for _, _, first, _ in runs))
             losses[p.name] = runs[0][3]
-            console.print(f"  round {r + 1}/{args.rounds} {p.name}: {rate:.0f} images/s", highlight=False)
+            print(f"  round {r + 1}/{args.rounds} {p.name}: {rate:.0f} images/s", flush=True)
     rate = {p.name: statistics.median(images for images, _ in rounds[p.name]) for p in paths}
     old = max((p for p in paths if not p.fast_kernels), key=lambda p: p.threads)  # main's trial: eager at torch's default threads
-    table = Table(title=f"training {spec.name} ({_params(spec):,} parameters), batch {batch}, {args.steps} timed steps x {args.rounds} rounds, {args.device}, {args.precision}")
-    for column in ("path", "images/s", "x eager, same threads", f"x {old.name}", "CPU s/step", "first step s", "max loss diff (rel.)"):
-        table.add_column(column, justify="right")
+    title = f"training {spec.name} ({_params(spec):,} parameters), batch {batch}, {args.steps} timed steps x {args.rounds} rounds, {args.device}, {args.precision}"
+    headers = ["path", "images/s", "x eager, same threads", f"x {old.name}", "CPU s/step", "first step s", "max loss diff (rel.)"]
+    rows = []
     reference = losses[paths[0].name]
     eager_at = {p.threads: rate[p.name] for p in paths if not p.fast_kernels and p.processes == 1}
     for p in paths:
         same = eager_at.get(p.threads * p.processes)  # the eager process with as many threads as the row has in all
         diff = max(abs(a - b) / abs(b) for a, b in zip(losses[p.name], reference))
-        table.add_row(
+        rows.append([
             p.name, f"{rate[p.name]:.0f}", "" if same is None else f"{rate[p.name] / same:.2f}", f"{rate[p.name] / rate[old.name]:.2f}",
             f"{statistics.median(cpu for _, cpu in rounds[p.name]):.3f}", f"{first_step[p.name]:.1f}", f"{diff:.1e}",
-        )  # fmt: skip
-    console.print(table)
-    console.print(
+        ])  # fmt: skip
+    print(f"\n{title}\n\n{reporting.markdown_table(headers, rows)}\n")
+    print(
         f"each row in fresh processes (spawned, as trial processes are); the sweep row's {args.parallelism} processes train at once "
-        f"and its images/s is theirs together. before: {before}; after: {load_line()}",
-        highlight=False,
+        f"and its images/s is theirs together. before: {before}; after: {load_line()}"
     )
 
 
@@ -223,7 +218,7 @@ def scoring_table(spec, data, budget, args) -> None:
     dataset = load_dataset(data)
     n, seed = budget.fid_samples, args.seed
     steps = args.train_steps or budget.train_steps
-    console.print(f"training the base model for {steps} steps (fast kernels) ...", highlight=False)
+    print(f"training the base model for {steps} steps (fast kernels) ...", flush=True)
     config = TrainConfig(steps=steps, batch_size=budget.batch_size, lr=budget.lr, warmup_steps=budget.warmup_steps, ema_decay=budget.ema_decay, seed=seed)
     ema = train(spec, data, config, dataset=dataset, device=args.device).ema
     reference_stats_from_dataset(ImageView(dataset, data), n, dataset.fingerprint, seed=seed, progress=False)  # cached once, as for every sweep
@@ -241,25 +236,23 @@ def scoring_table(spec, data, budget, args) -> None:
                 scores = image_scores(images, reference, n, seed=seed, progress=False, fast=fast)
                 end = time.perf_counter()
             results[fast].append((sampled - start, end - sampled, time.process_time() - cpu, scores))
-            console.print(f"  round {r + 1}/{args.rounds} {'fast' if fast else 'eager'}: {end - start:.1f} s", highlight=False)
+            print(f"  round {r + 1}/{args.rounds} {'fast' if fast else 'eager'}: {end - start:.1f} s", flush=True)
 
     def median(fast: bool, i: int) -> float:
         return statistics.median(row[i] for row in results[fast])
 
-    table = Table(title=f"sampling + scoring one trial: {n} images x {budget.sampling_steps} {budget.sampler} steps, {args.rounds} rounds, {args.device}, {torch.get_num_threads()} torch thread(s)")
-    table.add_column("", justify="left")
-    for column in ("eager (main)", "fast", "x eager"):
-        table.add_column(column, justify="right")
+    title = f"sampling + scoring one trial: {n} images x {budget.sampling_steps} {budget.sampler} steps, {args.rounds} rounds, {args.device}, {torch.get_num_threads()} torch thread(s)"
+    rows = []
     for label, i in (("sampling s", 0), ("reference + Inception + scores s", 1), ("CPU s (both)", 2)):
-        table.add_row(label, f"{median(False, i):.1f}", f"{median(True, i):.1f}", f"{median(False, i) / median(True, i):.2f}")
+        rows.append([label, f"{median(False, i):.1f}", f"{median(True, i):.1f}", f"{median(False, i) / median(True, i):.2f}"])
     total_eager, total_fast = median(False, 0) + median(False, 1), median(True, 0) + median(True, 1)
-    table.add_row("sampling + scoring s", f"{total_eager:.1f}", f"{total_fast:.1f}", f"{total_eager / total_fast:.2f}")
+    rows.append(["sampling + scoring s", f"{total_eager:.1f}", f"{total_fast:.1f}", f"{total_eager / total_fast:.2f}"])
     eager_scores, fast_scores = results[False][-1][3], results[True][-1][3]
     for name in sorted(eager_scores):
         a, b = eager_scores[name], fast_scores[name]
-        table.add_row(name, f"{a:.6g}", f"{b:.6g}", f"diff {abs(a - b) / max(abs(a), 1e-12):.1e}")
-    console.print(table)
-    console.print(f"before: {before}; after: {load_line()}", highlight=False)
+        rows.append([name, f"{a:.6g}", f"{b:.6g}", f"diff {abs(a - b) / max(abs(a), 1e-12):.1e}"])
+    print(f"\n{title}\n\n{reporting.markdown_table(['', 'eager (main)', 'fast', 'x eager'], rows)}\n")
+    print(f"before: {before}; after: {load_line()}")
 
 
 def main() -> None:
@@ -287,8 +280,7 @@ def main() -> None:
     spec = load_spec(args.spec) if args.spec else parse_spec(space.base)
     args.seed, args.lr = space.config.seed, budget.lr
     args.parallelism = args.parallelism or (1 if args.spec else space.config.parallelism)
-    device = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else f"{platform.machine()} CPU, {os.cpu_count()} cores"
-    console.print(f"{device}, torch {torch.__version__}; other jobs share this machine: {load_line()}", highlight=False)
+    print(reporting.machine_line(args.device) + " (other jobs may share this machine)")
     with tempfile.TemporaryDirectory() as scratch:
         if args.spec and spec.input.channels != 1:
             data = _synthetic_latents(spec, max(256, args.batch or budget.batch_size), Path(scratch))

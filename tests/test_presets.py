@@ -102,7 +102,7 @@ def test_dice_preset_multiply_adds_match_the_papers_47_49_g():
     assert macs / 1e9 == pytest.approx(47.49, rel=0.01)
 
 
-# The attention-free presets: parameters as built (stated in README.md and each preset's header)
+# The attention-free presets: parameters as built (stated in docs/presets.md and each preset's header)
 ATTENTION_FREE = {
     "DiffuSSM-XL": 673_091_144,
     "DRWKV-S/2": 39_323_552,  # feizc/Diffusion-RWKV's DiffRWKVModel, exactly
@@ -146,15 +146,15 @@ def test_lit_presets_are_dit_plus_one_shared_depthwise_conv_per_block(size, dept
 
 
 @pytest.mark.parametrize("name", ["DiT-S/2", "DiT-B/2", "DiT-L/2", "DiT-XL/2", "DiMR-XL/2R", "DICE", "DICE-digits", *ATTENTION_FREE])
-def test_readme_table_states_the_counts_the_code_builds(name):
+def test_presets_page_table_states_the_counts_the_code_builds(name):
     from pathlib import Path
 
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    page = (Path(__file__).parents[1] / "docs" / "presets.md").read_text()
     _, model = _meta_model(name)
     count = sum(p.numel() for p in model.parameters())
-    row = next((line for line in readme.splitlines() if line.startswith(f"| {name} ")), None)
-    assert row is not None, f"README has no table row for {name}"
-    assert f"{count:,}" in row, f"README row for {name} does not state {count:,}: {row}"
+    row = next((line for line in page.splitlines() if line.startswith(f"| {name} ")), None)
+    assert row is not None, f"docs/presets.md has no table row for {name}"
+    assert f"{count:,}" in row, f"docs/presets.md row for {name} does not state {count:,}: {row}"
 
 
 def test_drwkv_norms_are_the_released_codes():

@@ -31,6 +31,6 @@ def test_a_trained_trial_costs_training_sampling_decoding_inception_and_overhead
 def test_it_estimates_the_imagenet_space(capsys):
     assert trials_per_night.main([str(ROOT / "search_spaces" / "imagenet256.yaml"), "--draws", "2"]) == 0
     out = capsys.readouterr().out
-    assert "VAE decode 622 GFLOP/image" in out  # sd-vae-ft-ema's decoder on a 32x32x4 latent, as the README says
+    assert "VAE decode 622 GFLOP/image" in out  # sd-vae-ft-ema's decoder on a 32x32x4 latent, as docs/gpu.md says
     assert "2 random draws, 0 refused by the memory gate (24 GiB at batch 32 fp16), 2 fit" in out
     assert "trained trials" in out and "the space asks for 20" in out

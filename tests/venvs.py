@@ -29,6 +29,7 @@ class FreshVenv:
             capture_output=True, text=True, check=True,
         ).stdout.strip()  # fmt: skip
         outer = [p for p in sys.path if p.endswith(("site-packages", "dist-packages")) and Path(p).is_dir()]
+        self.purelib = purelib
         Path(purelib, "_borrowed_site_packages.pth").write_text("".join(f"{p}\n" for p in outer))
         bindir = str(root / "bin")
         self.env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
@@ -43,6 +44,20 @@ class FreshVenv:
             MPLBACKEND="Agg",
             COLUMNS="200",
         )
+
+    def hide(self, *names: str) -> None:
+        """Borrow every outer package except those whose folder or file names start with one of
+        ``names`` (e.g. a distribution and its ``.dist-info``): as if they were never installed."""
+        pth = Path(self.purelib, "_borrowed_site_packages.pth")
+        farms = []
+        for index, outer in enumerate(Path(line) for line in pth.read_text().splitlines() if line):
+            farm = self.root.parent / f"borrowed-{index}"
+            farm.mkdir()
+            for entry in outer.iterdir():
+                if not entry.name.startswith(names):
+                    (farm / entry.name).symlink_to(entry)
+            farms.append(farm)
+        pth.write_text("".join(f"{farm}\n" for farm in farms))
 
     @property
     def python(self) -> str:

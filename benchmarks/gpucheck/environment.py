@@ -8,6 +8,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
+import reporting
 import torch
 
 from gpucheck.peaks import peak_tflops
@@ -72,8 +73,11 @@ def driver_version() -> str:
 
 
 def _host() -> str:
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
-    return f"{platform.machine()}, {os.cpu_count()} CPU cores, load average {load}, {torch.get_num_threads()} torch threads"
+    """The host, in the words of benchmarks/reporting.py (as every benchmark prints it)."""
+    return (
+        f"{platform.machine()} ({reporting.cpu_name()}), {os.cpu_count()} CPU cores, {reporting.load_line()}, "
+        f"{torch.get_num_threads()} torch threads"
+    )
 
 
 def detect(device: str | None = None) -> Environment:

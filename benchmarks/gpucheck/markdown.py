@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from reporting import markdown_table
+
 
 def num(value: float | None, digits: int = 3, unit: str = "") -> str:
     """``value`` to about ``digits`` significant digits; None, NaN or inf become an em dash."""
@@ -25,9 +27,8 @@ def percent(fraction: float | None, signed: bool = False) -> str:
 
 
 def table(headers: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(" --- " for _ in headers) + "|"]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
+    """A Markdown table: benchmarks/reporting.py's, which every benchmark prints."""
+    return markdown_table(headers, rows)
 
 
 @dataclass

@@ -21,7 +21,10 @@ from dicesearch.cli.app import console, inception_logits_option, inception_weigh
 @inception_logits_option
 def sweep(search_space: str, trials: int | None, out_dir: Path | None, storage: str | None, tracking_uri: str | None, device: str) -> None:
     """Run (or resume) the sweep a search-space file describes."""
+    from dicesearch.metrics.inception import check_fid_network
     from dicesearch.sweep.commands import run_sweep
+
+    check_fid_network()  # every trial scores FID: without the network, say what to install now
 
     run_sweep(search_space, console, trials=trials, out_dir=out_dir, storage=storage, tracking_uri=tracking_uri, device=device)
 
@@ -52,7 +55,10 @@ def export(search_space: str, output: Path, trial_number: int | None, storage: s
 @inception_logits_option
 def calibrate(search_space, best, random_count, factor, fid_samples, out_dir, storage, tracking_uri, device) -> None:
     """Re-train chosen trials of a finished sweep longer: does the short run rank them as the long one does?"""
+    from dicesearch.metrics.inception import check_fid_network
     from dicesearch.sweep.commands import calibrate_space
+
+    check_fid_network()
 
     calibrate_space(
         search_space, console, best=best, random_count=random_count, factor=factor, fid_samples=fid_samples,

