@@ -52,7 +52,7 @@ def test_the_site_builds_with_strict_checks(tmp_path):
         assert built.is_file(), f"{page} is in the nav but was not built"
     assert (site / "images" / "default_sweep_best.png").is_file()
     architecture = (site / "architecture" / "index.html").read_text()
-    assert "dicesearch/sweep/gate.py" in architecture
+    assert "dicesearch/sweep/lifecycle/gate.py" in architecture
 
 
 # -- the architecture page does not drift --------------------------------------------------------
@@ -88,12 +88,12 @@ def test_the_architecture_page_names_every_module_and_no_other():
 
 def test_the_architecture_check_names_a_missing_and_a_stale_module():
     page, on_disk = ARCHITECTURE.read_text(), modules_on_disk()
-    assert len(on_disk) > 140 and "dicesearch/sweep/gate.py" in on_disk
-    without_gate = "\n".join(line for line in page.splitlines() if "`dicesearch/sweep/gate.py`" not in line)
+    assert len(on_disk) > 140 and "dicesearch/sweep/lifecycle/gate.py" in on_disk
+    without_gate = "\n".join(line for line in page.splitlines() if "`dicesearch/sweep/lifecycle/gate.py`" not in line)
     with_ghost = page + "\n| `dicesearch/sweep/backends/ghost.py` | a module that is not there |\n"
     (missing,) = architecture_problems(without_gate, on_disk)
     (stale,) = architecture_problems(with_ghost, on_disk)
-    assert missing.splitlines()[1:] == ["  dicesearch/sweep/gate.py"], missing
+    assert missing.splitlines()[1:] == ["  dicesearch/sweep/lifecycle/gate.py"], missing
     assert stale.splitlines()[1:] == ["  dicesearch/sweep/backends/ghost.py"], stale
 
 

@@ -22,6 +22,7 @@ and ``finish`` from its driver-side callback. Neither decides duplicates, rungs 
 from __future__ import annotations
 
 import math
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -231,6 +232,9 @@ class TrialLifecycle:
         """Train, sample and score ``candidate`` in a trial process. ``should_prune(step, loss)``
         (the pruner) may stop it between reports; with rungs ``goes_on(index, steps, score)``
         (the rung rule) says whether it continues past each rung."""
+        scoring_points = run_dir is None and (candidate.rungs or self.settings.rungs) and workdir is not None
+        if scoring_points:  # scored along the way (a comparison's eval_at): its checkpoints are this run's alone
+            run_dir = workdir / "run"
         request = self.settings.request_for(candidate, workdir, run_dir, start_rung)
 
         def on_report(step: int, loss: float) -> bool:
@@ -241,7 +245,11 @@ class TrialLifecycle:
             score = self.record_rung(number, index, steps, metrics, len(request.rungs))
             return goes_on is None or goes_on(index, steps, score)
 
-        outcome = run_trial(request, on_report, time_limit_s=self.settings.time_limit_s, on_rung=on_rung if request.rungs else None)
+        try:
+            outcome = run_trial(request, on_report, time_limit_s=self.settings.time_limit_s, on_rung=on_rung if request.rungs else None)
+        finally:
+            if scoring_points:
+                shutil.rmtree(run_dir, ignore_errors=True)
         return outcome.with_metrics(candidate.metrics)
 
     def log_loss(self, number: int, step: int, loss: float) -> None:

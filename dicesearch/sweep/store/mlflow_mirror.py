@@ -42,6 +42,13 @@ def mlflow_key(name: str) -> str:
     return re.sub(r"[^\w.\- :/]", "_", name)
 
 
+def run_name(number: int, params: dict[str, Any]) -> str:
+    """``trial-3``; a comparison's run is named by its model and seed: ``DiT-digits seed 43``."""
+    if "model" in params and "seed" in params:
+        return f"{params['model']} seed {params['seed']}"
+    return f"trial-{number}"
+
+
 def _provenance_tags(spec_yaml: str) -> dict[str, str]:
     """``dicesearch.version`` and each plugin's distribution and version, from the spec's header."""
     from dicesearch.provenance import Provenance
@@ -157,13 +164,15 @@ class MlflowMirror:
             self._open_parent()
         return self.parent_run_id
 
-    def end_sweep(self, status: str, artifacts: list[Path] = ()) -> None:
+    def end_sweep(self, status: str, artifacts: list[Path] = (), folder: str = "plots") -> None:
+        """Close the parent run with ``status``, logging ``artifacts`` into its ``folder``."""
+
         def end():
             client = self._connect()
             if self._parent() is None:
                 return
             for path in artifacts:
-                client.log_artifact(self.parent_run_id, str(path), "plots")
+                client.log_artifact(self.parent_run_id, str(path), folder)
             client.set_terminated(self.parent_run_id, status)
 
         self._safe("close the sweep's parent run", end, force=True)
@@ -211,7 +220,7 @@ class MlflowMirror:
             from mlflow.entities import Param
 
             tags = {**self._trial_tags(number), **_provenance_tags(spec_yaml)}
-            run = client.create_run(self._experiment_id, run_name=f"trial-{number}", tags=tags)
+            run = client.create_run(self._experiment_id, run_name=run_name(number, params), tags=tags)
             self._trial_runs[number] = run.info.run_id
             values = {**{mlflow_key(k): v for k, v in params.items()}, **summary}
             client.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in list(values.items())[:100]])
@@ -256,7 +265,7 @@ class MlflowMirror:
         run_id = self._trial_runs.get(number)
         created = run_id is None
         if created:
-            run = client.create_run(self._experiment_id, run_name=f"trial-{number}", tags=self._trial_tags(number))
+            run = client.create_run(self._experiment_id, run_name=run_name(number, attrs.get(ATTR_PARAMS) or trial.params), tags=self._trial_tags(number))
             run_id = self._trial_runs[number] = run.info.run_id
             params = {mlflow_key(k): v for k, v in (attrs.get(ATTR_PARAMS) or trial.params).items()}
             client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in list(params.items())[:100]])
