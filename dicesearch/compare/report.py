@@ -13,6 +13,7 @@ from dicesearch.compare.tables import as_rich, markdown_report, results_table, v
 from dicesearch.compare.verdict import compare, default_rules
 from dicesearch.errors import DicesearchError
 
+
 class ComparisonFailed(DicesearchError):
     """A comparison ended without what a verdict needs (exit status 1: the input may be fine)."""
 
