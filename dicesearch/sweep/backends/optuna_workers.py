@@ -189,10 +189,11 @@ class OptunaSweep:
         def goes_on(index: int, steps: int, score: float | None) -> bool:
             if index + 1 == len(fidelity.rungs):
                 return True
+            nominal = fidelity.rungs[index]  # the rung as declared (a compute-matched trial trains its own steps)
             with self._lock:  # the claims read the same study
                 view = self.session.study.view()
                 decision = rungs.by_promotion(
-                    view, number, index, steps, score, fidelity.keep, self.session.directions[0], self.session.metric_keys[0], view.all_drawn(self.config.trials)
+                    view, number, index, nominal, score, fidelity.keep, self.session.directions[0], self.session.metric_keys[0], view.all_drawn(self.config.trials)
                 )
             decisions.append(decision)
             return decision.go_on

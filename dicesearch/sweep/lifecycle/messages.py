@@ -159,11 +159,12 @@ class TrialSettings(Message):
 
 def scaled_rungs(rungs: tuple[int, ...], train_steps: int) -> tuple[int, ...]:
     """A sweep's rungs (as declared, the last the full budget) at the same fractions of a run of
-    ``train_steps``: a compute-matched trial is scored at the same share of its own budget."""
-    last = rungs[-1]
-    scaled = [max(1, round(r * train_steps / last)) for r in rungs[:-1]] + [train_steps]
-    out: list[int] = []
-    for step in scaled:
-        if not out or step > out[-1]:
-            out.append(step)
-    return tuple(out)
+    ``train_steps``: a compute-matched trial is scored at the same share of its own budget.
+    Every rung keeps its own step (at least one more than the rung before)."""
+    if train_steps < len(rungs):
+        raise ValueError(f"the budget buys {train_steps} training step(s), fewer than the {len(rungs)} rungs to score at")
+    last, out = rungs[-1], []
+    for i, r in enumerate(rungs[:-1]):
+        step = max(round(r * train_steps / last), out[-1] + 1 if out else 1)
+        out.append(min(step, train_steps - (len(rungs) - 1 - i)))
+    return (*out, train_steps)

@@ -23,6 +23,8 @@ LOG_EVERY_S = 30.0
 class _Running:
     number: int
     total: int  # training steps the trial runs in all (replicates x train_steps)
+    train_steps: int = 0  # one replicate's steps
+    rungs: tuple[int, ...] | None = None  # its scoring points (a compute-matched trial's own)
     started: float = field(default_factory=lambda: time.monotonic())
     step: int = 0
     loss: float | None = None
@@ -44,9 +46,12 @@ class TrialProgress:
 
     # -- events -----------------------------------------------------------------------------
 
-    def start(self, number: int) -> None:
+    def start(self, number: int, train_steps: int | None = None, rungs: tuple[int, ...] | None = None) -> None:
+        """Trial ``number`` starts training: ``train_steps`` and ``rungs`` are its own where its
+        budget buys it other steps than the sweep's (compute matching, a comparison)."""
+        steps, rungs = train_steps or self.train_steps, rungs or self.rungs
         with self._lock:
-            self._running[number] = _Running(number, self.train_steps * self.replicates, scorings_left=len(self.rungs or (1,)))
+            self._running[number] = _Running(number, steps * self.replicates, steps, rungs, scorings_left=len(rungs or (1,)))
             self._show()
 
     def step(self, number: int, step: int, loss: float) -> None:
@@ -55,10 +60,10 @@ class TrialProgress:
             if trial is None:
                 return
             trial.step, trial.loss = step, loss
-            if self.rungs:
-                within = (step - 1) % self.train_steps + 1
-                index = next((i for i, steps in enumerate(self.rungs) if within <= steps), len(self.rungs) - 1)
-                trial.rung = f"rung {index + 1}/{len(self.rungs)}"
+            if trial.rungs:
+                within = (step - 1) % trial.train_steps + 1
+                index = next((i for i, steps in enumerate(trial.rungs) if within <= steps), len(trial.rungs) - 1)
+                trial.rung = f"rung {index + 1}/{len(trial.rungs)}"
             self._show(number)
 
     def scored(self, number: int, metrics: dict) -> None:

@@ -96,6 +96,13 @@ def prepare(
     assessment = gate.assess(spec, settings.memory, settings.memory_batch, warn)
     if assessment.rejection:
         return Candidate(**fields, metrics=assessment.metrics, outcome=TrialOutcome(status="rejected", reason=assessment.rejection, metrics=assessment.metrics))
+    if proposal.train_steps is None and settings.budget.match != "steps":  # the steps this configuration's budget buys
+        from dicesearch.train.matching import matched_steps
+
+        fields["train_steps"] = steps = matched_steps(spec, settings.data, settings.budget, settings.device).steps
+        if settings.rungs and steps < len(settings.rungs):
+            reason = f"invalid configuration: its {settings.budget.match} budget buys {steps} training step(s), fewer than the {len(settings.rungs)} rungs"
+            return Candidate(**fields, metrics=assessment.metrics, outcome=TrialOutcome(status="invalid", reason=reason, metrics=assessment.metrics))
     return Candidate(**fields, metrics=assessment.metrics)
 
 
@@ -214,7 +221,8 @@ class TrialLifecycle:
             self.console.print(f"trial {number}: the same configuration as trial {candidate.duplicate_of}; its result is reused, not retrained", highlight=False)
         elif candidate.outcome is None:
             self.console.print(f"trial {number}: {describe_values(candidate.values)}", highlight=False)
-            self.progress.start(number)
+            request = self.settings.request_for(candidate, None)
+            self.progress.start(number, request.budget.train_steps, request.rungs)
 
     # -- 3. run ------------------------------------------------------------------------------------
 
@@ -262,11 +270,15 @@ class TrialLifecycle:
         key = self.settings.metric_keys[0]
         score = metrics.get(key)
         kept = {k: v for k, v in metrics.items() if k.split("_")[0] in SCORE_PREFIXES}
+        # a sweep's rung is keyed by its declared steps, so that trials compute-matched to other
+        # steps compare at the same rung; the steps trained are kept beside
+        nominal = self.settings.rungs[index] if self.settings.rungs else steps
+        record = {"rung": index, "steps": nominal, **({"train_steps": steps} if steps != nominal else {}), **kept}
         earlier = self.study.trial(number).user_attrs.get(ATTR_RUNGS, [])
-        self.study.set_attrs(number, {ATTR_RUNGS: [*earlier, {"rung": index, "steps": steps, **kept}]})
+        self.study.set_attrs(number, {ATTR_RUNGS: [*earlier, record]})
         if finite(score):
-            self.study.report(number, float(score), steps)
-        self.mirror.log_rung(number, index, steps, kept)
+            self.study.report(number, float(score), nominal)
+        self.mirror.log_rung(number, index, nominal, kept)
         self.progress.scored(number, metrics)
         shown = Score.of(metrics, key)
         self.console.print(f"trial {number}: rung {index + 1}/{rungs} ({steps} steps): {key} {shown.text() if shown else '-'}", highlight=False)

@@ -125,7 +125,8 @@ class RayResults:
         elif report.rung is not None:  # stopped at a rung by the rung scheduler (the stopping form), with its scores
             rung, key, keep = report.rung, self.session.metric_keys[0], self.session.config.fidelity.keep
             score = rung.metrics.get(key)
-            decision = rungs.stopped(float(score) if finite(score) else None, len(self.study.view().scores_at(rung.steps)), rung.index, rung.steps, keep, key)
+            nominal = self.session.config.fidelity.rungs[rung.index]  # the rung as declared: where every trial's score is kept
+            decision = rungs.stopped(float(score) if finite(score) else None, len(self.study.view().scores_at(nominal)), rung.index, rung.steps, keep, key)
             curve = [tuple(p) for p in self._curves.get(trial.trial_id, [])]
             outcome = TrialOutcome(status=decision.status, reason=decision.reason, metrics={**report.metrics, **rung.metrics}, loss_curve=curve)
         else:  # stopped between two progress reports: ASHA decided it is not worth finishing

@@ -274,14 +274,14 @@ class RungScheduler(FIFOScheduler):
     def __init__(self, keep: float, direction: str, key: str, rungs: int):
         super().__init__()
         self.keep, self.direction, self.key, self.rungs = keep, direction, key, rungs
-        self.scores: dict[int, dict[str, float]] = {}  # rung steps -> Ray trial id -> score
+        self.scores: dict[int, dict[str, float]] = {}  # rung index -> Ray trial id -> score
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         """``result`` is flattened by Tune: the rung comes as rung_index, rung_steps, rung_score."""
         if result.get("rung_index") is None or int(result["rung_index"]) + 1 == self.rungs:
             return TrialScheduler.CONTINUE
         index, steps, score = int(result["rung_index"]), int(result["rung_steps"]), result.get("rung_score")
-        at_rung = self.scores.setdefault(steps, {})
+        at_rung = self.scores.setdefault(index, {})  # by index: a compute-matched trial reaches a rung at its own steps
         if finite(score):
             at_rung[trial.trial_id] = float(score)
         decision = rungs.by_stopping(float(score) if finite(score) else None, list(at_rung.values()), index, steps, self.keep, self.direction, self.key)

@@ -119,13 +119,14 @@ def run_ray_trial(config: dict[str, Any], settings: TrialSettings, run_root: str
         tune.report({**blank, "loss": last_loss[0], **flat, KEY: report.model_dump()})
         return True  # the driver's rung scheduler stops the trial by ending its Ray task
 
+    rungs = settings.request_for(candidate, None).rungs  # this trial's own scoring points (compute matching scales them)
     run_dir, start_rung = None, 0
-    if settings.rungs and run_root:
+    if rungs and run_root:
         run_dir = Path(run_root) / tune.get_context().get_trial_id()
         done = rung_checkpoint_step(run_dir)
-        start_rung = list(settings.rungs).index(done) if done in settings.rungs else 0  # re-scores that rung, then goes on
+        start_rung = list(rungs).index(done) if done in rungs else 0  # re-scores that rung, then goes on
     with tempfile.TemporaryDirectory(prefix="dicesearch-trial-") as workdir:
-        if settings.rungs and run_dir is None:
+        if rungs and run_dir is None:
             run_dir = Path(workdir) / "run"
         request = settings.request_for(candidate, Path(workdir), run_dir, start_rung)
         outcome = run_trial(request, progress, time_limit_s=settings.time_limit_s, on_rung=rung)
