@@ -60,6 +60,15 @@ def test_scores_print_with_their_spread_and_ties_follow_interval_overlap():
     assert tied(Score(3.0), Score(3.0)) and not tied(Score(3.0), Score(3.1))  # no interval: only equal values tie
 
 
+def test_the_mark_tests_the_difference_not_whether_intervals_overlap():
+    """Two 95 % intervals can overlap while the scores differ at the 5 % level: the mark is a
+    z-test of the difference from the two sds (the rule the table's caption states)."""
+    a, b = Score(100.0, 5.0, 90.2, 109.8), Score(115.0, 5.0, 105.2, 124.8)
+    assert a.lo <= b.hi and b.lo <= a.hi  # the intervals overlap...
+    assert not tied(a, b)  # ...but |15| > 1.96 x sqrt(5^2 + 5^2) = 13.9
+    assert tied(a, Score(113.0, 5.0, 103.2, 122.8))  # |13| < 13.9
+
+
 @pytest.fixture(scope="module")
 def mlflow_uri(tmp_path_factory):
     return f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
@@ -130,3 +139,27 @@ def test_tpe_learns_from_infeasible_trials(make_study):
     late = [t.params["channels"] for t in study.trials()[15:]]
     assert sum(x > 3 for x in late) <= 6  # at random, 70 % would not fit (P(<= 6 of 15) = 1.5 %)
     assert study.study.best_trial.params["channels"] <= 3
+
+
+def test_the_importance_plot_answers_what_explains_the_score_and_says_so(tmp_path):
+    """A categorical parameter that sets every score apart (a conditioning method) and a
+    continuous one that only separates the very best: fANOVA gives the first the larger share,
+    steadily over forest seeds; the plot's title names the evaluator and its question."""
+    from dicesearch.sweep.results.importance import EVALUATOR, QUESTION, fanova_importances, importance_figure
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    rng = np.random.default_rng(0)
+    for _ in range(24):
+        trial = study.ask()
+        kind = trial.suggest_categorical("conditioning.kind", ["adaln_zero", "tdln"])
+        lam = trial.suggest_float("lambda", 0.1, 10.0, log=True)
+        study.tell(trial, (230.0 if kind == "tdln" else 190.0) - 8.0 * (lam > 5) + rng.normal(0, 2))
+    importances = fanova_importances(study)
+    assert [i.name for i in importances] == ["conditioning.kind", "lambda"]
+    first = importances[0]
+    assert first.low > 0.7 and first.mean > importances[1].high  # first on every forest seed
+    assert all(abs(sum(i.shares[s] for i in importances) - 1.0) < 1e-6 for s in range(len(first.shares)))  # normalised shares
+    figure = importance_figure(importances, "fid_128")
+    assert figure.axes[0].get_title() == f"{EVALUATOR}: {QUESTION}" and "fANOVA" in EVALUATOR
+    assert [t.get_text() for t in figure.axes[0].get_yticklabels()] == ["lambda", "conditioning.kind"]  # the largest on top
+    figure.savefig(tmp_path / "importances.png")

@@ -5,12 +5,13 @@
   drawn from the scored trials only (infeasible ones carry placeholder values). With
   multi-fidelity rungs (one objective) they draw every configuration's score at the first
   rung, the one budget all of them were scored at (few reach the full budget).
-* ``param_importances.png`` only when the sweep has enough scored trials for the estimate
-  to mean something: at least ``IMPORTANCE_MIN_TRIALS`` and ``IMPORTANCE_TRIALS_PER_PARAM``
-  per parameter that varied. Optuna's fANOVA fits a random forest to (parameters ->
-  objective); with fewer points than that, the forest explains noise and the "importances"
-  are an artefact of which configurations happened to be drawn. Otherwise
-  :func:`importance_note` says why it is omitted.
+* ``param_importances.png`` (:mod:`dicesearch.sweep.results.importance`: fANOVA's share of the
+  score's variance, with its range over forest seeds, the question named in the title) only
+  when the sweep has enough scored trials for the estimate to mean something: at least
+  ``IMPORTANCE_MIN_TRIALS`` and ``IMPORTANCE_TRIALS_PER_PARAM`` per parameter that varied.
+  fANOVA fits a random forest to (parameters -> objective); with fewer points than that, the
+  forest explains noise and the "importances" are an artefact of which configurations
+  happened to be drawn. Otherwise :func:`importance_note` says why it is omitted.
 * ``best_samples.png``: the sample grids of the best few trials side by side, scaled up
   (nearest neighbour) so a person can judge them, each titled with its trial and score
   (and, for a trial stopped at a rung, the steps it was scored at).
@@ -100,9 +101,10 @@ def save_plots(study: optuna.Study, out_dir: Path, target_names: list[str], firs
             plots.append(("pareto_front.png", lambda: ovm.plot_pareto_front(scored, target_names=target_names)))
     if count >= 1:
         plots.append(("slice.png", lambda: ovm.plot_slice(scored, **first)))
-    if count >= 2 and importance_note(study, first_rung) is None:
-        plots.append(("param_importances.png", lambda: ovm.plot_param_importances(scored, **first)))
     written = [path for name, make in plots if (path := _save_figure(make, out_dir / name)) is not None]
+    if count >= 2 and importance_note(study, first_rung) is None:
+        path = _save_importances(scored, name, first["target"], out_dir / "param_importances.png")
+        written += [path] if path is not None else []
     gallery = save_best_samples(study, out_dir / "best_samples.png", target_names[0])
     return written + ([gallery] if gallery else [])
 
@@ -117,6 +119,20 @@ def _save_figure(make: Callable, path: Path) -> Path | None:
         figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
         figure.savefig(path, dpi=110, bbox_inches="tight")
         plt.close(figure)
+        return path
+    except Exception as exc:  # a plot is a nicety, never a reason to fail
+        warnings.warn(f"could not draw {path.name}: {exc}", stacklevel=2)
+        return None
+
+
+def _save_importances(scored: optuna.Study, target_name: str, target, path: Path) -> Path | None:
+    from dicesearch.sweep.results.importance import fanova_importances, importance_figure
+
+    try:
+        importances = fanova_importances(scored, target)
+        if not importances:
+            return None
+        importance_figure(importances, target_name).savefig(path, bbox_inches="tight")
         return path
     except Exception as exc:  # a plot is a nicety, never a reason to fail
         warnings.warn(f"could not draw {path.name}: {exc}", stacklevel=2)

@@ -5,10 +5,13 @@ Every score a trial records comes with ``<key>_sd`` and a 95 % interval ``<key>_
 bootstrap resamples of the generated images (FID) or subsets (KID), which leave out the
 training seed's share and so understate the spread (:mod:`dicesearch.metrics`).
 
-The rule for a tie: a trial is *tied with the best* when its 95 % interval overlaps the
-best trial's. Overlapping intervals are a conservative test (two scores whose intervals
-just touch differ at well below the 5 % level), which is the right side to err on before
-discarding a configuration.
+The rule for the table's mark: a trial is *not shown to differ* from the best (``≈``) when
+the difference of the two scores is within 1.96 standard errors of the difference,
+sqrt(sd_a^2 + sd_b^2) from the two trials' own sds: a two-sided 5 % z-test of the
+difference, treating the two scores as independent (each trial's spread is its own). It is
+not a claim that the two are equal (that needs a margin and a paired comparison: ``dicesearch
+compare``), and two 95 % intervals may overlap while the scores differ at the 5 % level,
+which is why the mark does not use overlap.
 """
 
 from __future__ import annotations
@@ -18,12 +21,15 @@ from dataclasses import dataclass
 
 from dicesearch.metrics.score import Score
 
+Z_95 = 1.959964  # the two-sided 5 % point of the standard normal
+
 
 def tied(a: Score, b: Score) -> bool:
-    """Whether the 95 % intervals of ``a`` and ``b`` overlap (equal values if either has none)."""
-    if not (a.has_interval and b.has_interval):
+    """Whether ``a`` and ``b`` are not shown to differ: |a - b| <= 1.96 sqrt(sd_a^2 + sd_b^2)
+    (equal values only, if either has no sd)."""
+    if a.sd is None or b.sd is None:
         return a.value == b.value
-    return a.lo <= b.hi and b.lo <= a.hi
+    return abs(a.value - b.value) <= Z_95 * math.hypot(a.sd, b.sd)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ TIE_MARK = "≈"
 
 
 def tied_with_best(study: optuna.Study, key: str) -> set[int]:
-    """Numbers of the scored trials whose ``key`` is statistically tied with the best's (the best excluded)."""
+    """Numbers of the scored trials whose ``key`` is not shown to differ from the best's (the best excluded; :func:`tied`)."""
     scored = [t for t in ranked_trials(study) if is_scored(t)]
     if not scored:
         return set()
@@ -61,7 +61,7 @@ def ranked_table(study: optuna.Study, metric_keys: list[str], limit: int = 30, r
         title=f"study {study.study_name}: trials ranked by {metric_keys[0]}",
         caption=(
             f"± one standard deviation (over replicates, else over resampled images); {TIE_MARK}: "
-            f"tied with the best on {metric_keys[0]} (their 95 % intervals overlap)"
+            f"not shown to differ from the best on {metric_keys[0]} (|difference| within 1.96 standard errors: a 5 % test, not a claim they are equal)"
         ),
         caption_justify="left",
         box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, padding=(0, 1),
