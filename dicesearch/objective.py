@@ -25,6 +25,7 @@ from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, model_va
 from dicesearch.analysis.flops import static_metrics
 from dicesearch.devices import resolve_device
 from dicesearch.filemodel import FileModel
+from dicesearch.train.config import Precision
 
 
 class Budget(FileModel):
@@ -53,6 +54,10 @@ class Budget(FileModel):
     )
     compile: Literal["auto", "always", "never"] = Field(
         "auto", description="torch.compile the training step: auto where its measured cost is paid back within the run (never on a CPU), always, never."
+    )
+    precision: Precision = Field(
+        "auto",
+        description="Training arithmetic: auto (fp16 on CUDA; on a CPU bf16 autocast only where measured faster with scores inside the seed spread, dicesearch.speed.precision: nowhere yet, so fp32), fp32, bf16, fp16.",
     )
     threads: PositiveInt | None = Field(
         1, description="torch intra-op threads of a sweep's trial process (1: fastest for small models on a shared CPU, where 2 threads run 5-10x slower); None: torch's default. evaluate() itself leaves the setting alone."
@@ -199,7 +204,7 @@ class _Replicate:
         config = TrainConfig(
             steps=steps, batch_size=budget.batch_size, lr=budget.lr, warmup_steps=budget.warmup_steps, ema_decay=budget.ema_decay,
             seed=self.seed, log_every=budget.report_every, checkpoint_every=budget.train_steps + 1, keep_checkpoints=1,
-            fast_kernels=budget.fast_kernels, compile=budget.compile,
+            fast_kernels=budget.fast_kernels, compile=budget.compile, precision=budget.precision,
         )  # fmt: skip
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)

@@ -47,6 +47,7 @@ class StartEvent:
     precision: str  # fp32 | bf16 | fp16
     compiled: bool = False  # the training step runs through torch.compile
     compile_reason: str = ""  # why (dicesearch.speed.compile.decide_compile)
+    precision_reason: str = ""  # why this precision (dicesearch.speed.precision.decide_precision)
 
 
 @dataclass(frozen=True)

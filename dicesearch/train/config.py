@@ -23,8 +23,8 @@ from dicesearch.yaml_files import compose, load_yaml_file
 __all__ = ["ConfigError", "Precision", "SamplingConfig", "TrainConfig", "load_config"]
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+"""auto: fp16 autocast + GradScaler on CUDA; on a CPU fp32 unless bf16 was measured to pay there (dicesearch.speed.precision)."""
 _Beta = Annotated[float, Field(ge=0.0, lt=1.0)]
-"""auto: fp16 autocast + GradScaler on CUDA, fp32 elsewhere."""
 
 
 class ConfigError(DicesearchError):

@@ -1,8 +1,10 @@
 """Mixed precision: which autocast dtype, and whether a GradScaler guards fp16 gradients.
 
 ``auto`` is fp16 autocast with a GradScaler on CUDA (DICE Sec. 4.1 trains in half
-precision) and fp32 elsewhere (CPU autocast is slower than fp32 for these models). The
-weights, the optimiser state, the EMA and the loss stay fp32 in every mode.
+precision) and fp32 elsewhere; the trainer first asks ``dicesearch.speed.precision``
+whether a CPU's measured bf16 units make ``auto`` bf16 for training (nowhere yet: on the
+project's CPU bf16 autocast steps are slower than fp32). The weights, the optimiser state,
+the EMA and the loss stay fp32 in every mode.
 """
 
 from __future__ import annotations

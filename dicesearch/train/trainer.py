@@ -37,6 +37,7 @@ from dicesearch.devices import resolve_device
 from dicesearch.errors import DataError, TrainingDiverged
 from dicesearch.speed import fast_kernels
 from dicesearch.speed.compile import CompileDecision, decide_compile
+from dicesearch.speed.precision import decide_precision
 from dicesearch.train.callbacks import Callback, EvalEvent, LogEvent, ProgressBar, StartEvent, StopTraining
 from dicesearch.train.checkpoint import checkpoint_path, load_checkpoint, prune_checkpoints, remove_partial_files, save_checkpoint
 from dicesearch.train.config import TrainConfig
@@ -114,7 +115,8 @@ def train(
     from dicesearch.model import build_model
 
     device = resolve_device(device)
-    precision = resolve_precision(config.precision, device)
+    precision_choice = decide_precision(config.precision, device)  # auto on a CPU: bf16 only where measured to pay
+    precision = resolve_precision(precision_choice.name, device)
     dataset = dataset if dataset is not None else load_dataset(data_spec)
     check_data_fits(spec, dataset, data_spec)
     with torch.random.fork_rng(devices=[]):  # before the run folder is written: a model too big to build leaves nothing behind
@@ -144,7 +146,7 @@ def train(
     try:
         emit("on_train_start", StartEvent(
             step=start, steps=config.steps, out_dir=run.root if run else None, device=device, precision=precision.name,
-            compiled=compiling.compile, compile_reason=compiling.reason,
+            compiled=compiling.compile, compile_reason=compiling.reason, precision_reason=precision_choice.reason,
         ))  # fmt: skip
         with fast_kernels(model, config.fast_kernels):
             loop.run(start)
