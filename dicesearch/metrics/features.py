@@ -35,7 +35,7 @@ from dicesearch.metrics.inception import (
     load_inception,
     run_inception,
 )
-from dicesearch.metrics.inception_eager import eager_inception
+from dicesearch.metrics.inception_eager import CPU_MICRO_BATCH, cpu_workers, eager_inception
 
 # Part of every reference-cache key: change it whenever the steps above change.
 PREPROCESSING = "png-u8-round-half-up|tf1-bilinear-299|tf-range"
@@ -167,7 +167,8 @@ def extract_features(
     progress: tqdm bar on stderr; None shows it when more than one batch is expected.
     classifier: a TorchScript classifier run on the same inputs (logits for the Inception Score).
     fast: run the network as eager channels-last modules (``metrics.inception_eager``: ~2x
-        faster on a CPU, features equal to ~1e-6 relative); False: the TorchScript file.
+        faster on a CPU, features equal to ~1e-6 relative, and the same bits at every torch
+        thread count); False: the TorchScript file.
     """
     if n is not None and n < 1:
         raise DataError(f"the number of images must be >= 1, got {n}")
@@ -181,6 +182,8 @@ def extract_features(
     pool_parts: list[np.ndarray] = []
     spatial_parts: list[np.ndarray] = []
     logit_parts: list[np.ndarray] = []
+    if eager is not None and net.device.type == "cpu":  # enough micro-batches for every worker thread (inception_eager)
+        batch_size = max(batch_size, cpu_workers() * CPU_MICRO_BATCH)
     with torch.inference_mode(), tqdm(
         total=total, disable=not show, unit="img", desc="Inception features", leave=False
     ) as bar:

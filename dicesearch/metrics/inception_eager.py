@@ -10,7 +10,13 @@ NCHW layout back after each mixed block. Here the same weights run as:
   b' = beta - mean / sqrt(var + eps), followed by an in-place ReLU;
 * every activation channels-last (oneDNN's fast layout), concatenations included;
 * on a CPU, micro-batches of ``CPU_MICRO_BATCH`` images (activations stay in cache; 4-8
-  measured fastest on 2 cores, ``benchmarks/trial_speed.py``);
+  measured fastest on 2 cores, ``benchmarks/trial_speed.py``), each on one intra-op thread:
+  with torch set to k > 1 threads, k worker threads take the micro-batches in turn instead of
+  oneDNN splitting each convolution k ways. Every micro-batch then runs the one-thread kernels,
+  so the features are the same bits at every thread count, and a busy core delays only the
+  micro-batches on it (oneDNN's threads wait for each other at every layer: on the 2-core
+  machine with another job running, two intra-op threads ran 3x slower than one, two
+  workers as fast as one; with both cores free both reach ~1.9x, ``benchmarks/sweep_speed.py``);
 * pools as the file's own modules; mixed_6/conv (sFID's layer) read on the way, not
   recomputed.
 
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import functools
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import torch.nn.functional as F
@@ -39,7 +46,7 @@ from dicesearch.metrics.inception import (
     spatial_layers,
 )
 
-__all__ = ["CPU_MICRO_BATCH", "EagerInception", "MAX_RELATIVE_ERROR", "eager_inception"]
+__all__ = ["CPU_MICRO_BATCH", "EagerInception", "MAX_RELATIVE_ERROR", "cpu_workers", "eager_inception"]
 
 BN_EPS = 0.001  # the TF graph's batch-norm epsilon (the file's Conv2dLayer code)
 CPU_MICRO_BATCH = 8
@@ -120,11 +127,38 @@ class EagerInception:
 
     def __call__(self, x: torch.Tensor, *, spatial: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x: (B, 3, 299, 299) float32 in the TF range -> pool (B, 2048), spatial (B, 2023) or None."""
-        if self.device.type != "cpu" or x.shape[0] <= CPU_MICRO_BATCH:
+        if self.device.type != "cpu":
             return self._forward(x, spatial)
-        parts = [self._forward(chunk, spatial) for chunk in x.split(CPU_MICRO_BATCH)]
+        chunks = x.split(CPU_MICRO_BATCH)  # the same micro-batches at every thread count
+        if len(chunks) == 1 and torch.get_num_threads() == 1:
+            return self._forward(x, spatial)
+        parts = self._one_thread_each(chunks, spatial)
         pool = torch.cat([p for p, _ in parts])
         return pool, (torch.cat([s for _, s in parts]) if spatial else None)
+
+    def _one_thread_each(self, chunks, spatial: bool) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        """Every micro-batch on one intra-op thread; with torch at k > 1 threads, k worker threads
+        take them in turn (module docstring)."""
+        threads = torch.get_num_threads()
+        workers = min(cpu_workers(), len(chunks))
+        torch.set_num_threads(1)  # before the workers' first op: each of them takes it as its own count
+
+        def forward(chunk: torch.Tensor):
+            with torch.inference_mode():  # grad modes are per thread
+                return self._forward(chunk, spatial)
+
+        try:
+            if workers == 1:
+                return [self._forward(chunk, spatial) for chunk in chunks]
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="inception") as pool:
+                return list(pool.map(forward, chunks))
+        finally:
+            torch.set_num_threads(threads)
+
+
+def cpu_workers() -> int:
+    """How many micro-batches run at once on a CPU: torch's intra-op thread count."""
+    return torch.get_num_threads()
 
 
 def _relative_error(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -69,3 +69,20 @@ def test_a_network_of_another_layout_keeps_the_torchscript_path(inception_networ
     assert eager_inception(other) is None
     feats = extract_features(_images(2, seed=2), other, spatial=False, fast=True, progress=False)
     assert feats.pool.shape == (2, 2048)
+
+
+def test_features_are_the_same_bits_at_every_thread_count(inception_network):
+    """With k threads the micro-batches run on k workers of one intra-op thread each (the
+    one-thread kernels), so a trial that takes an idle core scores exactly as on its own."""
+    images = _images(3 * CPU_MICRO_BATCH + 3, seed=4)  # four micro-batches, the last one short
+    before = torch.get_num_threads()
+    try:
+        feats = {}
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            feats[threads] = extract_features(images, inception_network, batch_size=50, fast=True, progress=False)
+            assert torch.get_num_threads() == threads  # given back as it was
+    finally:
+        torch.set_num_threads(before)
+    for threads in (2, 3):
+        assert np.array_equal(feats[threads].pool, feats[1].pool) and np.array_equal(feats[threads].spatial, feats[1].spatial)
