@@ -98,6 +98,53 @@ def test_a_trial_process_whose_sweep_is_gone_ends_quietly_at_its_next_message(sp
     assert not (tmp_path / "trial-0" / "samples.png").exists()  # it stopped at the first report, before sampling
 
 
+def test_a_trial_process_takes_its_sweeps_environment_as_it_is_when_the_trial_starts(spec, tmp_path, monkeypatch):
+    # trial processes fork from a server started with the first trial (process.PRELOAD); an
+    # environment variable set later still reaches them, as it would reach a spawned process
+    failing = _request(spec, tmp_path).model_copy(update={"spec_yaml": "stages: []\n"})
+    assert run_trial(failing, on_report=lambda step, loss: False, time_limit_s=120).status == "failed"  # the server runs now
+    cache = tmp_path / "later-cache"
+    monkeypatch.setenv("DICESEARCH_CACHE_DIR", str(cache))
+    digits = spec.model_copy(update={"input": spec.input.model_copy(update={"channels": 1, "num_classes": 10})})
+    outcome = run_trial(_request(digits, tmp_path), on_report=lambda step, loss: False, time_limit_s=300)
+    assert outcome.status == "complete", outcome.reason
+    assert list((cache / "fid").glob("*.npz"))  # the reference statistics went where the variable says now
+
+
+def test_a_trial_process_takes_the_threads_its_sweep_offers_where_a_core_is_idle(spec, tmp_path, monkeypatch):
+    import multiprocessing
+    import threading
+
+    import torch
+
+    from dicesearch.speed.cores import IdleCores
+    from dicesearch.sweep.lifecycle.process import CONTINUE, trial_child
+
+    monkeypatch.setattr(IdleCores, "__call__", lambda self: 1.0)  # the other core idle, whatever this machine does
+    sweep_end, child_end = multiprocessing.get_context("spawn").Pipe()
+    messages = []
+
+    def sweep() -> None:  # the sweep's side: go on at every report (offering two threads) and rung
+        while (message := sweep_end.recv())[0] in ("report", "rung"):
+            messages.append(message)
+            sweep_end.send((CONTINUE, 2) if message[0] == "report" else CONTINUE)
+        messages.append(message)
+
+    digits = spec.model_copy(update={"input": spec.input.model_copy(update={"channels": 1, "num_classes": 10})})
+    request = _request(digits, tmp_path).model_copy(update={"threads": 1})
+    before = torch.get_num_threads()
+    listener = threading.Thread(target=sweep)
+    listener.start()
+    try:
+        trial_child(child_end, request)
+    finally:
+        listener.join(timeout=60)
+        torch.set_num_threads(before)
+    kind, evaluation = messages[-1]
+    assert kind == "result" and [m[1] for m in messages if m[0] == "report"] == [1, 2, 3]
+    assert evaluation.metrics["trial_threads"] == 2  # taken after one timed window at its own thread
+
+
 # -- the gate --------------------------------------------------------------------------------------
 
 

@@ -13,6 +13,10 @@ configuration is drawn.
 
 A comparison (``dicesearch compare``) runs here too: its trials are its models x seeds,
 enqueued as fixed configurations before the workers start.
+
+A worker with nothing to claim (the sweep's last trials, or a wait for a paused trial to
+become promotable) leaves its cores to the trials still running: each is offered its share
+at its reports, and keeps it only where its steps measure faster (:mod:`dicesearch.speed.cores`).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 import optuna
 from rich.console import Console
 
+from dicesearch.speed.cores import offered_threads
 from dicesearch.sweep.lifecycle import rungs
 from dicesearch.sweep.lifecycle.messages import Candidate, TrialOutcome, TrialSettings
 from dicesearch.sweep.lifecycle.session import SweepResult, SweepSession, sweep_params
@@ -46,6 +51,7 @@ class OptunaSweep:
         self.console = self.session.console
         self._lock = threading.Lock()
         self._active = 0  # trials this process is running
+        self._idle: set[int] = set()  # workers (thread ids) with nothing to claim: their cores are free
 
     @property
     def mirror(self):
@@ -122,16 +128,19 @@ class OptunaSweep:
             return self.space.propose(trial)
 
     def _worker_loop(self) -> None:
+        me = threading.get_ident()
         while True:
             trial = self._claim()
             if trial is None:
                 with self._lock:
                     others = self._active
+                    self._idle.add(me)  # waiting or done: its cores go to the trials still running
                 if others and self.config.fidelity:  # a running trial may yet make a paused one promotable
                     time.sleep(1.0)
                     continue
                 return
             with self._lock:
+                self._idle.discard(me)
                 self._active += 1
             try:
                 self._run_one(trial)
@@ -155,7 +164,18 @@ class OptunaSweep:
         """The lifecycle's run step: a trial process, under the pruner or the promotion rule."""
         if self.config.fidelity is not None:
             return self._run_with_rungs(trial, candidate)
-        return self.session.trials.run(trial.number, candidate, self.locations.trial_dir(trial.number), should_prune=self._pruner(trial))
+        return self.session.trials.run(
+            trial.number, candidate, self.locations.trial_dir(trial.number), should_prune=self._pruner(trial), threads=self._spare_threads
+        )
+
+    def _spare_threads(self) -> int | None:
+        """Threads a running trial may use now: its own plus its share of the idle workers'
+        (None where the budget leaves threads to torch)."""
+        base = self.session.settings.threads
+        if base is None:
+            return None
+        with self._lock:
+            return offered_threads(base, self._active, len(self._idle))
 
     def _pruner(self, trial: optuna.trial.Trial):
         """Optuna's pruner on the training loss (one objective only)."""
@@ -198,7 +218,7 @@ class OptunaSweep:
             decisions.append(decision)
             return decision.go_on
 
-        outcome = life.run(number, candidate, self.locations.trial_dir(number), run_dir=run_dir, start_rung=start_rung, goes_on=goes_on)
+        outcome = life.run(number, candidate, self.locations.trial_dir(number), run_dir=run_dir, start_rung=start_rung, goes_on=goes_on, threads=self._spare_threads)
         recorded = decisions[-1].applied_to(outcome) if decisions else outcome
         if recorded.status != "paused":
             shutil.rmtree(run_dir, ignore_errors=True)  # the trial never continues: its checkpoints are spent

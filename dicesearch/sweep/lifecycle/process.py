@@ -3,15 +3,26 @@
 The parent sends a :class:`~dicesearch.sweep.trial.TrialRequest`; the child runs
 :func:`dicesearch.objective.evaluate` and streams ``(step, loss)`` progress back, and with
 rungs each rung's scores. For each progress or rung message the parent answers whether to
-go on (Optuna's pruner and the rung rule live in the parent, next to the storage). The parent enforces the wall-clock limit by
+go on (Optuna's pruner and the rung rule live in the parent, next to the storage), and with
+its answer to progress how many threads the trial may use now (the cores of workers with
+nothing to run, :mod:`dicesearch.speed.cores`). The parent enforces the wall-clock limit by
 terminating the child. The outcome is always one of: complete, pruned, failed (with the
 error), timeout, or crashed (the process died without a word, e.g. killed by the kernel).
+
+Where the platform has it, trial processes are forked from a server process that imported
+torch, diffusers and the objective once (``multiprocessing``'s forkserver, ``PRELOAD``): a
+fresh interpreter per trial spent ~3 CPU s importing them (of a first-rung trial's ~30),
+a forked one ~0.05 s (``benchmarks/sweep_speed.py``). The child is still a fresh process
+of its own; it takes the parent's environment as it is when the trial starts, as a spawned
+one would.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import multiprocessing
+import os
 import time
 import traceback
 from collections.abc import Callable
@@ -20,6 +31,24 @@ from dicesearch.sweep.lifecycle.messages import TrialOutcome, TrialRequest
 
 CONTINUE, PRUNE = "continue", "prune"
 RungCallback = Callable[[int, int, dict], bool]  # (rung index, steps, metrics) -> go on?
+ThreadOffer = Callable[[], int | None]  # threads the trial may use now (None: its own)
+# what every trial process imports, once in the forkserver (module docstring)
+PRELOAD = (
+    "torch", "numpy", "diffusers.schedulers.scheduling_ddim", "diffusers.schedulers.scheduling_ddpm",
+    "diffusers.schedulers.scheduling_dpmsolver_multistep", "dicesearch.objective", "dicesearch.train",
+    "dicesearch.metrics", "dicesearch.sweep.lifecycle.messages",
+)  # fmt: skip
+
+
+@functools.cache
+def trial_context():
+    """The multiprocessing context trial processes start in: a forkserver that preloads
+    ``PRELOAD`` where the platform has one, else spawn."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(list(PRELOAD))
+    return context
 
 
 class _PruneRequested(Exception):
@@ -48,9 +77,13 @@ def _sweep_may_be_gone():
     return contextlib.suppress(*_SWEEP_GONE)
 
 
-def trial_child(conn, request: TrialRequest) -> None:
+def trial_child(conn, request: TrialRequest, environment: dict[str, str] | None = None) -> None:
     """Entry point of the trial process: ("report", step, loss)* and ("rung", index, steps,
-    metrics)*, then ("result", Evaluation), ("pruned", step) or ("failed", kind, reason, traceback)."""
+    metrics)*, then ("result", Evaluation), ("pruned", step) or ("failed", kind, reason, traceback).
+    ``environment``: the parent's, for a child forked from the forkserver (started earlier)."""
+    if environment is not None:
+        os.environ.clear()
+        os.environ.update(environment)
     try:
         import warnings
 
@@ -62,17 +95,23 @@ def trial_child(conn, request: TrialRequest) -> None:
         warnings.simplefilter("ignore", PluginLoadWarning)  # the sweep process has said so once
 
         from dicesearch.speed.allocator import keep_freed_memory
+        from dicesearch.speed.cores import ThreadOffers
 
-        torch.set_num_threads(request.threads or torch.get_num_threads())
+        default = int(os.environ["OMP_NUM_THREADS"]) if os.environ.get("OMP_NUM_THREADS", "").isdigit() else torch.get_num_threads()
+        torch.set_num_threads(request.threads or default)  # the forkserver read OMP_NUM_THREADS when it started, not now
         keep_freed_memory()  # a trial process trains one model and exits: keeping its freed memory saves page faults
+        offers = ThreadOffers(torch.get_num_threads())
 
         def progress(step: int, loss: float) -> None:
             conn.send(("report", step, loss))
-            if conn.recv() == PRUNE:
+            verdict, offered = conn.recv()
+            if verdict == PRUNE:
                 raise _PruneRequested(step)
+            offers.at_report(step, offered)
 
         def rung(index: int, steps: int, metrics: dict) -> bool:
             conn.send(("rung", index, steps, metrics))
+            offers.gap()  # the rung's sampling and scoring are not training steps
             return conn.recv() == CONTINUE
 
         evaluation = evaluate(
@@ -80,6 +119,7 @@ def trial_child(conn, request: TrialRequest) -> None:
             on_progress=progress, count_static=request.count_static, replicates=request.replicates,
             rungs=request.rungs, run_dir=request.run_dir, start_rung=request.start_rung, on_rung=rung,
         )  # fmt: skip
+        evaluation.metrics["trial_threads"] = float(offers.most)  # the most torch threads it ran with
         conn.send(("result", evaluation))
     except _PruneRequested as exc:
         with _sweep_may_be_gone():
@@ -100,12 +140,15 @@ def run_trial(
     time_limit_s: float | None = None,
     poll_s: float = 0.2,
     on_rung: RungCallback | None = None,
+    threads: ThreadOffer | None = None,
 ) -> TrialOutcome:
     """Run ``request`` in a fresh process; ``on_report(step, loss)`` returns True to prune,
-    ``on_rung(index, steps, metrics)`` False to stop at that rung (default: go on)."""
-    ctx = multiprocessing.get_context("spawn")
+    ``on_rung(index, steps, metrics)`` False to stop at that rung (default: go on).
+    ``threads()``, asked at every report, offers the trial more threads than its own
+    (``dicesearch.speed.cores``; None or a smaller number: its own)."""
+    ctx = trial_context()
     parent_conn, child_conn = ctx.Pipe()
-    process = ctx.Process(target=trial_child, args=(child_conn, request), daemon=True)
+    process = ctx.Process(target=trial_child, args=(child_conn, request, dict(os.environ)), daemon=True)
     start = time.monotonic()
     process.start()
     child_conn.close()
@@ -129,7 +172,8 @@ def run_trial(
                 if kind == "report":
                     _, step, loss = message
                     curve.append((step, loss))
-                    parent_conn.send(PRUNE if on_report(step, loss) else CONTINUE)
+                    verdict = PRUNE if on_report(step, loss) else CONTINUE
+                    parent_conn.send((verdict, threads() if threads is not None and verdict == CONTINUE else None))
                     continue
                 if kind == "rung":
                     _, index, steps, metrics = message

@@ -236,10 +236,12 @@ class TrialLifecycle:
         start_rung: int = 0,
         should_prune: Callable[[int, float], bool] | None = None,
         goes_on: Callable[[int, int, float | None], bool] | None = None,
+        threads: Callable[[], int | None] | None = None,
     ) -> TrialOutcome:
         """Train, sample and score ``candidate`` in a trial process. ``should_prune(step, loss)``
         (the pruner) may stop it between reports; with rungs ``goes_on(index, steps, score)``
-        (the rung rule) says whether it continues past each rung."""
+        (the rung rule) says whether it continues past each rung; ``threads()`` offers it the
+        cores of idle workers (:func:`~dicesearch.sweep.lifecycle.process.run_trial`)."""
         scoring_points = run_dir is None and (candidate.rungs or self.settings.rungs) and workdir is not None
         if scoring_points:  # scored along the way (a comparison's eval_at): its checkpoints are this run's alone
             run_dir = workdir / "run"
@@ -254,7 +256,7 @@ class TrialLifecycle:
             return goes_on is None or goes_on(index, steps, score)
 
         try:
-            outcome = run_trial(request, on_report, time_limit_s=self.settings.time_limit_s, on_rung=on_rung if request.rungs else None)
+            outcome = run_trial(request, on_report, time_limit_s=self.settings.time_limit_s, on_rung=on_rung if request.rungs else None, threads=threads)
         finally:
             if scoring_points:
                 shutil.rmtree(run_dir, ignore_errors=True)
