@@ -9,7 +9,7 @@ import torch
 from dicesearch.data import DigitsSpec, load_dataset
 from dicesearch.objective import Budget
 from dicesearch.registry import default_registry
-from dicesearch.speed.precision import BF16_MEASURED, Bf16Cost, cpu_kind, decide_precision
+from dicesearch.speed.precision import BF16_SCORES_WITHIN_SEED_SPREAD, BF16_STEP_RATIO, StepRatio, cpu_kind, decide_precision
 from dicesearch.testing import tiny_spec
 from dicesearch.train import TrainConfig, train
 from dicesearch.train.callbacks import Callback
@@ -19,14 +19,14 @@ CPU = torch.device("cpu")
 
 def test_auto_takes_bf16_only_where_it_is_faster_and_the_scores_hold():
     def decided(ratio: float, scores: bool | None) -> str:
-        return decide_precision("auto", CPU, {"amx": Bf16Cost(ratio, scores, "test")}, kind="amx").name
+        return decide_precision("auto", CPU, {"amx": StepRatio(ratio, "test")}, scores, kind="amx").name
 
     assert decided(0.6, True) == "bf16"
     assert decided(0.6, None) == "fp32"  # faster, but what it does to the scores was not measured
     assert decided(0.6, False) == "fp32"  # faster, scores outside the seed spread
     assert decided(1.3, True) == "fp32"  # slower
-    nothing = decide_precision("auto", CPU, {}, kind="amx")
-    assert nothing.name == "fp32" and "not measured" in nothing.reason
+    nothing = decide_precision("auto", CPU, {}, True, kind="amx")
+    assert nothing.name == "fp32" and "not measured on this CPU (amx)" in nothing.reason
 
 
 def test_a_given_precision_and_auto_off_the_cpu_are_left_as_they_are():
@@ -36,11 +36,12 @@ def test_a_given_precision_and_auto_off_the_cpu_are_left_as_they_are():
 
 
 def test_on_the_measured_cpu_auto_trains_in_fp32():
-    """Measured on the project's CPU (AVX512-BF16, no AMX): bf16 autocast steps are slower."""
-    cost = BF16_MEASURED["avx512_bf16"]
-    assert cost.step_ratio >= 1.0
+    """Measured: bf16 keeps the scores within the seed spread, but on the project's CPU
+    (AVX512-BF16, no AMX) its steps are slower."""
+    assert BF16_SCORES_WITHIN_SEED_SPREAD is True and BF16_STEP_RATIO["avx512_bf16"].ratio >= 1.0
     decision = decide_precision("auto", CPU, kind="avx512_bf16")
     assert decision.name == "fp32" and "slower" in decision.reason
+    assert decide_precision("auto", CPU, kind="no_bf16_units").name == "fp32"
     assert cpu_kind() in ("amx", "avx512_bf16", "no_bf16_units")
 
 
