@@ -16,10 +16,10 @@ import time
 import traceback
 from collections.abc import Callable
 
+from dicesearch.objective import RungCallback
 from dicesearch.sweep.lifecycle.messages import TrialOutcome, TrialRequest
 
 CONTINUE, PRUNE = "continue", "prune"
-RungCallback = Callable[[int, int, dict], bool]  # (rung index, steps, metrics) -> go on?
 
 
 class _PruneRequested(Exception):

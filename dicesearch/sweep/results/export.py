@@ -49,7 +49,7 @@ def export_trial(study: optuna.Study, out: Path, number: int | None = None, data
     if not spec_yaml:
         raise DicesearchError(f"trial {trial.number} has no stored spec (was it made by dicesearch?)")
     metrics = trial.user_attrs.get(ATTR_METRICS, {})
-    scores = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k.startswith(("fid_", "sfid_", "precision_", "recall_")))
+    scores = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k.startswith(("fid_", "sfid_", "kid_", "is_", "precision_", "recall_")))
     header = (
         f"# Exported by `dicesearch export` from study '{study.study_name}', trial {trial.number}\n"
         f"# short-run scores: {scores or 'n/a'}\n"
