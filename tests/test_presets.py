@@ -153,7 +153,10 @@ def test_lit_presets_are_dit_plus_one_shared_depthwise_conv_per_block(size, dept
     assert _count(lit) - _count(dit) == depth * (head_dim * 5 * 5 + head_dim)
 
 
-@pytest.mark.parametrize("name", ["DiT-S/2", "DiT-B/2", "DiT-L/2", "DiT-XL/2", "DiMR-XL/2R", "DICE", "DICE-digits", *ATTENTION_FREE])
+DIGITS_PRESETS = ["DiT-digits", "DiMR-digits", "DiffuSSM-digits", "DRWKV-digits", "LiT-digits"]  # tests/test_digits_presets.py
+
+
+@pytest.mark.parametrize("name", ["DiT-S/2", "DiT-B/2", "DiT-L/2", "DiT-XL/2", "DiMR-XL/2R", "DICE", "DICE-digits", *ATTENTION_FREE, *DIGITS_PRESETS])
 def test_readme_table_states_the_counts_the_code_builds(name):
     from pathlib import Path
 
