@@ -8,12 +8,14 @@ import optuna
 from optuna.trial import TrialState
 
 from dicesearch.errors import DicesearchError
+from dicesearch.stores import require_optuna_storage
 from dicesearch.sweep.record import ATTR_METRICS, ATTR_SPEC
 from dicesearch.sweep.report import failure_summary, is_scored
 from dicesearch.sweep.studies import storage_for
 
 
 def load_study(study_name: str, storage_url: str) -> optuna.Study:
+    require_optuna_storage(storage_url, study_name)  # reading creates nothing: no empty optuna.db left behind
     try:
         return optuna.load_study(study_name=study_name, storage=storage_for(storage_url))
     except KeyError:
