@@ -1,4 +1,4 @@
-"""A bad data file is refused before anything is written, by `dicesearch sweep` and `dicesearch train`.
+"""A bad data file is refused before anything is written, by `dicesearch sweep`, `train` and `encode`.
 
 Runs read their data lazily (an image as a batch draws it, a VAE's weights when FID first
 decodes), so before `dicesearch.data.verify` a truncated image failed every trial of a
@@ -127,7 +127,7 @@ def work(tmp_path, monkeypatch):
     return folder
 
 
-@pytest.mark.parametrize("command", ["sweep", "train"])
+@pytest.mark.parametrize("command", ["sweep", "train", "encode"])
 @pytest.mark.parametrize("case", list(BAD_IMAGES))
 def test_a_bad_image_is_one_line_exit_2_and_nothing_written(case, command, work, tmp_path):
     folder = _image_folder(work)
@@ -136,8 +136,10 @@ def test_a_bad_image_is_one_line_exit_2_and_nothing_written(case, command, work,
     if command == "sweep":
         (work / "space.yaml").write_text(SPACE.format(data="{kind: folder, path: images, resolution: 16}"))
         args, prefix = ["sweep", "space.yaml"], r"^error: space\.yaml:6: data\.path: image images/a/"
-    else:
+    elif command == "train":
         args, prefix = ["train", "DICE-digits", "--data-kind", "folder", "--data-path", "images", "--steps", "2"], rf"^error: image {re.escape(str(folder))}/a/"
+    else:  # checked before the VAE is even looked at
+        args, prefix = ["encode", "images", "--vae", "no-vae", "-o", "latents.safetensors"], r"^error: image images/a/"
     before = set(os.listdir(work))
     code, output = _run(args, work)
     _assert_refused(code, output, prefix + re.escape(name) + ": .*" + expect, work, before, tmp_path / "cache")

@@ -145,8 +145,10 @@ def sample_command(checkpoint, output, num_samples, sampler, steps, cfg_scale, s
 def encode_command(folder, vae, output, resolution, batch_size, posterior, seed, storage, device, overwrite, quiet) -> None:
     """Encode an image FOLDER (one subfolder per class) into a latent file, once."""
     from dicesearch.data import encode_folder, parse_data_spec
+    from dicesearch.data.verify import verify_data
 
     folder_spec = parse_data_spec({"kind": "folder", "path": str(folder), "resolution": resolution, "hflip": False}, where="folder")
+    verify_data(folder_spec)  # a bad image: one line now, not after hours of encoding
     path = encode_folder(
         folder_spec, vae, output, batch_size=batch_size, device=device, posterior=posterior, seed=seed,
         storage=storage, overwrite=overwrite, progress=not quiet,
