@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -33,8 +34,6 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
-
-from conftest import free_port
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads processes from /proc (Linux)")
 
@@ -56,6 +55,12 @@ memory: {{budget_gb: 24, precision: fp16, batch_size: 8}}
 trials: 3
 pruner: none
 """
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _proc(pid: int, name: str) -> str:
