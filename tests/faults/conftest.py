@@ -202,7 +202,7 @@ class PostgresServer:
         self.proc = subprocess.Popen(
             self._as_server_user(
                 str(self.bindir / "postgres"), "-D", str(data), "-p", str(self.port), "-c", "listen_addresses=127.0.0.1",
-                "-c", f"unix_socket_directories={self.root}", "-c", "fsync=off", "-c", "max_connections=60", "-c", "shared_buffers=16MB",
+                "-c", f"unix_socket_directories={self.root}", "-c", "fsync=off", "-c", "max_connections=200", "-c", "shared_buffers=16MB",
             ),
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip

@@ -66,12 +66,13 @@ def test_two_workers_on_postgres_one_killed_mid_rung_lose_nothing(harness, postg
     space.write_text(SPACE.format(name=name, at_step=AT_STEP))
     # the first two trials, in this order: 4 fast steps then slow; slow from the first step. Whichever
     # reaches rung 1 first goes on (the rung rule) and is slow after it: the trial to kill
-    study = optuna.create_study(study_name=name, storage=storage_for(storage), direction="minimize")
+    polling = storage_for(storage)  # one connection pool for all the polling below
+    study = optuna.create_study(study_name=name, storage=polling, direction="minimize")
     for at_step in (4, 1):
         study.enqueue_trial({AT_STEP: at_step})
 
     def trials():
-        return optuna.load_study(study_name=name, storage=storage_for(storage)).get_trials(deepcopy=False)
+        return optuna.load_study(study_name=name, storage=polling).get_trials(deepcopy=False)
 
     started = time.monotonic()
     workers = [_start(harness, space, storage, f"worker-{i}.log") for i in range(2)]
