@@ -1,6 +1,6 @@
 """Run one trial in a child process, so one trial's crash, OOM or hang cannot touch the next.
 
-The parent sends a :class:`~dicesearch.sweep.trial.TrialRequest`; the child runs
+The parent sends a :class:`~dicesearch.sweep.lifecycle.messages.TrialRequest`; the child runs
 :func:`dicesearch.objective.evaluate` and streams ``(step, loss)`` progress back, and with
 rungs each rung's scores. For each progress or rung message the parent answers whether to
 go on (Optuna's pruner and the rung rule live in the parent, next to the storage). The parent enforces the wall-clock limit by

@@ -8,6 +8,7 @@ import optuna
 from optuna.trial import TrialState
 
 from dicesearch.errors import DicesearchError
+from dicesearch.stores import require_optuna_storage
 from dicesearch.sweep.results.table import failure_summary
 from dicesearch.sweep.store.queries import is_scored
 from dicesearch.sweep.store.schema import ATTR_METRICS, ATTR_SPEC
@@ -15,6 +16,7 @@ from dicesearch.sweep.store.studies import storage_for
 
 
 def load_study(study_name: str, storage_url: str) -> optuna.Study:
+    require_optuna_storage(storage_url, study_name)  # reading creates nothing: no empty optuna.db left behind
     try:
         return optuna.load_study(study_name=study_name, storage=storage_for(storage_url))
     except KeyError:

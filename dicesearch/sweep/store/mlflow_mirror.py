@@ -25,6 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from dicesearch.errors import DicesearchError, TrackingWarning, one_line
+from dicesearch.stores import tracking_store_problem
 from dicesearch.sweep.store.locks import sqlite_creation_lock
 from dicesearch.sweep.store.schema import ATTR_CURVE, ATTR_METRICS, ATTR_PARAMS, ATTR_REASON, ATTR_SAMPLES, ATTR_SPEC, ATTR_STATUS, STATUS_SURPLUS
 
@@ -94,9 +96,12 @@ class MlflowMirror:
             self._retry_at = time.monotonic() + RETRY_AFTER_S
             self._client = None  # reconnect (and re-read the experiment) next time
             if not self._warned:
+                # one line: a SQLAlchemy error's own text carries its SQL statement; its driver's error does not
+                cause = str(exc) if isinstance(exc, DicesearchError) else f"{type(exc).__name__}: {one_line(getattr(exc, 'orig', None) or exc)}"
                 warnings.warn(
-                    f"MLflow logging failed while trying to {what} ({type(exc).__name__}: {exc}); the sweep goes on, "
+                    f"MLflow logging failed while trying to {what} ({cause}); the sweep goes on, "
                     "results stay in the Optuna storage and are mirrored to MLflow when it is reachable again",
+                    TrackingWarning,
                     stacklevel=2,
                 )
                 self._warned = True
@@ -105,6 +110,10 @@ class MlflowMirror:
     def _connect(self):
         if self._client is None:
             from mlflow import MlflowClient
+
+            problem = tracking_store_problem(self.tracking_uri)  # not a database, or another program's: left untouched
+            if problem:
+                raise DicesearchError(problem)
 
             with sqlite_creation_lock(self.tracking_uri):  # fresh stores are migrated on first use
                 client = MlflowClient(tracking_uri=self.tracking_uri)

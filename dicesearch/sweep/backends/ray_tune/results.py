@@ -248,5 +248,7 @@ def ray_error_reason(text: str) -> tuple[str, str]:
     if re.search(r"actor died|worker process has died|ActorDiedError|WorkerCrashedError", text):
         detail = re.search(r"Worker exit detail: ([^.]*)", text)
         return "crashed", "crashed: the Ray worker running the trial died" + (f" ({detail.group(1)})" if detail else "")
+    if re.search(r"ActorUnavailableError|NodeDiedError|The actor \w+ is unavailable", text):  # its node was lost (raylet gone)
+        return "crashed", "crashed: the Ray actor running the trial became unreachable (its node or worker was lost)"
     summary = (errors or lines or ["Ray left no error text"])[-1][:300]
     return "failed", f"error: the Ray trial failed ({summary})"

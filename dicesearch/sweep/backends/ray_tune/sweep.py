@@ -6,12 +6,14 @@ trials whose training loss falls behind, and each trial runs as a Ray task with 
 CPUs and (fractional) GPUs, on a local runtime or an existing cluster (``ray_address``,
 :mod:`dicesearch.sweep.backends.ray_tune.cluster`).
 
-Per trial, in a Ray worker (:func:`dicesearch.sweep.ray_trial.run_ray_trial`): the budget
-gate, then the trial process, as in the Optuna backend; its progress is reported to Tune
-for ASHA, and its outcome is the trial's last result. On the driver,
-:class:`~dicesearch.sweep.ray_results.ResultsRecorder` (a Tune callback) records every
-trial in the sweep's Optuna study and mirrors it to MLflow, so the ranked table, the plots
-and ``dicesearch export`` work unchanged.
+The trial lifecycle (:mod:`dicesearch.sweep.lifecycle.trial`) is split where Ray splits the
+work: *prepare* (the proposal, a duplicate, the budget gate) runs in the searcher's
+define-by-run function on the driver; *run* in a Ray worker
+(:func:`~dicesearch.sweep.backends.ray_tune.trainable.run_ray_trial`), its progress reported
+to Tune for ASHA or the rung scheduler, its outcome the trial's last result; *begin* and
+*finish* on the driver, in :class:`~dicesearch.sweep.backends.ray_tune.results.ResultsRecorder`
+(a Tune callback), which records every trial in the sweep's Optuna study and mirrors it to
+MLflow, so the ranked table, the plots and ``dicesearch export`` work unchanged.
 
 Resume: Ray keeps the experiment (trials, searcher state) under ``<out>/ray/<study>``.
 Re-running the command restores it with ``Tuner.restore``: finished and errored trials
