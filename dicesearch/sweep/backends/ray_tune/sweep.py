@@ -312,7 +312,11 @@ def _tune_environment():
     previous = {name: os.environ.get(name) for name in settings}
     os.environ.update(settings)
     try:
-        yield
+        with warnings.catch_warnings():
+            # prepare (the gate's counts and memory estimate) runs in the define-by-run function
+            # by design: Tune's warning that it takes over a second says nothing to act on
+            warnings.filterwarnings("ignore", message="Define-by-run function passed in the `space` argument took")
+            yield
     finally:
         for name, value in previous.items():
             if value is None:
