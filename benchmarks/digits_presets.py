@@ -22,15 +22,17 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
-import platform
 import statistics
+import sys
 import time
 
 import torch
 from rich.console import Console
-from rich.table import Table
 
 from dicesearch.train.callbacks import Callback
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/reporting.py, however this file is loaded
+import reporting  # noqa: E402
 
 PRESETS = ["DICE-digits", "DiT-digits", "DiMR-digits", "DiffuSSM-digits", "DRWKV-digits", "LiT-digits"]
 
@@ -87,11 +89,6 @@ def counts(name: str) -> tuple[int, float]:
     return sum(p.numel() for p in model.parameters()), count_flops(lambda: model(x, t, y)).macs
 
 
-def _load() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"load average {one:.1f} / {five:.1f} / {fifteen:.1f}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=PRESETS)
@@ -104,28 +101,25 @@ def main() -> None:
     console = Console(width=160)
     sizes = {name: counts(name) for name in args.presets}
     reference = sizes.get("DICE-digits", next(iter(sizes.values())))[1]
-    before = _load()
+    console.print(reporting.machine_line(), highlight=False)
+    before = reporting.load_line()
     rates: dict[str, list[float]] = {name: [] for name in args.presets}
     for r in range(args.rounds):
         for name in args.presets:
             rates[name].append(images_per_second(name, args.batch, args.steps, args.threads))
             console.print(f"  round {r + 1}/{args.rounds} {name}: {rates[name][-1]:.0f} images/s", highlight=False)
-    table = Table(title=f"digits presets: training at batch {args.batch}, {args.threads} thread(s), {args.steps} timed steps x {args.rounds} rounds")
-    for column in ("preset", "parameters", "M multiply-adds", "x DICE-digits", "images/s (median)", "range", "s per 600 steps"):
-        table.add_column(column, justify="right")
+    console.print(f"digits presets: training at batch {args.batch}, {args.threads} thread(s), {args.steps} timed steps x {args.rounds} rounds", highlight=False)
+    rows = []
     for name in args.presets:
         params, macs = sizes[name]
         median = statistics.median(rates[name])
-        table.add_row(
+        rows.append((
             name, f"{params:,}", f"{macs / 1e6:.2f}", f"{macs / reference:.2f}", f"{median:.0f}",
             f"{min(rates[name]):.0f}-{max(rates[name]):.0f}", f"{600 * args.batch / median:.0f}",
-        )  # fmt: skip
-    console.print(table)
-    console.print(
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}; "
-        f"before: {before}; after: {_load()}",
-        highlight=False,
-    )
+        ))  # fmt: skip
+    headers = ("preset", "parameters", "M multiply-adds", "x DICE-digits", "images/s (median)", "range", "s per 600 steps")
+    console.print(reporting.markdown_table(headers, rows), highlight=False)
+    console.print(f"before: {before}; after: {reporting.load_line()}", highlight=False)
 
 
 if __name__ == "__main__":

@@ -153,14 +153,14 @@ def test_lit_presets_are_dit_plus_one_shared_depthwise_conv_per_block(size, dept
     assert _count(lit) - _count(dit) == depth * (head_dim * 5 * 5 + head_dim)
 
 
-DIGITS_PRESETS = ["DiT-digits", "DiMR-digits", "DiffuSSM-digits", "DRWKV-digits", "LiT-digits"]  # tests/test_digits_presets.py
+DIGITS_PRESETS = ["DiT-digits", "DiMR-digits", "DiffuSSM-digits", "DRWKV-digits", "LiT-digits"]  # tests/presets/test_digits_presets.py
 
 
 @pytest.mark.parametrize("name", ["DiT-S/2", "DiT-B/2", "DiT-L/2", "DiT-XL/2", "DiMR-XL/2R", "DICE", "DICE-digits", *ATTENTION_FREE, *DIGITS_PRESETS])
 def test_presets_page_table_states_the_counts_the_code_builds(name):
     from pathlib import Path
 
-    page = (Path(__file__).parents[1] / "docs" / "presets.md").read_text()
+    page = (Path(__file__).parents[2] / "docs" / "presets.md").read_text()
     _, model = _meta_model(name)
     count = sum(p.numel() for p in model.parameters())
     row = next((line for line in page.splitlines() if line.startswith(f"| {name} ")), None)
