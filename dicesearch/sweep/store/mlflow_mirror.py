@@ -44,6 +44,27 @@ def mlflow_key(name: str) -> str:
     return re.sub(r"[^\w.\- :/]", "_", name)
 
 
+def spec_params(spec: dict[str, Any]) -> dict[str, Any]:
+    """A few key params of a trial's run: the architecture at a glance, from the resolved spec as data."""
+    stages = spec.get("stages") or []
+    summary: dict[str, Any] = {"conditioning": (spec.get("conditioning") or {}).get("kind"), "stages": len(stages)}
+    for i, stage in enumerate(stages):
+        summary[f"stage{i}.block"] = (stage.get("block") or {}).get("kind")
+        summary[f"stage{i}.channels"] = stage.get("channels")
+        summary[f"stage{i}.depth"] = stage.get("depth")
+    return summary
+
+
+def _spec_params_of(spec_yaml: str | None) -> dict[str, Any]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(spec_yaml) if spec_yaml else None
+        return spec_params(data) if isinstance(data, dict) else {}
+    except Exception:  # a record's spec is what dicesearch wrote; anything else only loses the summary
+        return {}
+
+
 def run_name(number: int, params: dict[str, Any]) -> str:
     """``trial-3``; a comparison's run is named by its model and seed: ``DiT-digits seed 43``."""
     if "model" in params and "seed" in params:
@@ -228,8 +249,8 @@ class MlflowMirror:
                 return
             from mlflow.entities import Param
 
-            tags = {**self._trial_tags(number), **_provenance_tags(spec_yaml)}
-            run = client.create_run(self._experiment_id, run_name=run_name(number, params), tags=tags)
+            name, tags = run_name(number, params), self._trial_tags(number)
+            run = client.create_run(self._experiment_id, run_name=name, tags={**tags, **_provenance_tags(spec_yaml)})
             self._trial_runs[number] = run.info.run_id
             values = {**{mlflow_key(k): v for k, v in params.items()}, **summary}
             client.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in list(values.items())[:100]])
@@ -276,7 +297,7 @@ class MlflowMirror:
         if created:
             run = client.create_run(self._experiment_id, run_name=run_name(number, attrs.get(ATTR_PARAMS) or trial.params), tags=self._trial_tags(number))
             run_id = self._trial_runs[number] = run.info.run_id
-            params = {mlflow_key(k): v for k, v in (attrs.get(ATTR_PARAMS) or trial.params).items()}
+            params = {**{mlflow_key(k): v for k, v in (attrs.get(ATTR_PARAMS) or trial.params).items()}, **_spec_params_of(attrs.get(ATTR_SPEC))}
             client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in list(params.items())[:100]])
             if attrs.get(ATTR_SPEC):
                 client.log_text(run_id, attrs[ATTR_SPEC], "spec.yaml")

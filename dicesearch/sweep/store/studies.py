@@ -21,6 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from dicesearch.errors import DicesearchError, SpecError
 from dicesearch.stores import check_optuna_storage, shown_url  # noqa: F401  (shown_url: re-exported)
+from dicesearch.sweep.space.samplers import make_sampler
 from dicesearch.sweep.store.locks import sqlite_creation_lock
 from dicesearch.sweep.store.schema import (
     ATTR_REASON,
@@ -95,12 +96,6 @@ def probe_storage(url: str) -> None:
         ) from None
     except Exception as exc:
         raise DicesearchError(f"storage {shown_url(url)}: not a database URL SQLAlchemy can use ({type(exc).__name__}: {exc})") from None
-
-
-def make_sampler(directions: Sequence[str], seed: int) -> optuna.samplers.BaseSampler:
-    if len(directions) > 1:
-        return optuna.samplers.NSGAIISampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=3)
 
 
 def make_pruner(kind: str, directions: Sequence[str], train_steps: int, report_every: int) -> optuna.pruners.BasePruner:

@@ -85,7 +85,10 @@ class RayResults:
             )
             number = max(t.number for t in self.study.trials() if t.user_attrs.get(ATTR_RAY_TRIAL) == trial.trial_id)
             self._numbers[trial.trial_id] = number
-        self.session.trials.begin(number, sampled.candidate)
+        life = self.session.trials
+        life.begin(number, sampled.candidate)
+        if sampled.candidate.outcome is None and sampled.candidate.spec_yaml:
+            life.training_starts(number, sampled.candidate)
 
     def _interrupted_like(self, values: dict[str, Any]):
         """An interrupted trial with these values that no trial retries yet: Ray re-created it

@@ -47,10 +47,11 @@ from dicesearch.sweep.lifecycle import rungs
 from dicesearch.sweep.lifecycle.messages import TrialSettings
 from dicesearch.sweep.lifecycle.session import SweepResult, SweepSession, sweep_params
 from dicesearch.sweep.lifecycle.trial import prepare
+from dicesearch.sweep.space.samplers import make_sampler
 from dicesearch.sweep.space.search_space import load_search_space
 from dicesearch.sweep.store.locations import SweepLocations
 from dicesearch.sweep.store.schema import is_failure
-from dicesearch.sweep.store.studies import SweepStudy, make_sampler
+from dicesearch.sweep.store.studies import SweepStudy
 
 MARKER = "dicesearch_sweep.json"  # in the Ray experiment folder: what the experiment was started with
 
@@ -134,6 +135,7 @@ class RaySweep:
         trainable = self._trainable()
         if restore:
             self.console.print(f"restoring the Ray experiment in {self.experiment_dir}")
+            _discard_unreadable_searcher_state(self.experiment_dir)
             # errored trials stay failed (a Ray worker died under them): never retried, as in the Optuna backend
             tuner = Tuner.restore(str(self.experiment_dir), trainable, resume_unfinished=True, resume_errored=False, restart_errored=False)
             with _tune_environment():
@@ -288,6 +290,21 @@ class RungScheduler(FIFOScheduler):
             at_rung[trial.trial_id] = float(score)
         decision = rungs.by_stopping(float(score) if finite(score) else None, list(at_rung.values()), index, steps, self.keep, self.direction, self.key)
         return TrialScheduler.CONTINUE if decision.go_on else TrialScheduler.STOP
+
+
+def _discard_unreadable_searcher_state(experiment_dir: Path) -> None:
+    """Remove searcher snapshots a kill cut short: Tune restores the newest one and fails the
+    whole restore on a truncated file ("Ran out of input"); without it, the one before is used
+    (or the searcher starts afresh, and the results study still knows every finished trial)."""
+    import ray.cloudpickle as cloudpickle
+
+    for pattern in ("searcher-state-*.pkl", "search_gen_state-*.json"):
+        for path in Path(experiment_dir).glob(pattern):
+            try:
+                with path.open("rb") as file:
+                    cloudpickle.load(file)
+            except Exception:
+                path.unlink(missing_ok=True)
 
 
 def _trial_dirname(trial) -> str:
