@@ -20,7 +20,7 @@ not run), and writes one report. The defaults fit in 8 minutes on an H100/H200:
    S4D kernels at 16k tokens.
 
 Without CUDA it runs a reduced form (narrowed models, tiny batches and grids, no CUDA-only
-columns) in well under a minute, so CI and tests/test_gpu_check.py keep it working.
+columns) in well under a minute, so CI and tests/benchmarks/test_gpu_check.py keep it working.
 
 A section that raises is reported with its traceback and the others still run (exit
 status 1); the report is rewritten after every section, so a killed run keeps what it

@@ -90,6 +90,17 @@ class ConditioningMethod(nn.Module, ABC):
         """
         return None
 
+    def stage_tokens(self, dim: int, index: int) -> nn.Module | None:
+        """Optional module ``signal -> (B, P, dim)``: tokens prepended to stage ``index``'s sequence.
+
+        The tokens run through the stage's blocks (and long skips) ahead of the grid's
+        H * W tokens and are dropped before the head and the features a feature cascade
+        passes on: DiMR's class token (TD-LN ``label_input: token``). Only blocks whose
+        ``BlockType`` declares ``prefix_tokens`` take them; a spec that gives them to
+        another stage is refused at load.
+        """
+        return None
+
 
 def per_sample(vector: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """View a per-sample vector (B, C) so it broadcasts over ``like`` (B, ..., C)."""

@@ -52,11 +52,19 @@ class PluginError(DicesearchError):
     """A plugin that cannot be loaded or registered."""
 
 
-class PluginLoadWarning(UserWarning):
+class LineWarning(UserWarning):
+    """A warning the command line prints as one ``warning:`` line (no file, line number or source line)."""
+
+
+class PluginLoadWarning(LineWarning):
     """A plugin was skipped (it failed to import, or what it registers is broken); the others load.
 
     The command line prints each as one ``warning:`` line on stderr.
     """
+
+
+class TrackingWarning(LineWarning):
+    """The MLflow tracking store cannot be used now; the sweep goes on (the Optuna storage holds every trial)."""
 
 
 class DataError(DicesearchError):

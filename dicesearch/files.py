@@ -41,6 +41,17 @@ def give_ordinary_mode(path: str | os.PathLike) -> None:
     os.chmod(path, ordinary_file_mode())
 
 
+CACHE_ENV_VAR = "DICESEARCH_CACHE_DIR"
+
+
+def cache_dir(name: str) -> Path:
+    """``$DICESEARCH_CACHE_DIR/<name>``, else ``~/.cache/dicesearch/<name>``: what runs keep for the next
+    (``fid``: FID reference statistics; ``data-checks``: the files that passed ``dicesearch.data.verify``)."""
+    root = os.environ.get(CACHE_ENV_VAR)
+    base = Path(root).expanduser() if root else Path.home() / ".cache" / "dicesearch"
+    return base / name
+
+
 def safe_component(name: str, fallback: str = "run") -> str:
     """``name`` as one harmless path component: 'DiT-XL/2' -> 'DiT-XL-2', '../../etc' -> 'etc'.
 
@@ -58,6 +69,8 @@ def inside(folder: Path, name: str) -> Path:
 
 
 __all__ = [
+    "CACHE_ENV_VAR",
+    "cache_dir",
     "current_umask",
     "give_ordinary_mode",
     "inside",

@@ -8,7 +8,9 @@ anything is built. The built module maps channels-last features::
     forward(x: (B, H, W, C), signal: ConditionSignal) -> (B, H, W, C)
 
 and gets its conditioning through ``ctx.conditioning.modulator(...)``
-(see :mod:`dicesearch.conditioning`). An operation whose cost the FLOP counter cannot
+(see :mod:`dicesearch.conditioning`). A block that mixes a token sequence may declare
+``prefix_tokens=True``: it then also takes tokens that a conditioning method prepends to
+its stage's sequence (DiMR's class token, see :class:`BlockType`). An operation whose cost the FLOP counter cannot
 see (a custom kernel, a recurrence written as elementwise maths) is declared with
 ``with declared_cost(name, flops=...)`` (see :mod:`dicesearch.costs`).
 """
@@ -84,6 +86,15 @@ class BlockType:
     check:  optional ``check(params, geometry: StageGeometry) -> None`` that raises
             ``ValueError("field: what is wrong; how to fix it")`` for configurations the
             block cannot take (e.g. channels not divisible by heads).
+    prefix_tokens: whether the built module also takes tokens ahead of the grid's::
+
+                forward(x (B, H, W, C), signal, prefix (B, P, C)) -> (x (B, H, W, C), prefix (B, P, C))
+
+            the P tokens joining its sequence before the H * W grid tokens (a class token:
+            DiMR's transformer branch; see ``ConditioningMethod.stage_tokens``). Called
+            with ``prefix`` only in a stage that has such tokens; without it, as usual.
+            A spec that gives prefix tokens to a stage whose block does not declare this
+            is refused when it is loaded.
     """
 
     name: str
@@ -91,6 +102,7 @@ class BlockType:
     build: Callable[[BlockParams, BlockContext], nn.Module]
     description: str = ""
     check: Callable[[BlockParams, StageGeometry], None] | None = None
+    prefix_tokens: bool = False
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,10 @@ Two conditioned residual sub-layers on the flattened grid of L = H * W tokens::
 
 Attention uses PyTorch's fused ``scaled_dot_product_attention``. DiT: qkv with bias, MLP
 4x with tanh-GELU. DiMR's transformer branch: qkv without bias, GeGLU MLP of hidden 2x.
+
+The block takes prefix tokens (``prefix_tokens``): P tokens ahead of the grid's L, e.g.
+DiMR's class token (its code's ``torch.cat([cls_token, x], dim=1)``), which attention
+mixes with the grid's and the norms and MLP treat as any other token.
 """
 
 from __future__ import annotations
@@ -54,13 +58,19 @@ class AttentionBlock(nn.Module):
         self.attn = SelfAttention(dim, params.heads, params.qkv_bias)
         self.mlp = FeedForward(dim, int(dim * params.mlp_ratio), params.glu, params.activation)
 
-    def forward(self, x: torch.Tensor, signal: ConditionSignal) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, signal: ConditionSignal, prefix: torch.Tensor | None = None):
+        """x (B, H, W, C) -> (B, H, W, C); with prefix (B, P, C): -> (x, prefix)."""
         b, h, w, c = x.shape
         tokens = x.reshape(b, h * w, c)  # (B, L, C)
+        p = 0
+        if prefix is not None:
+            p = prefix.shape[1]
+            tokens = torch.cat([prefix, tokens], dim=1)  # (B, P + L, C)
         mod = self.modulator(signal)
-        tokens = tokens + mod.gate(0, self.attn(mod.norm(0, tokens)))
-        tokens = tokens + mod.gate(1, self.mlp(mod.norm(1, tokens)))
-        return tokens.reshape(b, h, w, c)
+        tokens = tokens + mod.gate(0, self.attn(mod.norm(0, tokens)))  # (B, P + L, C)
+        tokens = tokens + mod.gate(1, self.mlp(mod.norm(1, tokens)))  # (B, P + L, C)
+        grid = tokens[:, p:].reshape(b, h, w, c)  # (B, H, W, C)
+        return grid if prefix is None else (grid, tokens[:, :p])  # prefix: (B, P, C)
 
 
 @hookimpl
@@ -71,6 +81,7 @@ def dicesearch_block_types():
             params=AttentionParams,
             build=AttentionBlock,
             check=check_heads_divide,
+            prefix_tokens=True,
             description="DiT multi-head self-attention + MLP (fused scaled-dot-product attention).",
         )
     ]

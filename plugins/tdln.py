@@ -36,12 +36,19 @@ Choices where the paper is silent, stated here:
   norms the composer asks for through ``feature_norm`` (stage heads, the feature
   cascade's upsampler) are always Eq. 7's LayerNorm, as in the code, where the output
   layer and the upsampler use its time-dependent LayerNorm whatever the blocks use.
-* The class label: DiMR feeds it as an extra token to its transformer branch only. Here,
-  so that it reaches every block kind (convolutions included), a stage adds a learned
-  class embedding (with a null row for classifier-free guidance) to every position of
-  its patchified input, through ``stage_input``: in every stage (``label_stages: all``)
+* The class label: a learned class embedding (K + 1 rows, the last the null label for
+  classifier-free guidance) per labelled stage, in every stage (``label_stages: all``)
   or in the first, coarsest one only (``first``: DiMR-XL/2R's transformer branch, with
-  DiMR's 1001 x C table and none in the ConvNeXt branch).
+  DiMR's 1001 x C table and none in the ConvNeXt branch). How it enters
+  (``label_input``):
+
+  - ``add`` (default): the row is added to every position of the stage's patchified
+    input (``stage_input``), which reaches every block kind, convolutions included.
+  - ``token``: the row is one extra token ahead of the stage's H * W grid tokens
+    (``stage_tokens``), which the blocks' attention mixes with the others and which is
+    dropped before the head and the features passed on: DiMR's code, which prepends
+    ``class_embeds(y)`` to its transformer branch's sequence and strips it at the
+    output. Only for stages whose blocks take prefix tokens (attention).
 """
 
 from __future__ import annotations
@@ -72,6 +79,11 @@ class TDLNParams(ConditioningParams):
     )
     label_stages: Literal["all", "first"] = Field(
         "all", description="Stages whose input gets the class embedding: all, or the first (DiMR: its transformer branch)."
+    )
+    label_input: Literal["add", "token"] = Field(
+        "add",
+        description="How the class embedding enters a labelled stage: add = to every position of its input; "
+        "token = as one extra token ahead of its sequence (DiMR's code; attention stages only).",
     )
     eps: PositiveFloat = Field(1e-6, description="LayerNorm epsilon (DiMR code: 1e-5).")
     rms_eps: PositiveFloat = Field(1e-8, description="block_norm rms: added to RMS(x), as DiMR's code does.")
@@ -158,6 +170,21 @@ class LabelInjection(nn.Module):
         return x + per_sample(self.embedding(y), x)
 
 
+class LabelToken(nn.Module):
+    """The class embedding as one token: signal -> (B, 1, C), DiMR's ``class_embeds(y)[:, None, :]``."""
+
+    def __init__(self, num_classes: int, dim: int):
+        super().__init__()
+        self.num_classes = num_classes
+        self.embedding = nn.Embedding(num_classes + 1, dim)  # + the null label
+
+    def forward(self, signal: ConditionSignal) -> torch.Tensor:
+        y = signal.y
+        if y is None:
+            y = torch.full(signal.t.shape, self.num_classes, dtype=torch.long, device=signal.t.device)
+        return self.embedding(y)[:, None, :]  # (B, 1, C)
+
+
 class TDLN(ConditioningMethod):
     def __init__(self, params: TDLNParams, ctx: ConditioningContext):
         super().__init__()
@@ -173,10 +200,18 @@ class TDLN(ConditioningMethod):
     def feature_norm(self, dim: int) -> Modulator:
         return TDLNModulator(dim, 1, self.params, "layer")
 
+    def _labelled(self, index: int) -> bool:
+        return self.num_classes > 0 and (self.params.label_stages == "all" or index == 0)
+
     def stage_input(self, dim: int, index: int) -> nn.Module | None:
-        if self.num_classes == 0 or (self.params.label_stages == "first" and index > 0):
+        if not self._labelled(index) or self.params.label_input != "add":
             return None
         return LabelInjection(self.num_classes, dim)
+
+    def stage_tokens(self, dim: int, index: int) -> nn.Module | None:
+        if not self._labelled(index) or self.params.label_input != "token":
+            return None
+        return LabelToken(self.num_classes, dim)
 
 
 @hookimpl

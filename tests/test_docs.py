@@ -184,3 +184,17 @@ def test_every_benchmark_written_in_the_docs_exists_and_takes_its_flags(monkeypa
             if flag not in options[name]:
                 problems.append(f"{page}: benchmarks/{name}.py has no option {flag} (it has {', '.join(sorted(options[name]))})")
     assert not problems, "\n".join(sorted(set(problems)))
+
+
+def site_home(readme: str) -> str:
+    """The site's home page as the README makes it: links into docs/ made site-relative, the
+    documentation list titled for the site, the license as one line."""
+    page = readme.replace("](docs/", "](")
+    page = page.replace("## Documentation\n\nThe manual is in `docs/`, built into a site with MkDocs (`.venv/bin/mkdocs serve`):", "## The pages\n\nThe pages of this site:")
+    return page.replace("## License\n\nApache-2.0.\n", "dicesearch is released under the Apache-2.0 license.\n")
+
+
+def test_the_site_home_is_the_readme():
+    """docs/index.md is the README as a site page (tests/test_docs.py's ``site_home``): edit the README, then
+    write the page with ``python -c "import sys; sys.path.insert(0, 'tests'); from test_docs import site_home; print(site_home(open('README.md').read()), end='')" > docs/index.md``."""
+    assert (ROOT / "docs" / "index.md").read_text() == site_home((ROOT / "README.md").read_text())

@@ -22,6 +22,10 @@ here. Renaming a command, a flag or a file the README shows fails one of these:
   sweep is interrupted as Ctrl-C would (SIGINT, before any trial has started) and must say
   so in one line with exit status 130. Training and scoring trials is what tests/sweep/
   runs on small spaces.
+* ``.venv/bin/dicesearch compare FILE``, the same way: the exact command up to the line that
+  announces its runs (``compare six-families: 6 models x 3 seeds = 18 runs ...``), after the
+  models are resolved, fitted to the data and their compute-matched steps counted; then
+  Ctrl-C, exit status 130. tests/compare/ trains and judges comparisons on tiny budgets.
 * ``.venv/bin/dicesearch plugins | presets | profile | validate | resolve | schema ...``: run
   for real, exit status 0.
 * ``.venv/bin/dicesearch export | train | calibrate ...`` need a finished sweep: the exact
@@ -55,6 +59,7 @@ VENV_BIN = ROOT / ".venv" / "bin"
 CHEAP = {"plugins", "presets", "profile", "validate", "resolve", "schema"}
 NEEDS_A_FINISHED_SWEEP = {"export", "train", "calibrate"}
 START_LINE = re.compile(r"^sweep (\S+): (\d+) trials \((optuna|ray)\)")
+COMPARE_LINE = re.compile(r"^compare (\S+): (\d+) models x (\d+) seeds = (\d+) runs")
 
 pytestmark = pytest.mark.skipif(
     not (VENV_BIN / "dicesearch").exists() and not os.environ.get("CI"),
@@ -108,8 +113,10 @@ def check_tests(argv: list[str], made: set[str], tmp_path: Path) -> None:
 
 
 def check_sweep(argv: list[str], made: set[str], tmp_path: Path) -> None:
-    """The exact command, up to the line that announces the trials; then Ctrl-C."""
-    scratch = tmp_path / "as-written"
+    """The exact command, up to the line that announces the trials (a sweep's) or the runs (a
+    comparison's); then Ctrl-C."""
+    announce = COMPARE_LINE if argv[1] == "compare" else START_LINE
+    scratch = tmp_path / f"as-written-{argv[1]}"
     scratch.mkdir()
     (scratch / ".venv").symlink_to(ROOT / ".venv", target_is_directory=True)
     space = argv[2]
@@ -124,7 +131,7 @@ def check_sweep(argv: list[str], made: set[str], tmp_path: Path) -> None:
     try:
         for line in process.stdout:
             lines.append(line.rstrip())
-            if START_LINE.match(line):
+            if announce.match(line):
                 started = line
                 process.send_signal(signal.SIGINT)  # Ctrl-C: no trial process exists yet
                 break
@@ -136,10 +143,11 @@ def check_sweep(argv: list[str], made: set[str], tmp_path: Path) -> None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
     output = "\n".join([*lines, *rest.splitlines()])
-    assert started is not None, f"`{shlex.join(argv)}` did not start its sweep:\n{output[-3000:]}"
-    name, trials, backend = START_LINE.match(started).groups()
-    assert int(trials) >= 1
-    assert process.returncode == 130 and output.splitlines()[-1] == "error: interrupted", output[-3000:]
+    assert started is not None, f"`{shlex.join(argv)}` did not start:\n{output[-3000:]}"
+    assert int(announce.match(started).groups()[1]) >= 1
+    # Ctrl-C before the first trial: the one error line; once the runs started: how to resume
+    interrupted = output.splitlines()[-1] == "error: interrupted" or "Finished runs are kept; run the same command to resume" in output
+    assert process.returncode == 130 and interrupted, output[-3000:]
     assert "Traceback" not in output, output[-3000:]
 
 
@@ -180,7 +188,7 @@ def rule_for(argv: list[str]):
         return check_setup
     if argv[0] == ".venv/bin/python" and argv[1:3] == ["-m", "pytest"]:
         return check_tests
-    if argv[0] == ".venv/bin/dicesearch" and len(argv) == 3 and argv[1] == "sweep":
+    if argv[0] == ".venv/bin/dicesearch" and len(argv) == 3 and argv[1] in ("sweep", "compare"):
         return check_sweep
     if argv[0] == ".venv/bin/dicesearch" and argv[1] in CHEAP:
         return check_cheap

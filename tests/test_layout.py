@@ -188,3 +188,13 @@ def test_the_trial_process_reads_a_typed_request():
     subscripts = [n for n in ast.walk(child) if isinstance(n, ast.Subscript) and isinstance(n.slice, ast.Constant) and isinstance(n.slice.value, str)]
     gets = [n for n in ast.walk(child) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "get"]
     assert not subscripts and not gets, "the trial process reads fields, not string keys"
+
+
+REPOSITORY_TESTS = {"test_layout.py", "test_docs.py", "test_front_page.py", "test_packaging.py", "test_security.py"}  # about the whole checkout
+
+
+def test_the_tests_mirror_the_package():
+    """A test sits in the folder of what it tests (tests/sweep/ for dicesearch/sweep, tests/plugins/
+    for plugins/, ...); only the checks of the whole checkout sit at the top."""
+    loose = sorted({p.name for p in (ROOT / "tests").glob("test_*.py")} - REPOSITORY_TESTS)
+    assert not loose, f"tests at the top of tests/: {', '.join(loose)}; move each into the folder of what it tests"

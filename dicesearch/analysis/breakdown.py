@@ -12,6 +12,7 @@ STAGE_PARTS = {
     "patchify": "stage inputs (patchify, position, label)",
     "position": "stage inputs (patchify, position, label)",
     "label_input": "stage inputs (patchify, position, label)",
+    "prefix_tokens": "stage inputs (patchify, position, label)",
     "skip_projections": "long skips",
     "connector": "cascade connectors",
     "head": "stage heads",

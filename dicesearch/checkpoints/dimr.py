@@ -10,7 +10,9 @@ skips, a learned position table and a 3x3 output convolution. Per stage s
 ``input_layer.1.*`` (D, C, p, p)                   ``patchify.*``
 ``input_layer.3.position_embeddings.weight``       ``position`` (g, g, D), reshaped
 (g*g, D)
-``class_embeds.weight`` (K + 1, D), attention      ``label_input.embedding.weight``
+``class_embeds.weight`` (K + 1, D), attention      ``prefix_tokens.embedding.weight``
+                                                   (``label_input.embedding.weight`` with
+                                                   ``label_input: add``)
 ``upsample.0.{weight,bias}.*``, s > 0              ``connector.norm_in.{p,w,b}``
 ``upsample.1.kernel.*`` (D*r*r, F), s > 0          ``connector.proj.*``, rows from DiMR's
                                                    (r1, r2, c) to pixel-shuffle (c, r1, r2)
@@ -40,11 +42,12 @@ XL and G configs (``norm_type: TDRMSN``: ``block_norm: rms``) or LayerNorms
 (``norm_type: LN``, the code's default: ``block_norm: layer``); the output and
 upsampler norms are always LayerNorms.
 
-One difference no mapping removes: DiMR prepends the class embedding to a transformer
-branch's sequence as an extra token, which attention mixes with the others; TD-LN adds
-the same table's row to every position of that branch's input. The import loads
-strictly and says so (:data:`CLASS_TOKEN`): the imported model's outputs differ from the
-official model's.
+The class label: DiMR prepends ``class_embeds(y)`` to a transformer branch's sequence as
+an extra token, which attention mixes with the others and the output strips. TD-LN's
+``label_input: token`` does the same (the DiMR presets), so the imported model is the
+official one. A spec with ``label_input: add`` (the row added to every position of the
+branch's input) takes the same tensors and loads strictly, but its outputs differ from
+the official model's; the import says so (:data:`CLASS_TOKEN`).
 """
 
 from __future__ import annotations
@@ -58,8 +61,9 @@ SOURCE = "qihao067/DiMR libs/core/blocks.py"
 LAYER_EPS, RMS_EPS = 1e-5, 1e-8  # DiMR's time-dependent LayerNorm and TDRMSNorm
 CLASS_TOKEN = (
     "outputs differ from the official DiMR model's: its code prepends the class embedding to the attention "
-    "sequence of branch {branches} as an extra token, this preset adds the same embedding (class_embeds, imported "
-    "as label_input) to every position of that branch's input; every other tensor computes what the official one does"
+    "sequence of branch {branches} as an extra token, this spec adds the same embedding (class_embeds, imported "
+    "as label_input) to every position of that branch's input (tdln.label_input: add); every other tensor "
+    "computes what the official one does; use tdln.label_input: token for the official model"
 )
 
 
@@ -75,6 +79,11 @@ def _has_class_table(spec, s: int) -> bool:
 def _has_label_input(spec, s: int) -> bool:
     """Whether the spec's stage s has a label table (TD-LN's ``label_stages``)."""
     return spec.input.num_classes > 0 and (spec.conditioning.label_stages == "all" or s == 0)
+
+
+def _as_token(spec) -> bool:
+    """Whether the label enters as DiMR's class token (tdln.label_input: token) rather than added."""
+    return getattr(spec.conditioning, "label_input", "add") == "token"
 
 
 def misfit(spec) -> str | None:
@@ -177,7 +186,8 @@ def _stage(spec, s: int) -> list[Entry]:
         entry(f"{pre}.position", f"{pre}.input_layer.3.position_embeddings.weight", (g * g, d), Reshaped((g, g, d))),
     ]
     if _has_class_table(spec, s):
-        items.append(entry(f"{pre}.label_input.embedding.weight", f"{pre}.class_embeds.weight", (spec.input.num_classes + 1, d)))
+        module = "prefix_tokens" if _as_token(spec) else "label_input"
+        items.append(entry(f"{pre}.{module}.embedding.weight", f"{pre}.class_embeds.weight", (spec.input.num_classes + 1, d)))
     if s > 0:
         coarse = spec.stages[s - 1]
         width, ratio = coarse.channels * (coarse.depth + 1), g // spec.grid(s - 1)
@@ -208,7 +218,7 @@ def layout(spec) -> OfficialLayout:
     entries = [item for s in range(len(spec.stages)) for item in _stage(spec, s)]
     token_stages = [s for s in range(len(spec.stages)) if _has_class_table(spec, s)]
     notes = ()
-    if token_stages:
+    if token_stages and not _as_token(spec):
         branches = ", ".join(str(s + 1) for s in token_stages)
         notes = (CLASS_TOKEN.format(branches=branches),)
     return OfficialLayout(family=NAME, source=SOURCE, preset=spec.name, entries=tuple(entries), notes=notes)

@@ -17,7 +17,7 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from dicesearch.errors import DicesearchError, PluginLoadWarning, printable
+from dicesearch.errors import DicesearchError, LineWarning, printable
 
 console = Console()
 err_console = Console(stderr=True)
@@ -39,10 +39,11 @@ def fail(message: str, code: int = 2) -> typing.NoReturn:
 
 
 def _plugin_warnings_as_lines(show):
-    """A ``warnings.showwarning`` that prints a skipped plugin as one ``warning:`` line (no source line)."""
+    """A ``warnings.showwarning`` that prints a skipped plugin, or an MLflow store that cannot be
+    used, as one ``warning:`` line (no source line)."""
 
     def showwarning(message, category, filename, lineno, file=None, line=None):
-        if issubclass(category, PluginLoadWarning):
+        if issubclass(category, LineWarning):
             warning_line(str(message))
         else:
             show(message, category, filename, lineno, file, line)
@@ -52,7 +53,7 @@ def _plugin_warnings_as_lines(show):
 
 class DicesearchGroup(click.Group):
     """Turns user errors into one line on stderr and exit status 2 (no traceback); a skipped
-    plugin is one ``warning:`` line."""
+    plugin (any ``LineWarning``) is one ``warning:`` line."""
 
     def invoke(self, ctx: click.Context):
         with warnings.catch_warnings():

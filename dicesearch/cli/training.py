@@ -32,6 +32,7 @@ from dicesearch.errors import DataError
 def train_command(spec, data_file, data_kind, data_path, vae, config_file, steps, out, resume, device, threads, quiet,
                   fid_every, fid_samples, fid_sampler, fid_steps) -> None:
     """Train SPEC (a file or preset; optional with --resume) with checkpoints and resume."""
+    from dicesearch.data.verify import verify_data
     from dicesearch.speed.allocator import keep_freed_memory
     from dicesearch.train import Callback, JsonlLog, RunDir, train
     from dicesearch.train.inputs import resolve_train_inputs
@@ -39,6 +40,7 @@ def train_command(spec, data_file, data_kind, data_path, vae, config_file, steps
     set_threads(threads)
     keep_freed_memory()  # this process trains one model: keep its freed memory (fewer page faults a step)
     inputs = resolve_train_inputs(spec, data_file, data_kind, data_path, vae, config_file, steps, out, resume)
+    verify_data(inputs.data_spec)  # every file it will read lazily, before the run folder is written
     run = RunDir(inputs.out_dir)
     from dicesearch.provenance import file_mismatch
 
@@ -143,8 +145,10 @@ def sample_command(checkpoint, output, num_samples, sampler, steps, cfg_scale, s
 def encode_command(folder, vae, output, resolution, batch_size, posterior, seed, storage, device, overwrite, quiet) -> None:
     """Encode an image FOLDER (one subfolder per class) into a latent file, once."""
     from dicesearch.data import encode_folder, parse_data_spec
+    from dicesearch.data.verify import verify_data
 
     folder_spec = parse_data_spec({"kind": "folder", "path": str(folder), "resolution": resolution, "hflip": False}, where="folder")
+    verify_data(folder_spec)  # a bad image: one line now, not after hours of encoding
     path = encode_folder(
         folder_spec, vae, output, batch_size=batch_size, device=device, posterior=posterior, seed=seed,
         storage=storage, overwrite=overwrite, progress=not quiet,

@@ -155,8 +155,10 @@ def _what_is_measured(config: ComparisonConfig, models: list[PlannedModel]) -> d
 
 def _check_fits_data(models, config: ComparisonConfig) -> None:
     from dicesearch.data import load_dataset
+    from dicesearch.data.verify import verify_data
     from dicesearch.train.trainer import check_data_fits
 
+    verify_data(config.data)  # every file decoded once, before anything is written
     dataset = load_dataset(config.data)
     for model in models:
         try:

@@ -22,14 +22,14 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch.utils.data import Dataset
 
 from dicesearch.data.crop import adm_center_crop, pil_to_tensor
+from dicesearch.data.imagefile import open_rgb
 from dicesearch.data.latentfile import read_latent_file
 from dicesearch.data.sources import DataSpec, DigitsSpec, FolderSpec, LatentsSpec
 from dicesearch.data.vae import VaeInfo, inspect_vae
-from dicesearch.errors import DataError, one_line
+from dicesearch.errors import DataError
 
 __all__ = ["IMAGE_SUFFIXES", "DiffusionDataset", "DigitsDataset", "FolderDataset", "LatentsDataset", "load_dataset"]
 
@@ -154,11 +154,7 @@ class FolderDataset(DiffusionDataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         path, label = self.samples[index]
-        try:
-            with Image.open(path) as image:
-                rgb = image.convert("RGB")
-        except (OSError, ValueError, Image.DecompressionBombError) as exc:
-            raise DataError(f"image {path}: cannot be read ({one_line(exc)}); replace or delete the file") from None
+        rgb = open_rgb(path)  # one-line DataError for a bad file (all were checked once up front: dicesearch.data.verify)
         x = pil_to_tensor(adm_center_crop(rgb, self.resolution))  # (3, R, R) in [-1, 1]
         return x, torch.tensor(label, dtype=torch.int64)
 

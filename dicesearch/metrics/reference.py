@@ -32,20 +32,17 @@ from pathlib import Path
 import numpy as np
 
 from dicesearch.errors import DataError
-from dicesearch.files import give_ordinary_mode
+from dicesearch.files import CACHE_ENV_VAR, cache_dir, give_ordinary_mode
 from dicesearch.metrics.features import PREPROCESSING, InceptionFeatures
 from dicesearch.metrics.frechet import GaussianStats, gaussian_stats
 
-CACHE_ENV_VAR = "DICESEARCH_CACHE_DIR"
 CACHE_SUBDIR = "fid"
 FORMAT_VERSION = 1
 
 
 def default_cache_dir() -> Path:
     """``$DICESEARCH_CACHE_DIR/fid``, or ``~/.cache/dicesearch/fid``."""
-    root = os.environ.get(CACHE_ENV_VAR)
-    base = Path(root).expanduser() if root else Path.home() / ".cache" / "dicesearch"
-    return base / CACHE_SUBDIR
+    return cache_dir(CACHE_SUBDIR)
 
 
 @dataclass(frozen=True)

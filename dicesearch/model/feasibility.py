@@ -240,6 +240,28 @@ def _meta_conditioning(spec, registry):
         return _conditioning(spec, registry)
 
 
+def check_prefix_tokens(spec, registry) -> None:
+    """Raise SpecFieldError if the conditioning gives prefix tokens to a stage whose blocks cannot take them.
+
+    A conditioning method's ``stage_tokens`` (TD-LN's ``label_input: token``) prepends
+    tokens to a stage's sequence; only block types declaring ``prefix_tokens`` take them.
+    """
+    unable = [i for i, stage in enumerate(spec.stages) if not registry.block(stage.block.kind).prefix_tokens]
+    conditioning = _meta_conditioning(spec, registry) if unable else None
+    capable = sorted(name for name, registered in registry.blocks.items() if registered.type.prefix_tokens)
+    for i in unable:
+        stage = spec.stages[i]
+        with torch.device("meta"):
+            tokens = conditioning.stage_tokens(stage.channels, i)
+        if tokens is not None:
+            raise SpecFieldError(
+                ("stages", i, "block", "kind"),
+                f"'{stage.block.kind}' blocks cannot take the prefix tokens that conditioning '{spec.conditioning.kind}' "
+                f"gives stage {i} (blocks that can: {', '.join(capable) or 'none installed'}); use one of those, or set "
+                "the conditioning so that this stage gets none (tdln: label_input: add, or label_stages: first)",
+            )
+
+
 def check_forward(spec, registry) -> None:
     """One forward at batch 1 on the meta device; raise SpecFieldError naming the stage's block
     (and its plugin) if it fails, e.g. a block that returns another shape than it was given."""
@@ -275,4 +297,12 @@ def check_forward(spec, registry) -> None:
                 hook.remove()
 
 
-__all__ = ["MAX_BLOCKS", "MAX_PARAMETERS", "ParameterEstimate", "check_buildable", "check_forward", "estimate_parameters"]
+__all__ = [
+    "MAX_BLOCKS",
+    "MAX_PARAMETERS",
+    "ParameterEstimate",
+    "check_buildable",
+    "check_forward",
+    "check_prefix_tokens",
+    "estimate_parameters",
+]

@@ -94,6 +94,11 @@ class Stage(nn.Module):
 
     forward(x (B, C_in, H, W), signal, coarse_features (B, h', w', F) | None)
         -> prediction (B, out, h or H, w or W), features (B, h, w, F_out) | None
+
+    When the conditioning method gives the stage prefix tokens (``stage_tokens``: DiMR's
+    class token), they run through the blocks and the long skips beside the grid, as one
+    sequence of P + h * w tokens, and are dropped before the head and the features, as
+    DiMR's code strips its class token (``x[:, 1:, :]``).
     """
 
     def __init__(
@@ -121,6 +126,7 @@ class Stage(nn.Module):
         else:
             self.position = None
         self.label_input = conditioning.stage_input(dim, index)
+        self.prefix_tokens = conditioning.stage_tokens(dim, index)
         if coarse_features is not None:
             ratio = spec.grid(index) // spec.grid(index - 1)
             self.connector = FeatureConnector(coarse_features, dim, ratio, spec.cascade.connector_norm, conditioning)
@@ -141,19 +147,32 @@ class Stage(nn.Module):
         if self.position is not None and self.position.requires_grad:
             nn.init.normal_(self.position, std=0.02)
 
-    def _run(self, i: int, block: nn.Module, x: torch.Tensor, signal: ConditionSignal) -> torch.Tensor:
+    def _call(self, block: nn.Module, *inputs):
         if self.gradient_checkpointing and torch.is_grad_enabled():
-            out = checkpoint(block, x, signal, use_reentrant=False)
-        else:
-            out = block(x, signal)
-        # A plugin's block must keep (B, H, W, C). Checked on every call (a shape comparison,
-        # no sync) so a wrong block fails here, by name, not as a matmul error blocks later.
-        if not isinstance(out, torch.Tensor) or out.shape != x.shape:
-            got = f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else f"a {type(out).__name__}"
-            raise PluginError(
-                f"{self.block_origin}: block {i} of stage {self.index} returned {got} for an input of shape "
-                f"{tuple(x.shape)}; a block's forward must return a tensor of its input's shape (B, H, W, C)"
-            )
+            return checkpoint(block, *inputs, use_reentrant=False)
+        return block(*inputs)
+
+    def _wrong(self, i: int, out, x: torch.Tensor, what: str) -> PluginError:
+        got = f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else f"a {type(out).__name__}"
+        return PluginError(
+            f"{self.block_origin}: block {i} of stage {self.index} returned {got} for an input of shape "
+            f"{tuple(x.shape)}; a block's forward must return {what}"
+        )
+
+    def _run(self, i: int, block: nn.Module, x: torch.Tensor, signal: ConditionSignal, prefix: torch.Tensor | None):
+        """x (B, h, w, C), prefix (B, P, C) | None -> the block's (x, prefix), shapes kept."""
+        if prefix is None:
+            out = self._call(block, x, signal)  # (B, h, w, C)
+            # A plugin's block must keep (B, H, W, C). Checked on every call (a shape comparison,
+            # no sync) so a wrong block fails here, by name, not as a matmul error blocks later.
+            if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+                raise self._wrong(i, out, x, "a tensor of its input's shape (B, H, W, C)")
+            return out, None
+        out = self._call(block, x, signal, prefix)  # (x (B, h, w, C), prefix (B, P, C))
+        if not (isinstance(out, tuple) and len(out) == 2 and all(isinstance(o, torch.Tensor) for o in out)):
+            raise self._wrong(i, out, x, "(x, prefix) when given prefix tokens")
+        if out[0].shape != x.shape or out[1].shape != prefix.shape:
+            raise self._wrong(i, out[0], x, f"(x, prefix) of its inputs' shapes {tuple(x.shape)}, {tuple(prefix.shape)}")
         return out
 
     def forward(self, x, signal: ConditionSignal, coarse_features=None):
@@ -164,16 +183,21 @@ class Stage(nn.Module):
             x = self.label_input(x, signal)
         if self.connector is not None:
             x = x + self.connector(coarse_features, signal)
-        outputs = [x] if self.collect == "all_blocks" else None
+        prefix = self.prefix_tokens(signal) if self.prefix_tokens is not None else None  # (B, P, C) | None
+        outputs = [x] if self.collect == "all_blocks" else None  # grid tokens only, as DiMR's external skips
         skips = len(self.skip_projections)  # in-blocks 0..skips-1 feed out-blocks depth-skips..depth-1
         saved = []
         depth = len(self.blocks)
         for i, block in enumerate(self.blocks):
             if i >= depth - skips:
-                x = self.skip_projections[i - (depth - skips)](torch.cat([x, saved.pop()], dim=-1))
-            x = self._run(i, block, x, signal)
+                project = self.skip_projections[i - (depth - skips)]
+                x_skip, prefix_skip = saved.pop()
+                x = project(torch.cat([x, x_skip], dim=-1))  # (B, h, w, 2C) -> (B, h, w, C)
+                if prefix is not None:  # token-wise, as one Linear over the whole sequence
+                    prefix = project(torch.cat([prefix, prefix_skip], dim=-1))  # (B, P, 2C) -> (B, P, C)
+            x, prefix = self._run(i, block, x, signal, prefix)  # (B, h, w, C), (B, P, C) | None
             if i < skips:
-                saved.append(x)
+                saved.append((x, prefix))
             if outputs is not None:
                 outputs.append(x)
         features = torch.cat(outputs, dim=-1) if outputs is not None else (x if self.collect else None)

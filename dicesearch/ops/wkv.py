@@ -68,14 +68,30 @@ from torch.utils.checkpoint import checkpoint
 from dicesearch.costs import declared_cost
 from dicesearch.ops._autocast import autocast_disabled
 
-__all__ = ["BI_WKV_FLOPS", "bi_wkv", "bi_wkv_reference"]
+__all__ = ["BI_WKV_FLOPS", "bi_wkv", "bi_wkv_reference", "default_chunk_size"]
 
 BI_WKV_FLOPS = 16  # per batch x token x channel: 2 directions x 5 for the states, 6 to combine
 
 # Tokens per dense block. Work per token grows with the chunk, Python/launch overhead with
-# the number of chunks; 32 measured best on CPU, GPUs prefer fewer, larger blocks.
-CHUNK_SIZE_CPU = 32
+# the number of chunks. On CPU, forward + backward at one thread (torch 2.13, the project's
+# 2-core x86_64 machine): 8 was fastest up to 1,024 tokens (64 tokens, C 48, batch 64:
+# 53 ms at 8, 101 at 16, 207 at 32; 1,024 tokens, C 384: 226 ms at 8, 595 at 32) and 16 at
+# 4,096 (231 ms, 341 at 8). GPUs prefer fewer, larger blocks.
+CHUNK_SIZE_CPU = 8
+CHUNK_SIZE_CPU_LONG = 16  # above LONG_SEQUENCE tokens
+LONG_SEQUENCE = 2048
 CHUNK_SIZE_ACCELERATOR = 128
+
+
+def default_chunk_size(k: Tensor) -> int:
+    """The chunk for ``k`` (B, T, C): the CPU's by sequence length; on an accelerator, or when
+    the memory estimate traces a training step on fake tensors (it estimates a GPU run), the
+    accelerator's, so that the estimate holds the blocks a GPU run allocates."""
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    if k.device.type != "cpu" or isinstance(k, FakeTensor):
+        return CHUNK_SIZE_ACCELERATOR
+    return CHUNK_SIZE_CPU if k.shape[1] <= LONG_SEQUENCE else CHUNK_SIZE_CPU_LONG
 
 
 def _compute_dtype(*tensors: Tensor) -> torch.dtype:
@@ -185,15 +201,15 @@ def bi_wkv(w: Tensor, u: Tensor, k: Tensor, v: Tensor, *, chunk_size: int | None
         k: (B, T, C) keys.
         v: (B, T, C) values.
         chunk_size: tokens per dense block, trading Python/launch overhead against
-            O(chunk) work per token. None: 32 on CPU, 128 on other devices. The result
-            does not depend on it beyond rounding.
+            O(chunk) work per token. None: :func:`default_chunk_size`. The result does
+            not depend on it beyond rounding.
 
     Returns:
         (B, T, C) in the dtype of ``k``/``v`` (computed in fp32 for fp16/bf16 inputs).
     """
     _check_shapes(w, u, k, v)
     if chunk_size is None:
-        chunk_size = CHUNK_SIZE_CPU if k.device.type == "cpu" else CHUNK_SIZE_ACCELERATOR
+        chunk_size = default_chunk_size(k)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     out_dtype = torch.promote_types(k.dtype, v.dtype)

@@ -172,9 +172,10 @@ def _check_model(spec: ModelSpecBase, registry: Registry) -> ModelSpecBase:
             ("cascade", "loss_weights"),
             f"{len(weights)} weights for {len(spec.stages)} stages; give one per stage or 'auto'",
         )
-    from dicesearch.model.feasibility import check_buildable  # sizes no device could build: refused in milliseconds
+    from dicesearch.model.feasibility import check_buildable, check_prefix_tokens  # refused in milliseconds
 
-    check_buildable(spec, registry)
+    check_buildable(spec, registry)  # sizes no device could build
+    check_prefix_tokens(spec, registry)  # tokens (DiMR's class token) only where the blocks take them
     return spec
 
 

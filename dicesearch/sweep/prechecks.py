@@ -16,6 +16,7 @@ keeping the choice with the smallest estimate.
 
 from __future__ import annotations
 
+from dicesearch.data.verify import verify_data
 from dicesearch.errors import DataError, SpecError, one_line
 from dicesearch.sweep.lifecycle.gate import estimate_memory
 from dicesearch.sweep.space.distributions import ChoiceParam
@@ -52,6 +53,7 @@ def check_data(space: SearchSpace) -> None:
                 raise DataError(
                     f"latent file {data.path}: no such file; write it with `dicesearch encode` or fix the path"
                 )
+        verify_data(data)  # every file decoded once (cached by size and mtime): a bad one would fail every trial
         count = _image_count(data)
     except DataError as error:
         raise DataError(f"{space.where('data', 'path')}: {error}") from None

@@ -113,7 +113,7 @@ def test_drwkv_norms_go_where_the_code_applies_them():
     assert layout.notes == ()
 
 
-def test_dimr_maps_its_time_dependent_norms_and_class_table_and_says_what_differs():
+def test_dimr_maps_its_time_dependent_norms_and_class_token():
     layout = layout_for(load_spec("DiMR-XL/2R"), "DiMR-XL/2R")
     sources = {item.ours: [key for key, _ in item.official] for item in layout.entries}
     block1, block2 = "stages.0.blocks.5.block1.norm.scale", "stages.0.blocks.5.block2.norm.scale"
@@ -124,16 +124,29 @@ def test_dimr_maps_its_time_dependent_norms_and_class_table_and_says_what_differ
     assert sources["stages.1.head.modulator.p"] == [f"{head}.weight.param0", f"{head}.weight.param1", f"{head}.bias.param0", f"{head}.bias.param1"]
     assert sources["stages.1.connector.norm_in.w"] == ["stages.1.upsample.0.weight.nodecay_weight", "stages.1.upsample.0.bias.nodecay_weight"]
     assert sources["stages.1.connector.norm_out.b"] == ["stages.1.upsample.2.weight.nodecay_bias", "stages.1.upsample.2.bias.nodecay_bias"]
+    assert sources["stages.0.prefix_tokens.embedding.weight"] == ["stages.0.class_embeds.weight"]
+    assert layout.notes == ()  # the preset's class token is the official model's
+
+
+def test_a_dimr_spec_that_adds_the_label_takes_the_same_table_and_says_what_differs(registry):
+    from dicesearch.spec import parse_spec, spec_to_dict
+
+    data = spec_to_dict(load_spec("DiMR-XL/2R"))
+    data["conditioning"]["label_input"] = "add"
+    layout = layout_for(parse_spec(data, "added.yaml", registry), "added.yaml")
+    sources = {item.ours: [key for key, _ in item.official] for item in layout.entries}
     assert sources["stages.0.label_input.embedding.weight"] == ["stages.0.class_embeds.weight"]
+    assert "stages.0.prefix_tokens.embedding.weight" not in sources
     (note,) = layout.notes
     assert note.startswith("outputs differ from the official DiMR model's") and "as an extra token" in note
+    assert note.endswith("use tdln.label_input: token for the official model")
 
 
 @pytest.mark.parametrize(
     ("change", "message"),
     [
         (lambda d: d["conditioning"].update(per_channel=False), "DiMR's time-dependent parameters are per channel (tdln.per_channel: true)"),
-        (lambda d: d["conditioning"].update(label_stages="all"), "stage 1: DiMR has a class table in each transformer branch and none in a ConvNeXt branch"),
+        (lambda d: d["conditioning"].update(label_stages="all", label_input="add"), "stage 1: DiMR has a class table in each transformer branch and none in a ConvNeXt branch"),
         (lambda d: d["stages"][1]["block"].update(form="convnext"), "stage 1: DiMR's ConvNeXt block is the convnext block's form: dimr"),
         (lambda d: d["cascade"].update(connector_norm="plain"), "DiMR's upsampler norms are time-dependent (cascade.connector_norm: conditioned)"),
     ],

@@ -148,3 +148,14 @@ def test_saved_activations_are_linear_in_length(saved_bytes):
     w, u, k, v = (t.float().requires_grad_() for t in _inputs(1, length, channels))
     saved = saved_bytes(lambda: bi_wkv(w, u, k, v, chunk_size=32))
     assert saved < 24 * length * channels * 4
+
+
+def test_the_default_chunk_follows_the_sequence_on_cpu_and_the_accelerator_when_estimating():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from dicesearch.ops.wkv import CHUNK_SIZE_ACCELERATOR, CHUNK_SIZE_CPU, CHUNK_SIZE_CPU_LONG, LONG_SEQUENCE, default_chunk_size
+
+    assert default_chunk_size(torch.zeros(1, 64, 4)) == CHUNK_SIZE_CPU
+    assert default_chunk_size(torch.zeros(1, LONG_SEQUENCE + 1, 4)) == CHUNK_SIZE_CPU_LONG
+    with FakeTensorMode():  # the memory estimate traces a GPU run's step: its blocks, not the CPU's
+        assert default_chunk_size(torch.zeros(1, 64, 4)) == CHUNK_SIZE_ACCELERATOR

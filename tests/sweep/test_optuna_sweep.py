@@ -7,69 +7,24 @@ fault-injection harness, tests/faults/.
 import optuna
 import pytest
 from click.testing import CliRunner
-from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from dicesearch.cli import main
 from dicesearch.provenance import dicesearch_version
 from dicesearch.spec import load_spec
 
-SPACE = """\
-name: {name}
-base:
-  input: {{channels: 1, resolution: 16, num_classes: 10}}
-  stages:
-    - {{patch_size: 2, channels: 16, depth: 1, block: {{kind: dice, mlp_ratio: 2.0}}}}
-    - {{patch_size: 1, channels: 16, depth: 1, block: {{kind: convnext, mlp_ratio: 2.0}}}}
-parameters:
-{parameters}
-budget: {{train_steps: {steps}, batch_size: 8, lr: {lr}, fid_samples: 8, sampling_steps: 3, report_every: 5}}
-memory: {{budget_gb: {budget_gb}, precision: fp16, batch_size: 8}}
-trials: {trials}
-{extra}
-"""
 
-
-def write_space(tmp_path, name="s", parameters="  stages[0].channels: {int: [16, 32], step: 16}", steps=10, lr=0.001,
-                budget_gb=24, trials=2, extra=""):
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(SPACE.format(name=name, parameters=parameters, steps=steps, lr=lr, budget_gb=budget_gb, trials=trials, extra=extra))
-    return path
-
-
-def sweep(tmp_path, space, *args):
-    result = CliRunner().invoke(main, ["sweep", str(space), *args], catch_exceptions=False, terminal_width=200)
-    return result
-
-
-def trials_of(tmp_path, name):
-    study = optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path}/optuna.db")
-    return study.get_trials(deepcopy=False)
-
-
-def mlflow_runs(tmp_path, name):
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
-    experiment = client.get_experiment_by_name("dicesearch")
-    return client.search_runs([experiment.experiment_id], filter_string=f"tags.`dicesearch.study` = '{name}'")
-
-
-@pytest.fixture
-def in_tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
-def test_a_sweep_logs_every_trial_to_optuna_and_mlflow_and_exports_the_best(in_tmp):
-    space = write_space(in_tmp, "basic")
-    result = sweep(in_tmp, space)
+def test_a_sweep_logs_every_trial_to_optuna_and_mlflow_and_exports_the_best(sweep_kit):
+    space = sweep_kit.space("basic")
+    result = sweep_kit.run(space)
     assert result.exit_code == 0, result.output
     assert "Compare trials:  mlflow ui   (in this directory; it reads ./mlflow.db)" in result.output
-    trials = trials_of(in_tmp, "basic")
+    trials = sweep_kit.trials("basic")
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.COMPLETE]
     for t in trials:
         assert t.value == t.user_attrs["metrics"]["fid_8"] > 0
         assert t.user_attrs["loss_curve"] and t.user_attrs["spec_yaml"].startswith("# made with dicesearch ") and "\nname:" in t.user_attrs["spec_yaml"]
-    runs = mlflow_runs(in_tmp, "basic")
+    runs = sweep_kit.runs("basic")
     parent = [r for r in runs if r.data.tags["dicesearch.role"] == "sweep"]
     children = [r for r in runs if r.data.tags["dicesearch.role"] == "trial"]
     assert len(parent) == 1 and parent[0].info.status == "FINISHED"
@@ -83,30 +38,30 @@ def test_a_sweep_logs_every_trial_to_optuna_and_mlflow_and_exports_the_best(in_t
         assert run.data.tags["dicesearch.version"] == dicesearch_version()
         assert run.data.tags["dicesearch.block.dice"] == f"dicesearch {dicesearch_version()}"
         assert run.data.tags["dicesearch.conditioning.adaln_zero"] == f"dicesearch {dicesearch_version()}"
-    study = optuna.load_study(study_name="basic", storage=f"sqlite:///{in_tmp}/optuna.db")
+    study = optuna.load_study(study_name="basic", storage=f"sqlite:///{sweep_kit.root}/optuna.db")
     assert study.metric_names == ["fid_8"]  # optuna-dashboard's label, instead of "Objective 0"
-    assert (in_tmp / "runs" / "basic" / "plots" / "optimization_history.png").is_file()
-    assert (in_tmp / "runs" / "basic" / "trial-0" / "samples.png").is_file()
+    assert (sweep_kit.root / "runs" / "basic" / "plots" / "optimization_history.png").is_file()
+    assert (sweep_kit.root / "runs" / "basic" / "trial-0" / "samples.png").is_file()
 
     exported = CliRunner().invoke(main, ["export", str(space), "-o", "best.yaml"])
     assert exported.exit_code == 0, exported.output
     best = min(trials, key=lambda t: t.value)
-    assert load_spec(in_tmp / "best.yaml").stages[0].channels == best.params["stages[0].channels"]
+    assert load_spec(sweep_kit.root / "best.yaml").stages[0].channels == best.params["stages[0].channels"]
     assert "dicesearch train best.yaml --data-kind digits" in exported.output
-    assert f"# uses block 'dice' from dicesearch {dicesearch_version()}\n" in (in_tmp / "best.yaml").read_text()
+    assert f"# uses block 'dice' from dicesearch {dicesearch_version()}\n" in (sweep_kit.root / "best.yaml").read_text()
     assert "warning" not in exported.output  # the plugins it was made with are the installed ones
 
 
-def test_an_over_budget_config_is_rejected_without_training(in_tmp):
+def test_an_over_budget_config_is_rejected_without_training(sweep_kit):
     # 16 channels fit the budget (so the sweep starts), 2048 do not; trial 0 gets 2048
-    space = write_space(in_tmp, "gate", parameters="  stages[0].channels: {choice: [16, 2048]}", budget_gb=1.0, trials=1)
-    optuna.create_study(study_name="gate", storage=f"sqlite:///{in_tmp}/optuna.db").enqueue_trial({"stages[0].channels": 2048})
-    result = sweep(in_tmp, space)
+    space = sweep_kit.space("gate", parameters="  stages[0].channels: {choice: [16, 2048]}", budget_gb=1.0, trials=1)
+    optuna.create_study(study_name="gate", storage=f"sqlite:///{sweep_kit.root}/optuna.db").enqueue_trial({"stages[0].channels": 2048})
+    result = sweep_kit.run(space)
     # its only trial was rejected: nothing scored, so the sweep says why and exits non-zero
     assert result.exit_code == 1, result.output
     assert "error: no trial of study 'gate' completed: 1 rejected (rejected: estimated peak training memory" in result.output
     assert "Export the best" not in result.output
-    (trial,) = trials_of(in_tmp, "gate")
+    (trial,) = sweep_kit.trials("gate")
     # infeasible: COMPLETE with a placeholder value and a violated constraint the sampler reads
     assert trial.state == TrialState.COMPLETE and trial.value == float("inf")
     assert trial.constraints["memory_over_budget_gb"] == pytest.approx(trial.user_attrs["metrics"]["memory_estimated_gb"] - 1.0)
@@ -115,17 +70,17 @@ def test_an_over_budget_config_is_rejected_without_training(in_tmp):
     assert "exceeds the 1 GB budget" in trial.user_attrs["reason"]
     assert trial.user_attrs["metrics"]["memory_estimated_gb"] > 1.0
     assert "loss_curve" not in trial.user_attrs  # not one training step
-    assert not (in_tmp / "runs" / "gate" / "trial-0").exists()
-    (run,) = [r for r in mlflow_runs(in_tmp, "gate") if r.data.tags["dicesearch.role"] == "trial"]
+    assert not (sweep_kit.root / "runs" / "gate" / "trial-0").exists()
+    (run,) = [r for r in sweep_kit.runs("gate") if r.data.tags["dicesearch.role"] == "trial"]
     assert run.data.tags["dicesearch.status"] == "rejected" and run.info.status == "FAILED"
 
 
-def test_failing_trials_are_recorded_and_the_sweep_goes_on(in_tmp):
+def test_failing_trials_are_recorded_and_the_sweep_goes_on(sweep_kit):
     # 3-channel inputs do not fit the 1-channel digits: those trials fail inside the trial process
-    space = write_space(in_tmp, "faults", parameters="  input.channels: {choice: [1, 3]}", trials=4)
-    result = sweep(in_tmp, space)
+    space = sweep_kit.space("faults", parameters="  input.channels: {choice: [1, 3]}", trials=4)
+    result = sweep_kit.run(space)
     assert result.exit_code == 0, result.output
-    trials = trials_of(in_tmp, "faults")
+    trials = sweep_kit.trials("faults")
     assert len(trials) == 4
     for t in trials:
         if t.params["input.channels"] == 3:
@@ -134,14 +89,14 @@ def test_failing_trials_are_recorded_and_the_sweep_goes_on(in_tmp):
             assert t.state == TrialState.COMPLETE
 
 
-def test_an_identical_configuration_is_not_trained_twice(in_tmp):
-    space = write_space(in_tmp, "twice", parameters="  stages[0].channels: {choice: [16]}", steps=4, trials=2)
-    result = sweep(in_tmp, space)
+def test_an_identical_configuration_is_not_trained_twice(sweep_kit):
+    space = sweep_kit.space("twice", parameters="  stages[0].channels: {choice: [16]}", steps=4, trials=2)
+    result = sweep_kit.run(space)
     assert result.exit_code == 0, result.output
     assert "trial 1: the same configuration as trial 0; its result is reused, not retrained" in result.output
-    first, second = trials_of(in_tmp, "twice")
+    first, second = sweep_kit.trials("twice")
     assert second.state == TrialState.COMPLETE and second.value == first.value
     assert second.user_attrs["duplicate_of"] == 0 and second.user_attrs["metrics"]["fid_8"] == first.user_attrs["metrics"]["fid_8"]
-    assert not (in_tmp / "runs" / "twice" / "trial-1").exists()  # nothing was trained for it
-    runs = [r for r in mlflow_runs(in_tmp, "twice") if r.data.tags["dicesearch.role"] == "trial"]
+    assert not (sweep_kit.root / "runs" / "twice" / "trial-1").exists()  # nothing was trained for it
+    runs = [r for r in sweep_kit.runs("twice") if r.data.tags["dicesearch.role"] == "trial"]
     assert sorted(r.data.metrics["fid_8"] for r in runs) == [first.value, first.value]

@@ -13,10 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-import optuna
 import pytest
 from click.testing import CliRunner
-from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 import dicesearch
@@ -24,49 +22,6 @@ from dicesearch.cli import main
 from dicesearch.spec import load_spec
 
 ray = pytest.importorskip("ray")
-
-SPACE = """\
-name: {name}
-backend: ray
-base:
-  input: {{channels: 1, resolution: 16, num_classes: 10}}
-  stages:
-    - {{patch_size: 2, channels: 16, depth: 1, block: {{kind: dice, mlp_ratio: 2.0}}}}
-    - {{patch_size: 1, channels: 16, depth: 1, block: {{kind: convnext, mlp_ratio: 2.0}}}}
-parameters:
-{parameters}
-budget: {{train_steps: {steps}, batch_size: 8, lr: 0.001, fid_samples: 8, sampling_steps: 3, report_every: 5}}
-memory: {{budget_gb: {budget_gb}, precision: fp16, batch_size: 8}}
-trials: {trials}
-pruner: {pruner}
-{extra}
-"""
-
-
-def write_space(tmp_path, name, parameters="  stages[0].channels: {int: [16, 32], step: 16}", steps=10, budget_gb=24, trials=2,
-                pruner="none", extra=""):
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(SPACE.format(name=name, parameters=parameters, steps=steps, budget_gb=budget_gb, trials=trials, pruner=pruner, extra=extra))
-    return path
-
-
-def sweep(space, *args):
-    return CliRunner().invoke(main, ["sweep", str(space), *args], catch_exceptions=False, terminal_width=200)
-
-
-def trials_of(tmp_path, name):
-    study = optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path}/optuna.db")
-    return study.get_trials(deepcopy=False)
-
-
-def mlflow_runs(tmp_path, name):
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
-    experiment = client.get_experiment_by_name("dicesearch")
-    return client.search_runs([experiment.experiment_id], filter_string=f"tags.`dicesearch.study` = '{name}'")
-
-
-def trial_runs(tmp_path, name):
-    return [r for r in mlflow_runs(tmp_path, name) if r.data.tags["dicesearch.role"] == "trial"]
 
 
 @pytest.fixture(scope="module")
@@ -83,18 +38,21 @@ def ray_runtime(tmp_path_factory):
     patch.undo()
 
 
+SWEEP_BACKEND = "ray"  # the sweep_kit fixture's backend in this module
+
+
 @pytest.fixture
-def in_tmp(tmp_path, monkeypatch, ray_runtime):
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+def in_ray(sweep_kit, ray_runtime):
+    """A sweep folder whose sweeps join this module's Ray runtime."""
+    return sweep_kit.root
 
 
-def test_a_ray_sweep_logs_every_trial_to_optuna_and_mlflow_and_exports_the_best(in_tmp):
-    space = write_space(in_tmp, "basic", extra="parallelism: 2\ncpus_per_trial: 1")  # both trials at once
-    result = sweep(space)
+def test_a_ray_sweep_logs_every_trial_to_optuna_and_mlflow_and_exports_the_best(sweep_kit, in_ray):
+    space = sweep_kit.space("basic", extra="parallelism: 2\ncpus_per_trial: 1")  # both trials at once
+    result = sweep_kit.run(space)
     assert result.exit_code == 0, result.output
     assert "trials ranked by fid_8" in result.output
-    trials = trials_of(in_tmp, "basic")
+    trials = sweep_kit.trials("basic")
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.COMPLETE]
     assert sorted(t.params["stages[0].channels"] for t in trials) == [16, 32]  # not one configuration twice
     (a, b) = sorted(trials, key=lambda t: t.datetime_start)
@@ -102,40 +60,40 @@ def test_a_ray_sweep_logs_every_trial_to_optuna_and_mlflow_and_exports_the_best(
     for t in trials:
         assert t.value == t.user_attrs["metrics"]["fid_8"] > 0
         assert t.user_attrs["loss_curve"] and t.user_attrs["spec_yaml"].startswith("# made with dicesearch ") and "\nname:" in t.user_attrs["spec_yaml"]
-        assert Path(t.user_attrs["samples_png"]) == in_tmp / "runs" / "basic" / f"trial-{t.number}" / "samples.png"
+        assert Path(t.user_attrs["samples_png"]) == sweep_kit.root / "runs" / "basic" / f"trial-{t.number}" / "samples.png"
         assert Path(t.user_attrs["samples_png"]).is_file()
-    runs = mlflow_runs(in_tmp, "basic")
+    runs = sweep_kit.runs("basic")
     (parent,) = [r for r in runs if r.data.tags["dicesearch.role"] == "sweep"]
     assert parent.info.status == "FINISHED" and parent.data.params["backend"] == "ray"
-    children = trial_runs(in_tmp, "basic")
+    children = sweep_kit.trial_runs("basic")
     assert len(children) == 2
     for run in children:
         assert run.info.status == "FINISHED" and run.data.tags["dicesearch.status"] == "complete"
         assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert run.data.metrics["fid_8"] > 0 and "loss" in run.data.metrics and "gmacs" in run.data.metrics
         assert run.data.params["stage0.block"] == "dice"
-    assert (in_tmp / "runs" / "basic" / "plots" / "optimization_history.png").is_file()
+    assert (sweep_kit.root / "runs" / "basic" / "plots" / "optimization_history.png").is_file()
 
     exported = CliRunner().invoke(main, ["export", str(space), "-o", "best.yaml"])
     assert exported.exit_code == 0, exported.output
     best = min(trials, key=lambda t: t.value)
-    assert load_spec(in_tmp / "best.yaml").stages[0].channels == best.params["stages[0].channels"]
+    assert load_spec(sweep_kit.root / "best.yaml").stages[0].channels == best.params["stages[0].channels"]
 
-    again = sweep(space)  # a finished sweep runs nothing more
+    again = sweep_kit.run(space)  # a finished sweep runs nothing more
     assert again.exit_code == 0, again.output
     assert "2 of 2 trials already finished" in again.output
-    assert len(trials_of(in_tmp, "basic")) == 2
-    assert sweep(space, "--trials", "3").exit_code == 2  # Ray cannot grow a started experiment: said, not ignored
+    assert len(sweep_kit.trials("basic")) == 2
+    assert sweep_kit.run(space, "--trials", "3").exit_code == 2  # Ray cannot grow a started experiment: said, not ignored
 
 
-def test_an_over_budget_config_is_rejected_without_training(in_tmp):
+def test_an_over_budget_config_is_rejected_without_training(sweep_kit, in_ray):
     # 16 channels fit the budget (so the sweep starts), 2048 do not; the seeded sampler draws 2048 first
-    space = write_space(in_tmp, "gate", parameters="  stages[0].channels: {choice: [16, 2048]}", budget_gb=1.0, trials=1)
-    result = sweep(space)
+    space = sweep_kit.space("gate", parameters="  stages[0].channels: {choice: [16, 2048]}", budget_gb=1.0, trials=1)
+    result = sweep_kit.run(space)
     # its only trial was rejected: nothing scored, so the sweep says why and exits non-zero
     assert result.exit_code == 1, result.output
     assert "error: no trial of study 'gate' completed: 1 rejected (rejected: estimated peak training memory" in result.output
-    (trial,) = trials_of(in_tmp, "gate")
+    (trial,) = sweep_kit.trials("gate")
     assert trial.state == TrialState.COMPLETE and trial.user_attrs["status"] == "rejected"  # infeasible, for the sampler
     assert trial.value == float("inf") and trial.constraints["memory_over_budget_gb"] > 0
     assert trial.params["stages[0].channels"] == 2048
@@ -143,17 +101,17 @@ def test_an_over_budget_config_is_rejected_without_training(in_tmp):
     assert trial.user_attrs["metrics"]["memory_estimated_gb"] > 1.0
     assert "loss_curve" not in trial.user_attrs  # not one training step (recorded as by the Optuna backend)
     assert "wall_seconds" not in trial.user_attrs["metrics"]  # no trial process was started
-    (run,) = trial_runs(in_tmp, "gate")
+    (run,) = sweep_kit.trial_runs("gate")
     assert run.data.tags["dicesearch.status"] == "rejected" and run.info.status == "FAILED"
     assert "exceeds" in run.data.tags["dicesearch.reason"]
 
 
-def test_failing_trials_are_recorded_and_the_sweep_goes_on(in_tmp):
+def test_failing_trials_are_recorded_and_the_sweep_goes_on(sweep_kit, in_ray):
     # 3-channel inputs do not fit the 1-channel digits: those trials fail inside their trial process
-    space = write_space(in_tmp, "faults", parameters="  input.channels: {choice: [1, 3]}", trials=2)
-    result = sweep(space)
+    space = sweep_kit.space("faults", parameters="  input.channels: {choice: [1, 3]}", trials=2)
+    result = sweep_kit.run(space)
     assert result.exit_code == 0, result.output
-    trials = trials_of(in_tmp, "faults")
+    trials = sweep_kit.trials("faults")
     assert sorted(t.params["input.channels"] for t in trials) == [1, 3]  # the seeded sampler draws 3, then 1
     for t in trials:
         if t.params["input.channels"] == 3:
@@ -161,46 +119,46 @@ def test_failing_trials_are_recorded_and_the_sweep_goes_on(in_tmp):
             assert "images are 1x16x16 but the spec" in t.user_attrs["reason"]
         else:
             assert t.state == TrialState.COMPLETE
-    statuses = {r.data.tags["dicesearch.trial"]: (r.info.status, r.data.tags["dicesearch.status"]) for r in trial_runs(in_tmp, "faults")}
+    statuses = {r.data.tags["dicesearch.trial"]: (r.info.status, r.data.tags["dicesearch.status"]) for r in sweep_kit.trial_runs("faults")}
     assert statuses == {str(t.number): ("FINISHED", "complete") if t.state == TrialState.COMPLETE else ("FAILED", "failed") for t in trials}
 
 
-def test_a_trial_over_its_time_limit_is_stopped_and_recorded(in_tmp):
-    space = write_space(in_tmp, "slow", steps=100000, trials=1, extra="trial_time_limit_s: 5")
-    result = sweep(space)
+def test_a_trial_over_its_time_limit_is_stopped_and_recorded(sweep_kit, in_ray):
+    space = sweep_kit.space("slow", steps=100000, trials=1, extra="trial_time_limit_s: 5")
+    result = sweep_kit.run(space)
     assert result.exit_code == 1, result.output  # no trial completed
     assert "error: no trial of study 'slow' completed: 1 timeout (timeout: stopped after" in result.output
     assert "Export the best" not in result.output
-    (trial,) = trials_of(in_tmp, "slow")
+    (trial,) = sweep_kit.trials("slow")
     assert trial.state == TrialState.FAIL and trial.user_attrs["status"] == "timeout"
     assert trial.user_attrs["reason"].startswith("timeout: stopped after")
 
 
-def test_asha_stops_a_trial_whose_loss_falls_behind(in_tmp):
+def test_asha_stops_a_trial_whose_loss_falls_behind(sweep_kit, in_ray):
     # the seeded sampler tries 16 channels, then 32; at step 5 (ASHA's one rung) the wider
     # model's loss is clearly behind (about 1.2 against 0.9), so ASHA stops it before its evaluation
-    space = write_space(in_tmp, "asha", steps=15, pruner="median")
-    result = sweep(space)
+    space = sweep_kit.space("asha", steps=15, pruner="median")
+    result = sweep_kit.run(space)
     assert result.exit_code == 0, result.output
-    first, second = trials_of(in_tmp, "asha")
+    first, second = sweep_kit.trials("asha")
     assert first.state == TrialState.COMPLETE
     assert second.state == TrialState.PRUNED and second.user_attrs["reason"] == "pruned by ASHA at step 5"
     assert second.user_attrs["loss_curve"][-1][0] == 5 and "fid_8" not in second.user_attrs["metrics"]
     assert first.user_attrs["loss_curve"][0][0] == 5
     assert first.user_attrs["loss_curve"][0][1] < second.user_attrs["loss_curve"][0][1]
-    (run,) = [r for r in trial_runs(in_tmp, "asha") if r.data.tags["dicesearch.trial"] == str(second.number)]
+    (run,) = [r for r in sweep_kit.trial_runs("asha") if r.data.tags["dicesearch.trial"] == str(second.number)]
     assert run.data.tags["dicesearch.status"] == "pruned" and run.info.status == "FAILED"
 
 
-def test_ray_stops_trials_at_rungs_by_the_rung_rule_and_reuses_identical_ones(in_tmp):
+def test_ray_stops_trials_at_rungs_by_the_rung_rule_and_reuses_identical_ones(sweep_kit, in_ray):
     """The Optuna backend's multi-fidelity rule, on the same rung scores, in a Tune scheduler;
     a configuration drawn again is not trained again."""
     parameters = "  stages[0].channels: {choice: [16, 32, 48]}"
-    space = write_space(in_tmp, "rungs", parameters=parameters, trials=4, pruner="none", extra="fidelity: {rungs: [4, 8], keep: 1/2}")
+    space = sweep_kit.space("rungs", parameters=parameters, trials=4, pruner="none", extra="fidelity: {rungs: [4, 8], keep: 1/2}")
     space.write_text(space.read_text().replace("train_steps: 10, ", ""))  # the last rung is the budget
-    result = sweep(space)
+    result = sweep_kit.run(space)
     assert result.exit_code == 0, result.output
-    trials = sorted(trials_of(in_tmp, "rungs"), key=lambda t: t.datetime_start)
+    trials = sorted(sweep_kit.trials("rungs"), key=lambda t: t.datetime_start)
     seen = []
     for trial in trials:
         if "duplicate_of" in trial.user_attrs:
@@ -216,11 +174,11 @@ def test_ray_stops_trials_at_rungs_by_the_rung_rule_and_reuses_identical_ones(in
     assert "rung" in result.output
 
 
-def test_an_unreachable_ray_address_is_one_line_and_exit_2(tmp_path):
-    space = write_space(tmp_path, "nowhere", extra="ray_address: 127.0.0.1:1")
+def test_an_unreachable_ray_address_is_one_line_and_exit_2(sweep_kit):
+    space = sweep_kit.space("nowhere", extra="ray_address: 127.0.0.1:1")
     done = subprocess.run(
         [sys.executable, "-c", "from dicesearch.cli import main; main()", "sweep", str(space)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        cwd=sweep_kit.root, capture_output=True, text=True, timeout=120,
     )
     assert done.returncode == 2, done.stdout + done.stderr
     error = done.stderr.strip()
@@ -228,18 +186,18 @@ def test_an_unreachable_ray_address_is_one_line_and_exit_2(tmp_path):
     assert "nowhere.yaml: ray_address: no Ray cluster answers at 127.0.0.1:1" in error and "remove it" in error
 
 
-def test_a_killed_ray_sweep_resumes_with_the_same_command(in_tmp, ray_runtime):
+def test_a_killed_ray_sweep_resumes_with_the_same_command(sweep_kit, in_ray, ray_runtime):
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"OMP_NUM_THREADS": "1"}
     # the first run joins the module's Ray runtime as a client of ray_address
-    space = write_space(in_tmp, "resume", steps=150, extra=f"ray_address: {ray_runtime}")
+    space = sweep_kit.space("resume", steps=150, extra=f"ray_address: {ray_runtime}")
     command = [sys.executable, "-c", "from dicesearch.cli import main; main()", "sweep", str(space)]
-    proc = subprocess.Popen(command, cwd=in_tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(command, cwd=sweep_kit.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 180
     running = []
     while time.monotonic() < deadline and not running:  # wait until trial 0 is training
         time.sleep(1)
         try:
-            running = [t for t in trials_of(in_tmp, "resume") if t.state == TrialState.RUNNING]
+            running = [t for t in sweep_kit.trials("resume") if t.state == TrialState.RUNNING]
         except Exception:
             continue
     time.sleep(3)
@@ -248,18 +206,18 @@ def test_a_killed_ray_sweep_resumes_with_the_same_command(in_tmp, ray_runtime):
     assert running, "the sweep was killed before any trial started"
 
     # the second run: the same search space on a local runtime of its own
-    write_space(in_tmp, "resume", steps=150)
-    resumed = subprocess.run(command, cwd=in_tmp, env=env, capture_output=True, text=True, timeout=600)
+    sweep_kit.space("resume", steps=150)
+    resumed = subprocess.run(command, cwd=sweep_kit.root, env=env, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "interrupted and will run again" in resumed.stdout and "restoring the Ray experiment" in resumed.stdout
-    trials = trials_of(in_tmp, "resume")
+    trials = sweep_kit.trials("resume")
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     interrupted = [t for t in trials if t.user_attrs.get("status") == "interrupted"]
     assert len(complete) == 2 and len(interrupted) == 1
     assert interrupted[0].state == TrialState.FAIL
     (retry,) = [t for t in complete if t.user_attrs.get("retry_of") == interrupted[0].number]
     assert retry.params == interrupted[0].params and retry.user_attrs["ray_trial_id"] == interrupted[0].user_attrs["ray_trial_id"]
-    runs = mlflow_runs(in_tmp, "resume")
+    runs = sweep_kit.runs("resume")
     assert not [r for r in runs if r.info.status == "RUNNING"]
     statuses = sorted(r.data.tags.get("dicesearch.status", "") for r in runs if r.data.tags["dicesearch.role"] == "trial")
     assert statuses == ["complete", "complete", "interrupted"]

@@ -39,7 +39,9 @@ def test_paths_parse_and_assign():
 def test_the_shipped_search_spaces_load():
     from pathlib import Path
 
-    for path in sorted(Path(__file__).parents[2].joinpath("search_spaces").glob("*.yaml")):
+    paths = sorted(Path(__file__).parents[2].joinpath("search_spaces").glob("*.yaml"))
+    assert {p.name for p in paths} >= {"cascade.yaml", "blocks.yaml", "imagenet256.yaml"}  # the glob found the shipped files
+    for path in paths:
         load_search_space(path)
 
 

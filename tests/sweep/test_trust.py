@@ -163,3 +163,20 @@ def test_the_importance_plot_answers_what_explains_the_score_and_says_so(tmp_pat
     assert figure.axes[0].get_title() == f"{EVALUATOR}: {QUESTION}" and "fANOVA" in EVALUATOR
     assert [t.get_text() for t in figure.axes[0].get_yticklabels()] == ["lambda", "conditioning.kind"]  # the largest on top
     figure.savefig(tmp_path / "importances.png")
+
+
+
+def test_the_exported_spec_names_every_score_the_trial_recorded(make_study, tmp_path):
+    from dicesearch.sweep.results.export import export_trial
+
+    study, mirror = make_study("export")
+    trial = study.study.ask()
+    trial.suggest_float("x", 0, 1000)
+    study.set_attrs(trial.number, {"spec_yaml": "name: x\n"})
+    metrics = {"fid_8": 120.0, "sfid_8": 130.0, "kid_8": 0.05, "is_8": 2.5, "precision_8": 0.5, "recall_8": 0.4, "params": 10.0}
+    finish_trial(study, mirror, trial.number, TrialOutcome(status="complete", metrics=metrics), ["fid_8"], ["minimize"], 1.0)
+    out, _ = export_trial(study.study, tmp_path / "best.yaml")
+    header = out.read_text().splitlines()[1]
+    for key in ("fid_8 120", "sfid_8 130", "kid_8 0.05", "is_8 2.5", "precision_8 0.5", "recall_8 0.4"):
+        assert key in header, header
+    assert "params" not in header

@@ -34,9 +34,10 @@ from dicesearch.sweep.lifecycle import rungs
 from dicesearch.sweep.lifecycle.messages import Candidate, TrialOutcome, TrialSettings
 from dicesearch.sweep.lifecycle.session import SweepResult, SweepSession, sweep_params
 from dicesearch.sweep.lifecycle.trial import TrialLifecycle
+from dicesearch.sweep.space.samplers import make_sampler
 from dicesearch.sweep.store.locations import SweepLocations
 from dicesearch.sweep.store.schema import ATTR_CONTINUES, ATTR_RETRY_OF, ATTR_WORKER, STATUS_SURPLUS, TrialRecord
-from dicesearch.sweep.store.studies import make_pruner, make_sampler, this_worker
+from dicesearch.sweep.store.studies import make_pruner, this_worker
 
 
 class OptunaSweep:
@@ -162,11 +163,11 @@ class OptunaSweep:
 
     def _run(self, trial: optuna.trial.Trial, candidate: Candidate) -> TrialOutcome:
         """The lifecycle's run step: a trial process, under the pruner or the promotion rule."""
-        if self.config.fidelity is not None:
-            return self._run_with_rungs(trial, candidate)
-        return self.session.trials.run(
-            trial.number, candidate, self.locations.trial_dir(trial.number), should_prune=self._pruner(trial), threads=self._spare_threads
-        )
+        if self.config.fidelity is None:
+            return self.session.trials.run(
+                trial.number, candidate, self.locations.trial_dir(trial.number), should_prune=self._pruner(trial), threads=self._spare_threads
+            )
+        return self._run_with_rungs(trial, candidate)
 
     def _spare_threads(self) -> int | None:
         """Threads a running trial may use now: its own plus its share of the idle workers'

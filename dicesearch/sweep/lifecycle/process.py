@@ -1,6 +1,6 @@
 """Run one trial in a child process, so one trial's crash, OOM or hang cannot touch the next.
 
-The parent sends a :class:`~dicesearch.sweep.trial.TrialRequest`; the child runs
+The parent sends a :class:`~dicesearch.sweep.lifecycle.messages.TrialRequest`; the child runs
 :func:`dicesearch.objective.evaluate` and streams ``(step, loss)`` progress back, and with
 rungs each rung's scores. For each progress or rung message the parent answers whether to
 go on (Optuna's pruner and the rung rule live in the parent, next to the storage), and with
@@ -27,10 +27,10 @@ import time
 import traceback
 from collections.abc import Callable
 
+from dicesearch.objective import RungCallback
 from dicesearch.sweep.lifecycle.messages import TrialOutcome, TrialRequest
 
 CONTINUE, PRUNE = "continue", "prune"
-RungCallback = Callable[[int, int, dict], bool]  # (rung index, steps, metrics) -> go on?
 ThreadOffer = Callable[[], int | None]  # threads the trial may use now (None: its own)
 # what every trial process imports, once in the forkserver (module docstring)
 PRELOAD = (
@@ -77,6 +77,15 @@ def _sweep_may_be_gone():
     return contextlib.suppress(*_SWEEP_GONE)
 
 
+def _default_threads() -> int:
+    """torch's thread count for a trial that sets none: OMP_NUM_THREADS as the sweep has it now
+    (a forked child's torch read it when the forkserver started), else torch's own."""
+    import torch
+
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else torch.get_num_threads()
+
+
 def trial_child(conn, request: TrialRequest, environment: dict[str, str] | None = None) -> None:
     """Entry point of the trial process: ("report", step, loss)* and ("rung", index, steps,
     metrics)*, then ("result", Evaluation), ("pruned", step) or ("failed", kind, reason, traceback).
@@ -97,8 +106,7 @@ def trial_child(conn, request: TrialRequest, environment: dict[str, str] | None 
         from dicesearch.speed.allocator import keep_freed_memory
         from dicesearch.speed.cores import ThreadOffers
 
-        default = int(os.environ["OMP_NUM_THREADS"]) if os.environ.get("OMP_NUM_THREADS", "").isdigit() else torch.get_num_threads()
-        torch.set_num_threads(request.threads or default)  # the forkserver read OMP_NUM_THREADS when it started, not now
+        torch.set_num_threads(request.threads or _default_threads())
         keep_freed_memory()  # a trial process trains one model and exits: keeping its freed memory saves page faults
         offers = ThreadOffers(torch.get_num_threads())
 
@@ -119,7 +127,7 @@ def trial_child(conn, request: TrialRequest, environment: dict[str, str] | None 
             on_progress=progress, count_static=request.count_static, replicates=request.replicates,
             rungs=request.rungs, run_dir=request.run_dir, start_rung=request.start_rung, on_rung=rung,
         )  # fmt: skip
-        evaluation.metrics["trial_threads"] = float(offers.most)  # the most torch threads it ran with
+        evaluation.metrics.update(trial_threads=float(offers.most))  # the most torch threads it ran with: a result, not a read
         conn.send(("result", evaluation))
     except _PruneRequested as exc:
         with _sweep_may_be_gone():

@@ -4,8 +4,9 @@
    configuration, or a comparison's model and seed) is resolved; a finished trial with the
    same values gives its result instead of a second training; the budget gate counts the
    configuration and rejects it if it cannot fit. The result is a typed :class:`Candidate`.
-2. :meth:`TrialLifecycle.begin`: the trial's spec and values go into its record and its
-   MLflow run opens (RUNNING), so a trial in progress shows where it belongs.
+2. :meth:`TrialLifecycle.begin`: the trial's spec and values go into its record; when it
+   starts training (:meth:`TrialLifecycle.training_starts`) its MLflow run opens (RUNNING),
+   so a trial in progress shows where it belongs.
 3. :meth:`TrialLifecycle.run` (Ray: the trainable, in a Ray worker): the typed request to a
    trial process (:mod:`dicesearch.sweep.lifecycle.process`); its loss and, with rungs,
    its scores come back as it trains (:meth:`TrialLifecycle.log_loss`,
@@ -15,8 +16,8 @@
    (:meth:`dicesearch.sweep.store.studies.SweepStudy.finish`), then MLflow and the console.
 
 The Optuna backend calls the four in one worker thread; the Ray backend calls ``prepare`` in
-its searcher, ``run``'s request and process in its trainable, and ``begin``, ``record_rung``
-and ``finish`` from its driver-side callback. Neither decides duplicates, rungs or records.
+its searcher, ``run``'s request and process in its trainable, and ``begin``,
+``training_starts``, ``record_rung`` and ``finish`` from its driver-side callback. Neither decides duplicates, rungs or records.
 """
 
 from __future__ import annotations
@@ -32,13 +33,13 @@ from rich.console import Console
 from dicesearch.errors import SpecError
 from dicesearch.metrics.score import Score
 from dicesearch.numbers import finite
-from dicesearch.spec.io import recorded_spec_yaml
+from dicesearch.spec.io import recorded_spec_yaml, spec_to_dict
 from dicesearch.sweep.lifecycle import gate
 from dicesearch.sweep.lifecycle.messages import Candidate, TrialOutcome, TrialSettings
 from dicesearch.sweep.lifecycle.process import run_trial
 from dicesearch.sweep.lifecycle.progress import TrialProgress
 from dicesearch.sweep.space.proposal import Proposal
-from dicesearch.sweep.store.mlflow_mirror import MlflowMirror
+from dicesearch.sweep.store.mlflow_mirror import MlflowMirror, spec_params
 from dicesearch.sweep.store.schema import (
     ATTR_CURVE,
     ATTR_DUPLICATE_OF,
@@ -88,7 +89,7 @@ def prepare(
     spec = proposal.spec
     fields: dict[str, Any] = {
         "values": proposal.values, "spec_yaml": recorded_spec_yaml(spec, registry),  # with the plugins' distributions and versions
-        "summary": spec_summary(spec), "seed": proposal.seed, "train_steps": proposal.train_steps, "rungs": proposal.rungs,
+        "summary": spec_params(spec_to_dict(spec)), "seed": proposal.seed, "train_steps": proposal.train_steps, "rungs": proposal.rungs,
     }  # fmt: skip
     earlier = study.view().identical(proposal.values, number) if check_duplicate else None
     if earlier is not None:
@@ -121,16 +122,6 @@ def reused_outcome(earlier) -> TrialOutcome:
         rung = len(earlier.intermediate_values)
         return outcome.model_copy(update={"status": "pruned", "reason": f"the same configuration as trial {earlier.number} (paused at rung {rung}); not trained again"})
     return outcome
-
-
-def spec_summary(spec) -> dict[str, Any]:
-    """A few key params per trial (MLflow): the architecture at a glance."""
-    summary: dict[str, Any] = {"conditioning": spec.conditioning.kind, "stages": len(spec.stages)}
-    for i, stage in enumerate(spec.stages):
-        summary[f"stage{i}.block"] = stage.block.kind
-        summary[f"stage{i}.channels"] = stage.channels
-        summary[f"stage{i}.depth"] = stage.depth
-    return summary
 
 
 def describe_values(values: dict[str, Any]) -> str:
@@ -206,8 +197,8 @@ class TrialLifecycle:
     # -- 2. begin ----------------------------------------------------------------------------------
 
     def begin(self, number: int, candidate: Candidate) -> None:
-        """Trial ``number`` is ``candidate``: record its spec and values, open its MLflow run,
-        and say so (a duplicate says whose result it reuses)."""
+        """Trial ``number`` is ``candidate``: record its spec and values (a duplicate also whose
+        result it reuses, and says so)."""
         if candidate.spec_yaml is None:
             return  # not a valid model: its record is its reason alone
         attrs: dict[str, Any] = {ATTR_SPEC: candidate.spec_yaml, ATTR_PARAMS: candidate.values}
@@ -216,13 +207,17 @@ class TrialLifecycle:
             if candidate.duplicate_rungs:
                 attrs[ATTR_RUNGS] = candidate.duplicate_rungs
         self.study.set_attrs(number, attrs)
-        self.mirror.start_trial(number, candidate.values, candidate.summary, candidate.spec_yaml)
         if candidate.duplicate_of is not None:
             self.console.print(f"trial {number}: the same configuration as trial {candidate.duplicate_of}; its result is reused, not retrained", highlight=False)
-        elif candidate.outcome is None:
-            self.console.print(f"trial {number}: {describe_values(candidate.values)}", highlight=False)
-            request = self.settings.request_for(candidate, None)
-            self.progress.start(number, request.budget.train_steps, request.rungs)
+
+    def training_starts(self, number: int, candidate: Candidate) -> None:
+        """Trial ``number`` starts training: its MLflow run opens (RUNNING, so the UI shows it in
+        progress), its line is printed and its live line shown. (A trial decided without
+        training gets its MLflow run when it finishes.)"""
+        self.mirror.start_trial(number, candidate.values, candidate.summary, candidate.spec_yaml)
+        self.console.print(f"trial {number}: {describe_values(candidate.values)}", highlight=False)
+        request = self.settings.request_for(candidate, None)
+        self.progress.start(number, request.budget.train_steps, request.rungs)
 
     # -- 3. run ------------------------------------------------------------------------------------
 
@@ -245,6 +240,7 @@ class TrialLifecycle:
         scoring_points = run_dir is None and (candidate.rungs or self.settings.rungs) and workdir is not None
         if scoring_points:  # scored along the way (a comparison's eval_at): its checkpoints are this run's alone
             run_dir = workdir / "run"
+        self.training_starts(number, candidate)
         request = self.settings.request_for(candidate, workdir, run_dir, start_rung)
 
         def on_report(step: int, loss: float) -> bool:

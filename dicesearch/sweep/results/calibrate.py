@@ -5,10 +5,10 @@ scored trials and ``random`` others drawn at random (seeded), trains each again 
 same spec, data and seed at a larger budget (``factor`` times the training steps and,
 optionally, another N for the FID), and reports how well the short-run scores rank the
 long-run ones: Spearman's ρ and Kendall's τ with bootstrap intervals
-(:func:`dicesearch.sweep.ranking.rank_agreement`). Choosing only the best would measure the
+(:func:`dicesearch.sweep.results.statistics.rank_agreement`). Choosing only the best would measure the
 ranking within a narrow band; the random ones spread the pairs over the space.
 
-Each re-run is a trial process like a sweep's (:func:`~dicesearch.sweep.trial_process.run_trial`).
+Each re-run is a trial process like a sweep's (:func:`~dicesearch.sweep.lifecycle.process.run_trial`).
 The result is printed, kept in the study (user attribute ``calibration``) and logged to
 MLflow as a run nested under the sweep's parent run, with a table of the pairs.
 """

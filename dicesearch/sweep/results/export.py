@@ -8,6 +8,7 @@ import optuna
 from optuna.trial import TrialState
 
 from dicesearch.errors import DicesearchError
+from dicesearch.stores import require_optuna_storage
 from dicesearch.sweep.results.table import failure_summary
 from dicesearch.sweep.store.queries import is_scored
 from dicesearch.sweep.store.schema import ATTR_METRICS, ATTR_SPEC
@@ -15,6 +16,7 @@ from dicesearch.sweep.store.studies import storage_for
 
 
 def load_study(study_name: str, storage_url: str) -> optuna.Study:
+    require_optuna_storage(storage_url, study_name)  # reading creates nothing: no empty optuna.db left behind
     try:
         return optuna.load_study(study_name=study_name, storage=storage_for(storage_url))
     except KeyError:
@@ -49,7 +51,7 @@ def export_trial(study: optuna.Study, out: Path, number: int | None = None, data
     if not spec_yaml:
         raise DicesearchError(f"trial {trial.number} has no stored spec (was it made by dicesearch?)")
     metrics = trial.user_attrs.get(ATTR_METRICS, {})
-    scores = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k.startswith(("fid_", "sfid_", "precision_", "recall_")))
+    scores = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k.startswith(("fid_", "sfid_", "kid_", "is_", "precision_", "recall_")))
     header = (
         f"# Exported by `dicesearch export` from study '{study.study_name}', trial {trial.number}\n"
         f"# short-run scores: {scores or 'n/a'}\n"

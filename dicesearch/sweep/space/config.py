@@ -99,7 +99,7 @@ class SweepConfig(FileModel):
     backend: Literal["optuna", "ray"] = "optuna"
     trials: PositiveInt = 6
     parallelism: PositiveInt = 1
-    storage: str | None = Field(None, description="Optuna storage URL; default sqlite:///<out>/optuna.db.")
+    storage: str | None = Field(None, description="Optuna storage URL; default sqlite:///optuna.db in the working directory (or --storage).")
     study_name: str | None = None
     seed: int = 42
     pruner: Literal["none", "median", "hyperband"] = "median"

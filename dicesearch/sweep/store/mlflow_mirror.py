@@ -25,6 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from dicesearch.errors import DicesearchError, TrackingWarning, one_line
+from dicesearch.stores import tracking_store_problem
 from dicesearch.sweep.store.locks import sqlite_creation_lock
 from dicesearch.sweep.store.schema import ATTR_CURVE, ATTR_METRICS, ATTR_PARAMS, ATTR_REASON, ATTR_SAMPLES, ATTR_SPEC, ATTR_STATUS, STATUS_SURPLUS
 
@@ -40,6 +42,27 @@ def mlflow_key(name: str) -> str:
     """MLflow keys allow letters, digits, _ - . space : /; 'stages[0].depth' -> 'stages.0.depth'."""
     name = name.replace("[*]", ".all").replace("[", ".").replace("]", "")
     return re.sub(r"[^\w.\- :/]", "_", name)
+
+
+def spec_params(spec: dict[str, Any]) -> dict[str, Any]:
+    """A few key params of a trial's run: the architecture at a glance, from the resolved spec as data."""
+    stages = spec.get("stages") or []
+    summary: dict[str, Any] = {"conditioning": (spec.get("conditioning") or {}).get("kind"), "stages": len(stages)}
+    for i, stage in enumerate(stages):
+        summary[f"stage{i}.block"] = (stage.get("block") or {}).get("kind")
+        summary[f"stage{i}.channels"] = stage.get("channels")
+        summary[f"stage{i}.depth"] = stage.get("depth")
+    return summary
+
+
+def _spec_params_of(spec_yaml: str | None) -> dict[str, Any]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(spec_yaml) if spec_yaml else None
+        return spec_params(data) if isinstance(data, dict) else {}
+    except Exception:  # a record's spec is what dicesearch wrote; anything else only loses the summary
+        return {}
 
 
 def run_name(number: int, params: dict[str, Any]) -> str:
@@ -94,9 +117,12 @@ class MlflowMirror:
             self._retry_at = time.monotonic() + RETRY_AFTER_S
             self._client = None  # reconnect (and re-read the experiment) next time
             if not self._warned:
+                # one line: a SQLAlchemy error's own text carries its SQL statement; its driver's error does not
+                cause = str(exc) if isinstance(exc, DicesearchError) else f"{type(exc).__name__}: {one_line(getattr(exc, 'orig', None) or exc)}"
                 warnings.warn(
-                    f"MLflow logging failed while trying to {what} ({type(exc).__name__}: {exc}); the sweep goes on, "
+                    f"MLflow logging failed while trying to {what} ({cause}); the sweep goes on, "
                     "results stay in the Optuna storage and are mirrored to MLflow when it is reachable again",
+                    TrackingWarning,
                     stacklevel=2,
                 )
                 self._warned = True
@@ -105,6 +131,10 @@ class MlflowMirror:
     def _connect(self):
         if self._client is None:
             from mlflow import MlflowClient
+
+            problem = tracking_store_problem(self.tracking_uri)  # not a database, or another program's: left untouched
+            if problem:
+                raise DicesearchError(problem)
 
             with sqlite_creation_lock(self.tracking_uri):  # fresh stores are migrated on first use
                 client = MlflowClient(tracking_uri=self.tracking_uri)
@@ -219,8 +249,8 @@ class MlflowMirror:
                 return
             from mlflow.entities import Param
 
-            tags = {**self._trial_tags(number), **_provenance_tags(spec_yaml)}
-            run = client.create_run(self._experiment_id, run_name=run_name(number, params), tags=tags)
+            name, tags = run_name(number, params), self._trial_tags(number)
+            run = client.create_run(self._experiment_id, run_name=name, tags={**tags, **_provenance_tags(spec_yaml)})
             self._trial_runs[number] = run.info.run_id
             values = {**{mlflow_key(k): v for k, v in params.items()}, **summary}
             client.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in list(values.items())[:100]])
@@ -267,7 +297,7 @@ class MlflowMirror:
         if created:
             run = client.create_run(self._experiment_id, run_name=run_name(number, attrs.get(ATTR_PARAMS) or trial.params), tags=self._trial_tags(number))
             run_id = self._trial_runs[number] = run.info.run_id
-            params = {mlflow_key(k): v for k, v in (attrs.get(ATTR_PARAMS) or trial.params).items()}
+            params = {**{mlflow_key(k): v for k, v in (attrs.get(ATTR_PARAMS) or trial.params).items()}, **_spec_params_of(attrs.get(ATTR_SPEC))}
             client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in list(params.items())[:100]])
             if attrs.get(ATTR_SPEC):
                 client.log_text(run_id, attrs[ATTR_SPEC], "spec.yaml")

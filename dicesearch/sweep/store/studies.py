@@ -20,6 +20,8 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from dicesearch.errors import DicesearchError, SpecError
+from dicesearch.stores import check_optuna_storage, shown_url  # noqa: F401  (shown_url: re-exported)
+from dicesearch.sweep.space.samplers import make_sampler
 from dicesearch.sweep.store.locks import sqlite_creation_lock
 from dicesearch.sweep.store.schema import (
     ATTR_REASON,
@@ -46,6 +48,7 @@ def storage_for(url: str) -> optuna.storages.BaseStorage:
     ``*.log`` (a path): Optuna's journal file, safe for several processes on one machine or a
     shared file system. ``postgresql://...`` / ``mysql://...``: many workers on many machines.
     """
+    check_optuna_storage(url, connect=True)  # another program's file or tables: refused before Optuna writes into it
     if url.endswith((".journal", ".log")) and "://" not in url:
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
@@ -70,7 +73,9 @@ _DRIVER_PACKAGES = {"psycopg": "psycopg[binary]", "psycopg2": "psycopg2-binary",
 
 def probe_storage(url: str) -> None:
     """Raise DicesearchError if ``url`` obviously cannot be opened, writing nothing: a sqlite
-    file in a folder that does not exist, or a server URL whose driver is not installed."""
+    file in a folder that does not exist, an existing file that is not an Optuna storage, or a
+    server URL whose driver is not installed."""
+    check_optuna_storage(url)  # an existing file of another program (reads it, connects to nothing)
     if "://" not in url:
         return  # a journal file: its folder is created when the study opens
     if url.startswith("sqlite:///"):
@@ -91,22 +96,6 @@ def probe_storage(url: str) -> None:
         ) from None
     except Exception as exc:
         raise DicesearchError(f"storage {shown_url(url)}: not a database URL SQLAlchemy can use ({type(exc).__name__}: {exc})") from None
-
-
-def shown_url(url: str) -> str:
-    """``url`` with any password masked, for messages."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url.split("@", 1)[-1] if "@" in url else url
-
-
-def make_sampler(directions: Sequence[str], seed: int) -> optuna.samplers.BaseSampler:
-    if len(directions) > 1:
-        return optuna.samplers.NSGAIISampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=3)
 
 
 def make_pruner(kind: str, directions: Sequence[str], train_steps: int, report_every: int) -> optuna.pruners.BasePruner:

@@ -85,7 +85,10 @@ class RayResults:
             )
             number = max(t.number for t in self.study.trials() if t.user_attrs.get(ATTR_RAY_TRIAL) == trial.trial_id)
             self._numbers[trial.trial_id] = number
-        self.session.trials.begin(number, sampled.candidate)
+        life = self.session.trials
+        life.begin(number, sampled.candidate)
+        if sampled.candidate.outcome is None and sampled.candidate.spec_yaml:
+            life.training_starts(number, sampled.candidate)
 
     def _interrupted_like(self, values: dict[str, Any]):
         """An interrupted trial with these values that no trial retries yet: Ray re-created it
@@ -248,5 +251,7 @@ def ray_error_reason(text: str) -> tuple[str, str]:
     if re.search(r"actor died|worker process has died|ActorDiedError|WorkerCrashedError", text):
         detail = re.search(r"Worker exit detail: ([^.]*)", text)
         return "crashed", "crashed: the Ray worker running the trial died" + (f" ({detail.group(1)})" if detail else "")
+    if re.search(r"ActorUnavailableError|NodeDiedError|The actor \w+ is unavailable", text):  # its node was lost (raylet gone)
+        return "crashed", "crashed: the Ray actor running the trial became unreachable (its node or worker was lost)"
     summary = (errors or lines or ["Ray left no error text"])[-1][:300]
     return "failed", f"error: the Ray trial failed ({summary})"

@@ -6,12 +6,14 @@ trials whose training loss falls behind, and each trial runs as a Ray task with 
 CPUs and (fractional) GPUs, on a local runtime or an existing cluster (``ray_address``,
 :mod:`dicesearch.sweep.backends.ray_tune.cluster`).
 
-Per trial, in a Ray worker (:func:`dicesearch.sweep.ray_trial.run_ray_trial`): the budget
-gate, then the trial process, as in the Optuna backend; its progress is reported to Tune
-for ASHA, and its outcome is the trial's last result. On the driver,
-:class:`~dicesearch.sweep.ray_results.ResultsRecorder` (a Tune callback) records every
-trial in the sweep's Optuna study and mirrors it to MLflow, so the ranked table, the plots
-and ``dicesearch export`` work unchanged.
+The trial lifecycle (:mod:`dicesearch.sweep.lifecycle.trial`) is split where Ray splits the
+work: *prepare* (the proposal, a duplicate, the budget gate) runs in the searcher's
+define-by-run function on the driver; *run* in a Ray worker
+(:func:`~dicesearch.sweep.backends.ray_tune.trainable.run_ray_trial`), its progress reported
+to Tune for ASHA or the rung scheduler, its outcome the trial's last result; *begin* and
+*finish* on the driver, in :class:`~dicesearch.sweep.backends.ray_tune.results.ResultsRecorder`
+(a Tune callback), which records every trial in the sweep's Optuna study and mirrors it to
+MLflow, so the ranked table, the plots and ``dicesearch export`` work unchanged.
 
 Resume: Ray keeps the experiment (trials, searcher state) under ``<out>/ray/<study>``.
 Re-running the command restores it with ``Tuner.restore``: finished and errored trials
@@ -45,10 +47,11 @@ from dicesearch.sweep.lifecycle import rungs
 from dicesearch.sweep.lifecycle.messages import TrialSettings
 from dicesearch.sweep.lifecycle.session import SweepResult, SweepSession, sweep_params
 from dicesearch.sweep.lifecycle.trial import prepare
+from dicesearch.sweep.space.samplers import make_sampler
 from dicesearch.sweep.space.search_space import load_search_space
 from dicesearch.sweep.store.locations import SweepLocations
 from dicesearch.sweep.store.schema import is_failure
-from dicesearch.sweep.store.studies import SweepStudy, make_sampler
+from dicesearch.sweep.store.studies import SweepStudy
 
 MARKER = "dicesearch_sweep.json"  # in the Ray experiment folder: what the experiment was started with
 
@@ -132,6 +135,7 @@ class RaySweep:
         trainable = self._trainable()
         if restore:
             self.console.print(f"restoring the Ray experiment in {self.experiment_dir}")
+            _discard_unreadable_searcher_state(self.experiment_dir)
             # errored trials stay failed (a Ray worker died under them): never retried, as in the Optuna backend
             tuner = Tuner.restore(str(self.experiment_dir), trainable, resume_unfinished=True, resume_errored=False, restart_errored=False)
             with _tune_environment():
@@ -288,6 +292,21 @@ class RungScheduler(FIFOScheduler):
         return TrialScheduler.CONTINUE if decision.go_on else TrialScheduler.STOP
 
 
+def _discard_unreadable_searcher_state(experiment_dir: Path) -> None:
+    """Remove searcher snapshots a kill cut short: Tune restores the newest one and fails the
+    whole restore on a truncated file ("Ran out of input"); without it, the one before is used
+    (or the searcher starts afresh, and the results study still knows every finished trial)."""
+    import ray.cloudpickle as cloudpickle
+
+    for pattern in ("searcher-state-*.pkl", "search_gen_state-*.json"):
+        for path in Path(experiment_dir).glob(pattern):
+            try:
+                with path.open("rb") as file:
+                    cloudpickle.load(file)
+            except Exception:
+                path.unlink(missing_ok=True)
+
+
 def _trial_dirname(trial) -> str:
     return f"trial_{trial.trial_id}"
 
@@ -310,7 +329,11 @@ def _tune_environment():
     previous = {name: os.environ.get(name) for name in settings}
     os.environ.update(settings)
     try:
-        yield
+        with warnings.catch_warnings():
+            # prepare (the gate's counts and memory estimate) runs in the define-by-run function
+            # by design: Tune's warning that it takes over a second says nothing to act on
+            warnings.filterwarnings("ignore", message="Define-by-run function passed in the `space` argument took")
+            yield
     finally:
         for name, value in previous.items():
             if value is None:

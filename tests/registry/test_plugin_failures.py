@@ -18,7 +18,7 @@ from dicesearch.errors import PluginError, PluginLoadWarning
 from dicesearch.registry import Registry
 from dicesearch.testing import tiny_spec
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 
 WRONG_SHAPE = '''
 from torch import nn

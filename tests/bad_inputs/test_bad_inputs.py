@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from dicesearch.cli import main
 
-HERE = Path(__file__).parent / "bad_inputs"
+HERE = Path(__file__).parent
 CASES = sorted(p for p in HERE.rglob("*.yaml"))
 
 

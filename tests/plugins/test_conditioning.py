@@ -1,5 +1,6 @@
 """adaLN-Zero and TD-LN against their papers' equations."""
 
+import pytest
 import torch
 
 from dicesearch.model import build_model
@@ -136,6 +137,55 @@ def test_tdln_label_in_the_first_stage_only():
     assert model.stages[0].label_input is not None and model.stages[1].label_input is None
     every = build_model(tiny_spec("convnext", "tdln", layout="noise"))
     assert all(stage.label_input is not None for stage in every.stages)
+
+
+def test_tdln_label_as_a_token_joins_the_attention_sequence_and_leaves_before_the_head():
+    """label_input token (DiMR's code): the class row is token 0 of the attention stage's sequence."""
+    params = {"label_stages": "first", "label_input": "token"}
+    spec = tiny_spec("attention", "tdln", block_params={"heads": 2}, conditioning_params=params, layout="features")
+    model = build_model(spec)
+    first = model.stages[0]
+    assert first.label_input is None and first.prefix_tokens.embedding.weight.shape == (5, 32)
+    assert model.stages[1].prefix_tokens is None and model.stages[1].label_input is None
+    x, t = torch.randn(2, 3, 8, 8), torch.tensor([10.0, 900.0])
+    signal = model.conditioning(t, torch.tensor([1, 4]))
+    token = first.prefix_tokens(signal)
+    assert token.shape == (2, 1, 32) and torch.equal(token[:, 0], first.prefix_tokens.embedding.weight[[1, 4]])
+    none = model.conditioning(t, None)  # no labels: the null row (classifier-free guidance)
+    assert torch.equal(first.prefix_tokens(none)[:, 0], first.prefix_tokens.embedding.weight[[4, 4]])
+
+    with torch.no_grad():  # a block with the token == the same block on the sequence [token, grid]
+        block, grid = first.blocks[0], torch.randn(2, 4, 4, 32)
+        out, token_out = block(grid, signal, token)
+        b, h, w, c = grid.shape
+        seq = torch.cat([token, grid.reshape(b, h * w, c)], dim=1)  # (B, 1 + h w, C)
+        mod = block.modulator(signal)
+        seq = seq + block.attn(mod.norm(0, seq))
+        seq = seq + block.mlp(mod.norm(1, seq))
+        torch.testing.assert_close(out, seq[:, 1:].reshape(b, h, w, c))
+        torch.testing.assert_close(token_out, seq[:, :1])
+    with torch.no_grad():  # the label reaches the output only through the token
+        a, b2 = model(x, t, torch.tensor([1, 1])), model(x, t, torch.tensor([2, 2]))
+    assert not torch.allclose(a, b2)
+    model.zero_grad()
+    model.forward_stages(x, t, torch.tensor([1, 3]))[0].square().mean().backward()
+    grad = first.prefix_tokens.embedding.weight.grad
+    assert grad[[1, 3]].abs().sum() > 0 and grad[[0, 2, 4]].abs().sum() == 0
+
+
+def test_tdln_label_token_needs_blocks_that_take_it():
+    from dicesearch.errors import SpecError
+
+    with pytest.raises(SpecError, match=r"stages\[0\]\.block\.kind: 'convnext' blocks cannot take the prefix tokens"):
+        tiny_spec("convnext", "tdln", conditioning_params={"label_input": "token"}, layout="noise")
+    # the first stage only: an attention stage takes the token, the ConvNeXt stage gets none
+    data = tiny_spec("attention", "tdln", block_params={"heads": 2}, layout="features").model_dump(mode="json")
+    data["conditioning"].update(label_input="token", label_stages="first")
+    data["stages"][1]["block"] = {"kind": "convnext"}
+    from dicesearch.spec import parse_spec
+
+    model = build_model(parse_spec(data, "mixed.yaml"))
+    assert model.stages[0].prefix_tokens is not None and model.stages[1].prefix_tokens is None
 
 
 def test_adaln_norm_affine_is_layernorm_with_affine_then_modulation():

@@ -60,9 +60,17 @@ def test_dimr_xl2r_matches_the_official_parameter_count_exactly():
     proj = model.stages[1].connector.proj
     assert (proj.in_features, proj.out_features) == (38_400, 1_920)
     assert _count(proj) == 73_729_920
-    # DiMR's class table (1000 classes + the null label) sits in branch 1 only
-    assert model.stages[0].label_input.embedding.weight.shape == (1001, 960)
-    assert model.stages[1].label_input is None
+    # DiMR's class table (1000 classes + the null label) sits in branch 1 only, as its class token
+    assert model.stages[0].prefix_tokens.embedding.weight.shape == (1001, 960)
+    assert model.stages[0].label_input is None
+    assert model.stages[1].label_input is None and model.stages[1].prefix_tokens is None
+
+
+def test_dimr_xl2r_multiply_adds_are_the_papers_160_g_with_the_class_token():
+    """DiMR Tab. 1, 4: 160 Gflops; branch 1 attends over 257 tokens (its 16x16 grid and the class token)."""
+    spec, model = _meta_model("DiMR-XL/2R")
+    assert _macs(spec, model) == pytest.approx(160.18, abs=0.01)
+    assert _macs(spec, model) == pytest.approx(160, rel=0.002)
 
 
 def test_dimr_xl2r_norms_are_the_official_codes():
@@ -145,11 +153,14 @@ def test_lit_presets_are_dit_plus_one_shared_depthwise_conv_per_block(size, dept
     assert _count(lit) - _count(dit) == depth * (head_dim * 5 * 5 + head_dim)
 
 
-@pytest.mark.parametrize("name", ["DiT-S/2", "DiT-B/2", "DiT-L/2", "DiT-XL/2", "DiMR-XL/2R", "DICE", "DICE-digits", *ATTENTION_FREE])
+DIGITS_PRESETS = ["DiT-digits", "DiMR-digits", "DiffuSSM-digits", "DRWKV-digits", "LiT-digits"]  # tests/presets/test_digits_presets.py
+
+
+@pytest.mark.parametrize("name", ["DiT-S/2", "DiT-B/2", "DiT-L/2", "DiT-XL/2", "DiMR-XL/2R", "DICE", "DICE-digits", *ATTENTION_FREE, *DIGITS_PRESETS])
 def test_presets_page_table_states_the_counts_the_code_builds(name):
     from pathlib import Path
 
-    page = (Path(__file__).parents[1] / "docs" / "presets.md").read_text()
+    page = (Path(__file__).parents[2] / "docs" / "presets.md").read_text()
     _, model = _meta_model(name)
     count = sum(p.numel() for p in model.parameters())
     row = next((line for line in page.splitlines() if line.startswith(f"| {name} ")), None)

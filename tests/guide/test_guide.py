@@ -5,7 +5,7 @@ virtual environment's `bin` first on PATH and a wheel of this checkout installed
 (tests/venvs.py). That covers the scaffold end to end: `dicesearch new-plugin`, a pip
 install of the generated package, its generated tests under that environment's pytest,
 then a spec and a sweep using the new block. ```console blocks are not run here: the
-README's set-up, and the example's install, which tests/test_third_party_plugins.py does.
+README's set-up, and the example's install, which tests/registry/test_third_party_plugins.py does.
 """
 
 import re
