@@ -9,6 +9,7 @@ import pickle
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import optuna
 import pytest
@@ -98,17 +99,22 @@ def test_a_trial_process_whose_sweep_is_gone_ends_quietly_at_its_next_message(sp
     assert not (tmp_path / "trial-0" / "samples.png").exists()  # it stopped at the first report, before sampling
 
 
-def test_a_trial_process_takes_its_sweeps_environment_as_it_is_when_the_trial_starts(spec, tmp_path, monkeypatch):
+def test_a_trial_process_takes_its_sweeps_environment_and_folder_as_they_are_when_the_trial_starts(spec, tmp_path, monkeypatch):
     # trial processes fork from a server started with the first trial (process.PRELOAD); an
-    # environment variable set later still reaches them, as it would reach a spawned process
+    # environment variable set later (handed over by run_trial), and a later working folder
+    # (multiprocessing's own preparation data), still reach them, as they would a spawned process
     failing = _request(spec, tmp_path).model_copy(update={"spec_yaml": "stages: []\n"})
     assert run_trial(failing, on_report=lambda step, loss: False, time_limit_s=120).status == "failed"  # the server runs now
-    cache = tmp_path / "later-cache"
+    cache, later = tmp_path / "later-cache", tmp_path / "later-folder"
     monkeypatch.setenv("DICESEARCH_CACHE_DIR", str(cache))
+    later.mkdir()
+    monkeypatch.chdir(later)
     digits = spec.model_copy(update={"input": spec.input.model_copy(update={"channels": 1, "num_classes": 10})})
-    outcome = run_trial(_request(digits, tmp_path), on_report=lambda step, loss: False, time_limit_s=300)
+    relative = _request(digits, tmp_path).model_copy(update={"workdir": Path("trial-0")})
+    outcome = run_trial(relative, on_report=lambda step, loss: False, time_limit_s=300)
     assert outcome.status == "complete", outcome.reason
     assert list((cache / "fid").glob("*.npz"))  # the reference statistics went where the variable says now
+    assert (later / "trial-0" / "samples.png").is_file()  # a relative path means the sweep's folder now
 
 
 def test_a_trial_process_takes_the_threads_its_sweep_offers_where_a_core_is_idle(spec, tmp_path, monkeypatch):
