@@ -68,13 +68,16 @@ def test_a_budget_carries_its_precision_to_the_training_run(monkeypatch):
 
     seen = []
 
+    class Configured(Exception):
+        pass
+
     def trained(spec, data, config, **kwargs):
         seen.append(config.precision)
-        raise KeyboardInterrupt  # enough: the run was configured
+        raise Configured  # enough: the run was configured
 
     monkeypatch.setattr(dicesearch.train, "train", trained)
     spec = tiny_spec("dice", "adaln_zero", layout="noise", resolution=8, registry=default_registry())
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Configured):
         evaluate(spec, DigitsSpec(resolution=8), Budget(train_steps=2, batch_size=4, precision="bf16"), count_static=False)
     assert seen == ["bf16"] and Budget().precision == "auto"
     with pytest.raises(Exception, match="precision"):
