@@ -1,0 +1,319 @@
+"""A faster sweep: each lever of issue 22 beside its baseline, measured in the same run, and what it changes in the scores.
+
+    PYTHONPATH=. python benchmarks/sweep_speed.py [--space search_spaces/cascade.yaml] [--rounds 3]
+        [--only precision inception cores start] [--tail-scores]
+
+Every table takes its rows in turns (round 1 of every row, then round 2, ...), so that the
+machine's load falls on each alike, and shows the median round. The load average and the
+cores idle over the run (``/proc/stat``) are printed with every table: the idle-core rows
+mean something only where a core is free.
+
+* ``precision``: a training step of the space's base model at the budget's batch, one thread,
+  fast kernels, fp32 against bf16 autocast (``budget.precision``); the losses' largest relative
+  difference. What bf16 does to full-budget scores: ``benchmarks/precision_scores.py``.
+* ``inception``: Inception features of generated-like images at one thread, fp32 against bf16
+  autocast, and how far the pool features move (the issue's bar: 1e-4 relative).
+* ``cores``: what a trial left alone on the machine gains from the core an idle worker leaves
+  (``dicesearch.speed.cores``): training steps at 1 and 2 intra-op threads, and one scoring as
+  a trial does it (sample 128 images x 50 DDIM steps, reference statistics from the cache,
+  Inception features, every score) at 1 and 2 threads, with every score of both.
+  ``--tail-scores`` adds what two threads change in a trial's score: the default sweep's pick
+  trained 400 steps, then on to 1600 at one thread and at two, both scored.
+* ``start``: a trial process from start to its imports done (torch, diffusers, the objective,
+  the metrics), spawned as before or forked from the preloading server (``process.PRELOAD``):
+  wall seconds and the child's CPU seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/reporting.py, however this file is loaded
+import reporting  # noqa: E402
+
+LEVERS = ("precision", "inception", "cores", "start")
+
+
+class _Idle:
+    """Cores idle between ``start()`` and ``stop()`` (None where /proc/stat is missing)."""
+
+    def __enter__(self):
+        from dicesearch.speed.cores import IdleCores
+
+        self.cores, self.before = IdleCores(), reporting.load_line()
+        return self
+
+    def __exit__(self, *exc):
+        self.idle = self.cores()
+
+    def line(self) -> str:
+        idle = "n/a" if self.idle is None else f"{self.idle:.2f} of {len(os.sched_getaffinity(0))}"
+        return f"before: {self.before}; after: {reporting.load_line()}; cores idle over the table: {idle}"
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def _space(args):
+    from dicesearch.spec import parse_spec
+    from dicesearch.sweep.space.search_space import load_search_space
+
+    space = load_search_space(args.space)
+    return space, parse_spec(space.base), space.config.data, space.config.budget
+
+
+class _Clock:
+    def __init__(self):
+        self.marks, self.losses = [], []
+
+    # the trainer's callback protocol (only what is used)
+    def on_train_start(self, start): ...
+    def on_log(self, event): ...
+    def on_checkpoint(self, step, path): ...
+    def on_eval(self, event): ...
+    def on_train_end(self, result): ...
+
+    def on_step(self, step, loss):
+        self.marks.append(time.perf_counter())
+        self.losses.append(loss)
+
+
+def _train_steps(spec, data, dataset, budget, steps: int, **config):
+    """(seconds per step over ``steps`` steps after the first, losses, result)."""
+    from dicesearch.train import TrainConfig, train
+
+    clock = _Clock()
+    base = TrainConfig(steps=steps + 1, batch_size=budget.batch_size, lr=budget.lr, warmup_steps=budget.warmup_steps, seed=42, checkpoint_every=10**9)
+    result = train(spec, data, base.model_copy(update=config), callbacks=[clock], dataset=dataset, device="cpu")
+    return (clock.marks[-1] - clock.marks[0]) / steps, clock.losses, result
+
+
+def precision_table(args) -> None:
+    from dicesearch.data import load_dataset
+
+    space, spec, data, budget = _space(args)
+    dataset = load_dataset(data)
+    torch.set_num_threads(1)
+    rows = {p: [] for p in ("fp32", "bf16")}
+    losses = {}
+    with _Idle() as idle:
+        for _ in range(args.rounds):
+            for precision in rows:
+                seconds, losses[precision], _ = _train_steps(spec, data, dataset, budget, args.steps, precision=precision)
+                rows[precision].append(seconds)
+    fp32 = _median(rows["fp32"])
+    diff = max(abs(a - b) / abs(a) for a, b in zip(losses["fp32"], losses["bf16"]))
+    table = [
+        [p, f"{_median(v):.4f}", f"{budget.batch_size / _median(v):.0f}", f"{_median(v) / fp32:.2f}", "0" if p == "fp32" else f"{diff:.1e}"]
+        for p, v in rows.items()
+    ]
+    print(f"\ntraining precision: {spec.name}, batch {budget.batch_size}, {args.steps} timed steps x {args.rounds} rounds, 1 thread, fast kernels\n")
+    print(reporting.markdown_table(["precision", "s/step", "images/s", "x fp32 time", "max loss diff (rel.)"], table))
+    print(idle.line())
+
+
+def _generated_like(n: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(n, 1, 16, 16, generator=g) * 2 - 1  # (n, 1, 16, 16) in [-1, 1], the digits' shape
+
+
+def inception_table(args) -> None:
+    from dicesearch.metrics.features import to_inception_input, to_uint8
+    from dicesearch.metrics.inception import load_inception
+    from dicesearch.metrics.inception_eager import eager_inception
+
+    torch.set_num_threads(1)
+    eager = eager_inception(load_inception())
+    x = to_inception_input(to_uint8(_generated_like(args.images)))  # (n, 3, 299, 299)
+    rates, pools = {"fp32": [], "bf16 autocast": []}, {}
+    with _Idle() as idle, torch.inference_mode():
+        eager(x[:8], spatial=True)
+        for _ in range(args.rounds):
+            for name in rates:
+                start = time.perf_counter()
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=name != "fp32"):
+                    pool, _ = eager(x, spatial=True)
+                rates[name].append(len(x) / (time.perf_counter() - start))
+                pools[name] = pool.float()
+    ref = pools["fp32"]
+    rel = float((pools["bf16 autocast"] - ref).abs().max() / ref.abs().max())
+    table = [
+        ["fp32 (eager, channels-last)", f"{_median(rates['fp32']):.2f}", "1.00", "0", "yes"],
+        ["bf16 autocast", f"{_median(rates['bf16 autocast']):.2f}", f"{_median(rates['bf16 autocast']) / _median(rates['fp32']):.2f}", f"{rel:.1e}", "yes" if rel <= 1e-4 else "no"],
+    ]
+    print(f"\nInception features: {len(x)} images (16x16 grayscale, to 299x299), {args.rounds} rounds, 1 thread\n")
+    print(reporting.markdown_table(["network", "images/s", "x fp32", "pool features max diff (rel.)", "within 1e-4"], table))
+    print(idle.line())
+
+
+def _one_scoring(ema, spec, data, dataset, budget, seed: int) -> tuple[float, float, dict]:
+    """(sampling s, reference + features + scores s, scores) as a trial's scoring does it."""
+    from dicesearch.data.images import ImageView
+    from dicesearch.metrics import image_scores, reference_stats_from_dataset
+    from dicesearch.train import SamplingConfig
+    from dicesearch.train.sampling import sample_images
+
+    n = budget.fid_samples
+    start = time.perf_counter()
+    sampling = SamplingConfig(sampler=budget.sampler, steps=budget.sampling_steps, num_samples=n, seed=seed, batch_size=min(n, 250))
+    images = sample_images(ema, spec, data, sampling, device="cpu")
+    sampled = time.perf_counter()
+    reference = reference_stats_from_dataset(ImageView(dataset, data), n, dataset.fingerprint, seed=seed, progress=False)
+    scores = image_scores(images, reference, n, seed=seed, progress=False)
+    return sampled - start, time.perf_counter() - sampled, scores
+
+
+def cores_table(args) -> None:
+    from dicesearch.data import load_dataset
+    from dicesearch.data.images import ImageView
+    from dicesearch.metrics import reference_stats_from_dataset
+
+    space, spec, data, budget = _space(args)
+    dataset = load_dataset(data)
+    torch.set_num_threads(1)
+    print(f"\ntraining {spec.name} for the scoring rows ({args.train_steps} steps) ...", flush=True)
+    _, _, trained = _train_steps(spec, data, dataset, budget, args.train_steps)
+    reference_stats_from_dataset(ImageView(dataset, data), budget.fid_samples, dataset.fingerprint, seed=42, progress=False)  # cached, as in a sweep
+    step = {1: [], 2: []}
+    sample, score, scores, losses = {1: [], 2: []}, {1: [], 2: []}, {}, {}
+    free = []  # cores idle while the one-thread rows ran: the core the two-thread rows take
+    with _Idle() as idle:
+        for r in range(args.rounds):
+            for threads in (1, 2):
+                torch.set_num_threads(threads)
+                with _Idle() as during:
+                    seconds, losses[threads], _ = _train_steps(spec, data, dataset, budget, args.steps)
+                    sampled, scored, scores[threads] = _one_scoring(trained.ema, spec, data, dataset, budget, 42)
+                step[threads].append(seconds)
+                sample[threads].append(sampled)
+                score[threads].append(scored)
+                if threads == 1:
+                    free.append(during.idle)
+            print(f"  round {r + 1}: 1 thread {step[1][-1]:.4f} s/step, {sample[1][-1] + score[1][-1]:.1f} s/scoring; 2 threads {step[2][-1]:.4f} s/step, "
+                  f"{sample[2][-1] + score[2][-1]:.1f} s/scoring; cores idle beside the 1-thread rows {free[-1] if free[-1] is not None else float('nan'):.2f}", flush=True)
+    torch.set_num_threads(1)
+    same_losses = losses[1] == losses[2]
+    loss_diff = max(abs(a - b) / abs(a) for a, b in zip(losses[1], losses[2]))
+    total = {t: _median(sample[t]) + _median(score[t]) for t in (1, 2)}
+    rows = [
+        ["training s/step", f"{_median(step[1]):.4f}", f"{_median(step[2]):.4f}", f"{_median(step[1]) / _median(step[2]):.2f}",
+         "same bits" if same_losses else f"losses rel. diff {loss_diff:.1e}"],
+        ["sampling s (128 x 50 DDIM)", f"{_median(sample[1]):.2f}", f"{_median(sample[2]):.2f}", f"{_median(sample[1]) / _median(sample[2]):.2f}", ""],
+        ["reference + Inception + scores s", f"{_median(score[1]):.2f}", f"{_median(score[2]):.2f}", f"{_median(score[1]) / _median(score[2]):.2f}", ""],
+        ["seconds per scoring", f"{total[1]:.2f}", f"{total[2]:.2f}", f"{total[1] / total[2]:.2f}", ""],
+        ["Inception images/s (in the scoring)", f"{budget.fid_samples / _median(score[1]):.1f}", f"{budget.fid_samples / _median(score[2]):.1f}", "", ""],
+    ]  # fmt: skip
+    for name in sorted(scores[1]):
+        a, b = scores[1][name], scores[2][name]
+        rows.append([name, f"{a:.6g}", f"{b:.6g}", "", "same bits" if a == b else f"rel. diff {abs(a - b) / max(abs(a), 1e-12):.1e}"])
+    print(f"\nan idle core for a trial left alone: {spec.name}, batch {budget.batch_size}, {args.steps} timed steps; one scoring of the model "
+          f"trained {args.train_steps} steps; {args.rounds} rounds\n")
+    print(reporting.markdown_table(["", "1 thread", "2 threads", "x", "numbers"], rows))
+    print(idle.line())
+    if args.tail_scores:
+        tail_scores(args, space, data, dataset, budget)
+
+
+def tail_scores(args, space, data, dataset, budget) -> None:
+    """The default sweep's pick trained to 400 steps, then to 1600 at one thread and at two."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from dicesearch.train import TrainConfig, train
+
+    values = {"conditioning.kind": "adaln_zero", "stages[0].channels": 96, "stages[2].depth": 3, "stages[*].block.lambda_init": 2.0}
+    spec = space.apply(values)
+    config = TrainConfig(
+        steps=400, batch_size=budget.batch_size, lr=budget.lr, warmup_steps=budget.warmup_steps, ema_decay=budget.ema_decay, seed=42,
+        checkpoint_every=10**9, keep_checkpoints=1,
+    )  # fmt: skip
+    results = {}
+    with _Idle() as idle, tempfile.TemporaryDirectory() as scratch:
+        torch.set_num_threads(1)
+        train(spec, data, config, out_dir=Path(scratch) / "run", dataset=dataset, device="cpu")
+        for threads in (1, 2):
+            run = Path(scratch) / f"run-{threads}"
+            shutil.copytree(Path(scratch) / "run", run)
+            torch.set_num_threads(threads)
+            start = time.perf_counter()
+            ema = train(spec, data, config.model_copy(update={"steps": budget.train_steps}), out_dir=run, resume=True, dataset=dataset, device="cpu").ema
+            seconds = time.perf_counter() - start
+            torch.set_num_threads(1)
+            _, _, scores = _one_scoring(ema, spec, data, dataset, budget, 42)
+            results[threads] = (seconds, scores)
+    key = f"fid_{budget.fid_samples}"
+    rows = [[f"{t} thread{'s' * (t > 1)}", f"{s:.0f}", f"{sc[key]:.4f}"] for t, (s, sc) in results.items()]
+    print(f"\nthe tail at two threads: the default sweep's pick ({', '.join(f'{k}={v}' for k, v in values.items())}), 400 -> {budget.train_steps} steps\n")
+    print(reporting.markdown_table(["400 -> 1600 steps on", "training s", key], rows))
+    print(f"difference {results[2][1][key] - results[1][1][key]:+.4f} (the pick's seed-to-seed sd: 3.5); {idle.line()}")
+
+
+def _child_imports(queue) -> None:
+    """What a trial process imports before it trains (dicesearch.sweep.lifecycle.process.PRELOAD)."""
+    entered = time.process_time()
+    import importlib
+
+    from dicesearch.sweep.lifecycle.process import PRELOAD
+
+    for module in PRELOAD:
+        importlib.import_module(module)
+    queue.put((entered, time.process_time()))
+
+
+def start_table(args) -> None:
+    from dicesearch.sweep.lifecycle.process import PRELOAD
+
+    contexts = {"spawned (before)": multiprocessing.get_context("spawn"), "forked from the preloading server": multiprocessing.get_context("forkserver")}
+    contexts["forked from the preloading server"].set_forkserver_preload(list(PRELOAD))
+    wall = {name: [] for name in contexts}
+    cpu = {name: [] for name in contexts}
+    with _Idle() as idle:
+        for name, context in contexts.items():  # the server's own start, once (its imports happen there, not per trial)
+            queue = context.Queue()
+            warm = context.Process(target=_child_imports, args=(queue,))
+            warm.start()
+            queue.get()
+            warm.join()
+        for _ in range(args.rounds):
+            for name, context in contexts.items():
+                queue = context.Queue()
+                start = time.perf_counter()
+                process = context.Process(target=_child_imports, args=(queue,))
+                process.start()
+                _, done_cpu = queue.get()
+                wall[name].append(time.perf_counter() - start)
+                cpu[name].append(done_cpu)
+                process.join()
+    rows = [[name, f"{_median(wall[name]):.2f}", f"{_median(cpu[name]):.2f}"] for name in contexts]
+    print(f"\na trial process from start to its imports done ({len(PRELOAD)} modules), {args.rounds} rounds\n")
+    print(reporting.markdown_table(["trial process", "wall s", "child CPU s"], rows))
+    print(idle.line())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--space", default="search_spaces/cascade.yaml")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=20, help="timed training steps per round")
+    parser.add_argument("--train-steps", type=int, default=400, help="steps the scored model is trained first")
+    parser.add_argument("--images", type=int, default=32, help="images of the Inception table")
+    parser.add_argument("--only", nargs="+", choices=LEVERS, default=list(LEVERS))
+    parser.add_argument("--tail-scores", action="store_true", help="with cores: the pick's 400 -> 1600 steps at one thread and at two, scored")
+    args = parser.parse_args()
+    print(reporting.machine_line("cpu") + " (other jobs may share this machine)")
+    tables = {"precision": precision_table, "inception": inception_table, "cores": cores_table, "start": start_table}
+    for lever in args.only:
+        tables[lever](args)
+
+
+if __name__ == "__main__":
+    main()
