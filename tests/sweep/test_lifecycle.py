@@ -117,6 +117,17 @@ def test_a_trial_process_takes_its_sweeps_environment_and_folder_as_they_are_whe
     assert (later / "trial-0" / "samples.png").is_file()  # a relative path means the sweep's folder now
 
 
+def test_trial_processes_fork_from_the_preloading_server_on_linux_only(monkeypatch):
+    from dicesearch.sweep.lifecycle.process import trial_context
+
+    for platform, method in (("linux", "forkserver"), ("darwin", "spawn"), ("win32", "spawn")):
+        monkeypatch.setattr(sys, "platform", platform)
+        assert trial_context.__wrapped__().get_start_method() == method, platform
+    monkeypatch.undo()
+    if sys.platform.startswith("linux"):
+        assert trial_context().get_start_method() == "forkserver"  # what the sweep's trials use here
+
+
 def test_a_trial_process_takes_the_threads_its_sweep_offers_where_a_core_is_idle(spec, tmp_path, monkeypatch):
     import multiprocessing
     import threading

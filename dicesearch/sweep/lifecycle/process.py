@@ -9,7 +9,7 @@ nothing to run, :mod:`dicesearch.speed.cores`). The parent enforces the wall-clo
 terminating the child. The outcome is always one of: complete, pruned, failed (with the
 error), timeout, or crashed (the process died without a word, e.g. killed by the kernel).
 
-Where the platform has it, trial processes are forked from a server process that imported
+On Linux, trial processes are forked from a server process that imported
 torch, diffusers and the objective once (``multiprocessing``'s forkserver, ``PRELOAD``): a
 fresh interpreter per trial spent ~3 CPU s importing them (of a first-rung trial's ~30),
 a forked one ~0.05 s (``benchmarks/sweep_speed.py``). The child is still a fresh process
@@ -23,6 +23,7 @@ import contextlib
 import functools
 import multiprocessing
 import os
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -42,9 +43,10 @@ PRELOAD = (
 
 @functools.cache
 def trial_context():
-    """The multiprocessing context trial processes start in: a forkserver that preloads
-    ``PRELOAD`` where the platform has one, else spawn."""
-    if "forkserver" not in multiprocessing.get_all_start_methods():
+    """The multiprocessing context trial processes start in: on Linux a forkserver that
+    preloads ``PRELOAD``; elsewhere spawn (on macOS a process forked after torch loaded the
+    system's libraries is not safe, which is why Python spawns there; Windows has no fork)."""
+    if not sys.platform.startswith("linux") or "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(list(PRELOAD))
