@@ -100,3 +100,27 @@ def test_an_identical_configuration_is_not_trained_twice(sweep_kit):
     assert not (sweep_kit.root / "runs" / "twice" / "trial-1").exists()  # nothing was trained for it
     runs = [r for r in sweep_kit.runs("twice") if r.data.tags["dicesearch.role"] == "trial"]
     assert sorted(r.data.metrics["fid_8"] for r in runs) == [first.value, first.value]
+
+
+@pytest.mark.parametrize("idle_cores", ["keep", "share"])
+def test_idle_workers_lend_their_cores_only_where_the_sweep_says_share(sweep_kit, monkeypatch, idle_cores):
+    from dicesearch.sweep.lifecycle import trial as lifecycle_trial
+
+    offered, run_trial = [], lifecycle_trial.run_trial
+
+    def recording(request, on_report, threads=None, **kwargs):  # what each trial is offered at its reports
+        def asked():
+            offered.append(threads() if threads is not None else None)
+            return offered[-1]
+
+        return run_trial(request, on_report, threads=asked, **kwargs)
+
+    monkeypatch.setattr(lifecycle_trial, "run_trial", recording)
+    space = sweep_kit.space(f"cores_{idle_cores}", trials=2, extra=f"parallelism: 2\nidle_cores: {idle_cores}\n")
+    result = sweep_kit.run(space)
+    assert result.exit_code == 0, result.output
+    assert offered  # the trials reported
+    if idle_cores == "keep":  # reruns score alike: no trial is ever offered more than its own threads
+        assert set(offered) == {None}
+    else:
+        assert all(isinstance(n, int) and n >= 1 for n in offered)

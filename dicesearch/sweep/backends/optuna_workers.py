@@ -14,8 +14,8 @@ configuration is drawn.
 A comparison (``dicesearch compare``) runs here too: its trials are its models x seeds,
 enqueued as fixed configurations before the workers start.
 
-A worker with nothing to claim (the sweep's last trials, or a wait for a paused trial to
-become promotable) leaves its cores to the trials still running: each is offered its share
+With ``idle_cores: share``, a worker with nothing to claim (the sweep's last trials, or a
+wait for a paused trial to become promotable) leaves its cores to the trials still running: each is offered its share
 at its reports, and keeps it only where its steps measure faster (:mod:`dicesearch.speed.cores`).
 A comparison offers none: its verdict pairs runs that must reproduce exactly (a model
 against itself ties), and more threads may change a run's rounding.
@@ -173,10 +173,10 @@ class OptunaSweep:
 
     def _spare_threads(self) -> int | None:
         """Threads a running trial may use now: its own plus its share of the idle workers'
-        (None: its own; always for a comparison, whose paired runs must reproduce exactly,
+        (None: its own; always unless the sweep says ``idle_cores: share``; always for a comparison, whose paired runs must reproduce exactly,
         while more threads may change a run's rounding; and where the budget leaves threads to torch)."""
         base = self.session.settings.threads
-        if base is None or getattr(self.space, "fixed", None) is not None:
+        if base is None or self.config.idle_cores == "keep" or getattr(self.space, "fixed", None) is not None:
             return None
         with self._lock:
             return offered_threads(base, self._active, len(self._idle))

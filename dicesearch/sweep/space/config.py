@@ -99,6 +99,14 @@ class SweepConfig(FileModel):
     backend: Literal["optuna", "ray"] = "optuna"
     trials: PositiveInt = 6
     parallelism: PositiveInt = 1
+    idle_cores: Literal["keep", "share"] = Field(
+        "keep",
+        description=(
+            "share: a worker with nothing to claim lends its cores to the trials still running (faster tails); "
+            "their steps then run on more threads, which changes their rounding, so a rerun may not score them "
+            "bit for bit alike. keep (default): every trial on its own threads, reruns identical."
+        ),
+    )
     storage: str | None = Field(None, description="Optuna storage URL; default sqlite:///optuna.db in the working directory (or --storage).")
     study_name: str | None = None
     seed: int = 42
