@@ -20,7 +20,8 @@ Then, each the median of ``--repeat`` runs:
 
 * **claim, a worker joining**: a worker process's first claim (``OptunaSweep._claim``
   on the real backend objects: the study read, ``rungs.promotable_paused``,
-  ``view.all_drawn``, ``ask``, the surplus check) on a study it has just opened;
+  ``view.all_drawn``, ``ask``, the surplus check) on a study it has just opened (a journal
+  file is read as it is opened, before this claim; a database is read by it);
 * **claim**: the next claim of the same worker (what every later trial of a sweep costs);
 * **propose**: the claimed trial's configuration drawn (``OptunaSweep._propose``:
   multivariate TPE over the study's trials, the spec resolved);
@@ -34,7 +35,10 @@ Then, each the median of ``--repeat`` runs:
 A claimed trial is recorded ``surplus`` after it is timed, so the study stays as it was.
 Beside each figure, how many times the operation read the whole study from the storage
 (``get_all_trials`` on any Optuna storage) and how many SQL statements it sent (sqlite,
-PostgreSQL, and the MLflow store). The table gives, between consecutive N, the factor a
+PostgreSQL, and the MLflow store), and on sqlite what one commit costs in that folder
+while the claims run: a claim commits twice (the new trial, then its worker), and a sqlite
+commit waits for the disk, whose speed other programs' writes change (0.7 to 16 ms on the
+machine of docs/benchmarks.md). The table gives, between consecutive N, the factor a
 figure grows by per 10x trials (10x is linear). The machine and its load are printed with
 the figures.
 """
@@ -49,6 +53,7 @@ import math
 import os
 import random
 import shutil
+import signal
 import statistics
 import sys
 import time
@@ -367,6 +372,7 @@ def measure(space, name: str, url: str, trials: list[FrozenTrial], out: Path, tr
     figures = {op: Figure() for op in (CLAIM_FIRST, CLAIM, PROPOSE, TABLE, EXPORT)}
     figures[CLAIM_FIRST].note = f"filled in {fill_s:.1f} s"
     sweep = OptunaSweep(space, SweepLocations(out / name, url, tracking_uri), Console(file=io.StringIO()), device="cpu")
+    syncs = []  # a sqlite file's commit waits for the disk, whose speed other programs' writes change
     for _ in range(repeat):
         sweep.session.attach(sweep_params(config))  # a worker joins: the study opened afresh, nothing of it cached
         for op in (CLAIM_FIRST, CLAIM):
@@ -376,6 +382,10 @@ def measure(space, name: str, url: str, trials: list[FrozenTrial], out: Path, tr
             if op == CLAIM:
                 timed(reads, figures[PROPOSE], lambda: sweep._propose(trial))
             sweep.session.study.finish(trial.number, TrialRecord(STATUS_SURPLUS, "benchmark: claimed, not run"))  # untimed
+        if url.startswith("sqlite"):
+            syncs.append(_commit_ms(out, times=3))
+    if syncs:
+        figures[CLAIM].note = f"one sqlite commit here {statistics.median(syncs):.1f} ms"
     finished = sweep.session.study.study  # the sweep's study as it ends: read by the claims, cached
     rungs = len(config.fidelity.rungs)
     for _ in range(repeat):
@@ -450,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     print(reporting.machine_line("cpu") + " (at the start)")
-    print(f"one sqlite commit in {out}: {_commit_ms(out):.1f} ms (the disk's sync; a claim writes twice)")
+    print(f"one sqlite commit in {out}: {_commit_ms(out):.1f} ms (the disk's sync; a claim commits twice)")
     sizes = sorted(set(args.trials))
     space = load_search_space(SPACE)
     samples = out / "samples.png"
@@ -519,4 +529,5 @@ def _sample_grid(path: Path) -> None:
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a kill unwinds main(): the PostgreSQL server stops too
     raise SystemExit(main())
