@@ -34,7 +34,7 @@ from dicesearch.sweep.prechecks import check_budget_reachable
 from dicesearch.sweep.space.config import MemoryBudget
 from dicesearch.sweep.space.search_space import load_search_space
 from dicesearch.sweep.store.mlflow_mirror import MlflowMirror
-from dicesearch.sweep.store.schema import ATTR_RETRY_OF, ATTR_STATUS, ATTR_WORKER, TrialRecord
+from dicesearch.sweep.store.schema import ATTR_RETRY_OF, ATTR_STATUS, ATTR_WORKER, CONSTRAINT, TrialRecord
 from dicesearch.sweep.store.studies import SweepStudy, this_worker
 from dicesearch.testing import tiny_spec
 
@@ -302,3 +302,61 @@ def test_a_study_opened_for_another_objective_is_refused(tmp_path):
     with pytest.raises(SpecError, match="optimises \\['minimize'\\], but the search space asks for \\['minimize', 'minimize'\\]"):
         SweepStudy.open("dirs", f"sqlite:///{tmp_path}/optuna.db", ["minimize", "minimize"], seed=0)
     assert optuna.load_study(study_name="dirs", storage=f"sqlite:///{tmp_path}/optuna.db").directions == [optuna.study.StudyDirection.MINIMIZE]
+
+
+# -- the whole life, without a backend ------------------------------------------------------------
+
+
+def test_a_trials_whole_life_runs_without_either_backend(spec, tmp_path):
+    """prepare -> begin -> run -> finish, driven as both backends drive it (TrialLifecycle.drive),
+    with no backend: a real trial process, the study and MLflow written; then the same values
+    again (a duplicate: not trained, the result reused) and a configuration over the budget
+    (rejected by the gate without a training step)."""
+    from rich.console import Console
+
+    from dicesearch.sweep.lifecycle.progress import TrialProgress
+    from dicesearch.sweep.lifecycle.trial import TrialLifecycle
+    from dicesearch.sweep.space.proposal import Proposal
+
+    digits = spec.model_copy(update={"input": spec.input.model_copy(update={"channels": 1, "num_classes": 10})})
+    study = SweepStudy.open("life", f"sqlite:///{tmp_path}/optuna.db", ["minimize"], seed=0)
+    mirror = MlflowMirror(f"sqlite:///{tmp_path}/mlflow.db", "life", "space.yaml")
+    mirror.start_sweep({"study": "life"}, "")
+    console = Console(file=open("/dev/null", "w"))
+    budget = Budget(train_steps=3, batch_size=4, fid_samples=4, sampling_steps=2, report_every=1)
+    settings = TrialSettings(
+        data=DigitsSpec(resolution=8), budget=budget, memory=MemoryBudget(budget_gb=24), memory_batch=4, seed=7,
+        metric_keys=("fid_4",), directions=("minimize",),
+    )  # fmt: skip
+    life = TrialLifecycle(study, mirror, console, TrialProgress(console, 3), settings, registry=None)
+
+    def drive(values, budget_gb=None):
+        trial = study.study.ask()
+        trial.suggest_int("width", values["width"], values["width"])
+        if budget_gb is not None:
+            life.settings = settings.model_copy(update={"memory": MemoryBudget(budget_gb=budget_gb)})
+        ran = []
+
+        def run(candidate):
+            ran.append(candidate)
+            return life.run(trial.number, candidate, tmp_path / f"trial-{trial.number}")
+
+        return trial.number, life.drive(trial.number, lambda: Proposal(digits, values), run), ran
+
+    first, outcome, ran = drive({"width": 32})
+    assert outcome.status == "complete" and len(ran) == 1 and outcome.metrics["fid_4"] > 0
+    record = study.trial(first)
+    assert record.state == TrialState.COMPLETE and record.value == outcome.metrics["fid_4"]
+    assert record.user_attrs["params"] == {"width": 32} and record.user_attrs["spec_yaml"].startswith("# made with dicesearch ")
+    assert len(record.user_attrs["loss_curve"]) == 3 and record.user_attrs["metrics"]["params"] > 0  # the gate counted it
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    (run,) = [r for r in client.search_runs([client.get_experiment_by_name("dicesearch").experiment_id]) if r.data.tags.get("dicesearch.trial") == str(first)]
+    assert run.info.status == "FINISHED" and run.data.metrics["fid_4"] == outcome.metrics["fid_4"]
+
+    second, again, ran = drive({"width": 32})
+    assert not ran and again.status == "complete" and again.metrics["fid_4"] == outcome.metrics["fid_4"]
+    assert study.trial(second).user_attrs["duplicate_of"] == first
+
+    third, rejected, ran = drive({"width": 48}, budget_gb=1e-6)
+    assert not ran and rejected.status == "rejected" and rejected.reason.startswith("rejected: estimated peak training memory")
+    assert study.trial(third).state == TrialState.COMPLETE and study.trial(third).constraints[CONSTRAINT] > 0  # infeasible, for the sampler
