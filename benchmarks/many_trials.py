@@ -37,7 +37,7 @@ Beside each figure, how many times the operation read the whole study from the s
 (``get_all_trials`` on any Optuna storage) and how many SQL statements it sent (sqlite,
 PostgreSQL, and the MLflow store), and on sqlite what one commit costs in that folder
 while the claims run: a claim commits twice (the new trial, then its worker), and a sqlite
-commit waits for the disk, whose speed other programs' writes change (0.7 to 16 ms on the
+commit waits for the disk, whose speed other programs' writes change (4 to 15 ms a commit on the
 machine of docs/benchmarks.md). The table gives, between consecutive N, the factor a
 figure grows by per 10x trials (10x is linear). The machine and its load are printed with
 the figures.
