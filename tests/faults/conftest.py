@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,8 @@ import pytest
 from mlflow import MlflowClient
 
 from dicesearch.sweep.store.studies import storage_for
+from dicesearch.testing import postgres
+from dicesearch.testing.postgres import free_port
 
 PLUGIN_DIR = Path(__file__).parent / "plugin"
 SWEEP = [sys.executable, "-c", "from dicesearch.cli import main; main()", "sweep"]
@@ -114,12 +115,6 @@ class Harness:
         return client.search_runs([experiment.experiment_id], filter_string=f"tags.`dicesearch.study` = '{name}'", max_results=1000)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class MlflowServer:
     """A real `mlflow server` on a sqlite store, which the tests stop and start again."""
 
@@ -170,113 +165,12 @@ def mlflow_server(tmp_path):
     server.stop()
 
 
-class PostgresServer:
-    """A real PostgreSQL server (Debian's `postgresql` package: initdb, postgres) in a temporary
-    folder, on a loopback port, trusting local connections. As root it runs as the package's
-    `postgres` user (the server refuses to run as root). Each test makes its own database."""
-
-    def __init__(self, bindir: Path, runas: list[str]):
-        import tempfile
-
-        self.bindir, self.runas = bindir, runas
-        # not under pytest's tmp folders: those are 0700 root, and the server may be another user
-        self.root = Path(tempfile.mkdtemp(prefix="dicesearch-pg-"))
-        self.port = free_port()
-        self.proc: subprocess.Popen | None = None
-
-    def _as_server_user(self, *command: str) -> list[str]:
-        return [*self.runas, *command]
-
-    def start(self, timeout: float = 60) -> None:
-        import shutil
-
-        os.chmod(self.root, 0o755)
-        data = self.root / "data"
-        if self.runas:
-            shutil.chown(self.root, user="postgres")
-        subprocess.run(
-            self._as_server_user(str(self.bindir / "initdb"), "-D", str(data), "-U", "dicesearch", "--auth=trust", "-E", "UTF8", "--no-sync", "--no-instructions"),
-            check=True, capture_output=True, timeout=120,
-        )  # fmt: skip
-        log = open(self.root / "server.log", "ab")
-        self.proc = subprocess.Popen(
-            self._as_server_user(
-                str(self.bindir / "postgres"), "-D", str(data), "-p", str(self.port), "-c", "listen_addresses=127.0.0.1",
-                "-c", f"unix_socket_directories={self.root}", "-c", "fsync=off", "-c", "max_connections=200", "-c", "shared_buffers=16MB",
-            ),
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-        import psycopg2
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                psycopg2.connect(host="127.0.0.1", port=self.port, user="dicesearch", dbname="postgres", connect_timeout=2).close()
-                return
-            except psycopg2.OperationalError:
-                if self.proc.poll() is not None:
-                    break
-                time.sleep(0.3)
-        raise AssertionError("postgres did not start:\n" + (self.root / "server.log").read_text()[-3000:])
-
-    def database(self, name: str) -> str:
-        """A new, empty database; its SQLAlchemy URL (the psycopg2 driver)."""
-        import psycopg2
-
-        connection = psycopg2.connect(host="127.0.0.1", port=self.port, user="dicesearch", dbname="postgres")
-        connection.autocommit = True
-        with connection.cursor() as cursor:
-            cursor.execute(f'CREATE DATABASE "{name}"')
-        connection.close()
-        return f"postgresql+psycopg2://dicesearch@127.0.0.1:{self.port}/{name}"
-
-    def stop(self) -> None:
-        import shutil
-
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGINT)  # fast shutdown
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self.proc = None
-        shutil.rmtree(self.root, ignore_errors=True)
-
-
-def _postgres_bindir() -> Path | None:
-    """Debian's /usr/lib/postgresql/<version>/bin (the newest), else initdb on PATH."""
-    import shutil
-
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0)
-    if found:
-        return found[-1].parent
-    initdb = shutil.which("initdb")
-    return Path(initdb).parent if initdb else None
-
-
 @pytest.fixture(scope="session")
 def postgres_server():
-    """Skipped where the server package, its driver, or a user to run it as is missing."""
-    import pwd
-    import shutil
-
-    pytest.importorskip("psycopg2", reason="the PostgreSQL driver (psycopg2-binary, in the test extra) is not installed")
-    bindir = _postgres_bindir()
-    if bindir is None or not (bindir / "postgres").is_file():
-        pytest.skip("no PostgreSQL server installed (Debian: apt-get install postgresql; .ci/run installs it as root)")
-    runas: list[str] = []
-    if os.geteuid() == 0:  # the server refuses root: run it as the package's own user
-        try:
-            pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.skip("running as root and there is no 'postgres' user to run the server as")
-        if shutil.which("runuser") is None:
-            pytest.skip("running as root and runuser is missing (util-linux)")
-        runas = ["runuser", "-u", "postgres", "--"]
-    server = PostgresServer(bindir, runas)
-    try:
-        server.start()
+    """A throwaway server (:mod:`dicesearch.testing.postgres`); skipped where the server package,
+    its driver, or a user to run it as is missing."""
+    reason = postgres.why_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    with postgres.throwaway_server() as server:
         yield server
-    finally:
-        server.stop()

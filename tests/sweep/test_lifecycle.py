@@ -35,7 +35,7 @@ from dicesearch.sweep.prechecks import check_budget_reachable
 from dicesearch.sweep.space.config import MemoryBudget
 from dicesearch.sweep.space.search_space import load_search_space
 from dicesearch.sweep.store.mlflow_mirror import MlflowMirror
-from dicesearch.sweep.store.schema import ATTR_RETRY_OF, ATTR_STATUS, ATTR_WORKER, CONSTRAINT
+from dicesearch.sweep.store.schema import ATTR_RETRY_OF, ATTR_STATUS, ATTR_WORKER, CONSTRAINT, TrialRecord
 from dicesearch.sweep.store.studies import SweepStudy, this_worker
 from dicesearch.testing import tiny_spec
 
@@ -291,6 +291,28 @@ def test_every_other_status_ends_in_its_state_with_its_reason(stores, status, st
     assert trial.user_attrs["traceback"].endswith("ValueError: x")
     run = _run_of(client, study, number)
     assert run.data.tags["dicesearch.reason"] == f"{status}: because" and run.info.status == "FAILED"
+
+
+def test_a_study_with_more_runs_than_mlflow_answers_at_once_is_mirrored_once(stores, mlflow_uri, monkeypatch):
+    """MLflow answers a search a page at a time (a server caps the page; here at 2 runs, as a
+    sqlite store does at 50,000): every page is read, so no trial looks missing and none is
+    backfilled twice."""
+    study, mirror, client = stores
+    for fid in (3.0, 2.0, 1.0, 4.0):
+        trial = study.study.ask()
+        trial.suggest_categorical("channels", [16])
+        study.finish(trial.number, TrialRecord("complete", attrs={"metrics": {"fid_4": fid}}, values=(fid,)))
+    search = MlflowClient.search_runs
+    monkeypatch.setattr(MlflowClient, "search_runs", lambda self, *args, max_results=1000, **kwargs: search(self, *args, max_results=min(max_results, 2), **kwargs))
+    assert mirror.reconcile(study.trials()) == 4  # backfilled
+    again = MlflowMirror(mlflow_uri, mirror.study_name, "space.yaml")  # the next sweep's start
+    again.start_sweep({"study": mirror.study_name}, "")
+    assert again.reconcile(study.trials()) == 0 and again.failures == 0
+    monkeypatch.undo()
+    experiment = client.get_experiment_by_name("dicesearch")
+    runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.`dicesearch.study` = '{mirror.study_name}'")
+    assert sorted(r.data.tags["dicesearch.role"] for r in runs) == ["sweep"] + ["trial"] * 4
+    assert len({r.data.tags.get("dicesearch.trial") for r in runs}) == 5  # one run a trial
 
 
 # -- recovery after a kill -------------------------------------------------------------------------

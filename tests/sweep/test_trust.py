@@ -17,7 +17,7 @@ from dicesearch.objective import Budget, evaluate
 from dicesearch.spec import parse_spec
 from dicesearch.sweep.lifecycle.messages import TrialOutcome
 from dicesearch.sweep.results.statistics import tied
-from dicesearch.sweep.results.table import tied_with_best
+from dicesearch.sweep.results.table import ranked_table, tied_with_best
 from dicesearch.sweep.store.mlflow_mirror import MlflowMirror
 from dicesearch.sweep.store.queries import ranked_trials
 from dicesearch.sweep.store.schema import CONSTRAINT
@@ -122,6 +122,19 @@ def test_an_infeasible_configuration_reaches_the_sampler_and_leaves_the_pareto_f
     for f in feasible:
         assert _constrained_dominates(trials[f], trials[infeasible], study.study.directions)
         assert not _constrained_dominates(trials[infeasible], trials[f], study.study.directions)
+
+
+def test_the_table_marks_the_pareto_front_with_several_objectives_only(make_study):
+    keys = ("fid_8", "gmacs")
+    study, mirror = make_study("front", ("minimize", "minimize"))
+    front = [_record(study, mirror, TrialOutcome(status="complete", metrics=m), keys, ("minimize", "minimize"))
+             for m in ({"fid_8": 100.0, "gmacs": 2.0}, {"fid_8": 80.0, "gmacs": 4.0})]  # fmt: skip
+    dominated = _record(study, mirror, TrialOutcome(status="complete", metrics={"fid_8": 120.0, "gmacs": 5.0}), keys, ("minimize", "minimize"))
+    shown = list(ranked_table(study.study, list(keys)).columns[1].cells)  # the "trial" column
+    assert sorted(shown) == sorted([f"{n} *" for n in front] + [str(dominated)])
+    single, mirror = make_study("single")
+    numbers = [_record(single, mirror, TrialOutcome(status="complete", metrics={"fid_8": fid})) for fid in (100.0, 80.0)]
+    assert sorted(ranked_table(single.study, ["fid_8"]).columns[1].cells) == sorted(map(str, numbers))  # one objective: no front
 
 
 def test_tpe_learns_from_infeasible_trials(make_study):

@@ -55,7 +55,8 @@ def failure_summary(study: optuna.Study) -> str | None:
 
 def ranked_table(study: optuna.Study, metric_keys: list[str], limit: int = 30, rungs: int | None = None) -> Table:
     """The trials ranked (``ranked_trials``); with ``rungs`` (multi-fidelity) a column says the rung each reached."""
-    pareto = {t.number for t in study.best_trials} if any(is_scored(t) for t in study.get_trials(deepcopy=False)) else set()
+    several = len(metric_keys) > 1  # the Pareto front is marked only then; study.best_trials deep-copies every trial
+    pareto = {t.number for t in study.best_trials} if several and any(is_scored(t) for t in study.get_trials(deepcopy=False)) else set()
     ties = tied_with_best(study, metric_keys[0])
     table = Table(
         title=f"study {study.study_name}: trials ranked by {metric_keys[0]}",
@@ -76,7 +77,7 @@ def ranked_table(study: optuna.Study, metric_keys: list[str], limit: int = 30, r
         status = trial.user_attrs.get(ATTR_STATUS, trial.state.name.lower())
         scored = is_scored(trial) or stopped_at_rung(trial)
         rank += scored
-        marker = " *" if trial.number in pareto and len(metric_keys) > 1 else ""
+        marker = " *" if trial.number in pareto else ""
         detail = trial.user_attrs.get(ATTR_REASON) or ", ".join(f"{k}={_fmt(v)}" for k, v in trial.params.items())
         if trial.user_attrs.get(ATTR_DUPLICATE_OF) is not None:
             detail = f"same configuration as trial {trial.user_attrs[ATTR_DUPLICATE_OF]} (its result, not trained again); {detail}"

@@ -32,6 +32,7 @@ from dicesearch.sweep.store.schema import ATTR_CURVE, ATTR_METRICS, ATTR_PARAMS,
 
 EXPERIMENT = "dicesearch"
 RETRY_AFTER_S = 30.0  # after a failed call, skip MLflow this long rather than wait on it each time
+RUNS_PAGE = 5000  # runs asked of MLflow at a time
 
 # A tracking server that is down must not stall every trial by minutes of retries
 # (MLflow's defaults: 7 retries with backoff, 120 s timeout). The user's settings win.
@@ -147,10 +148,20 @@ class MlflowMirror:
         return self._client
 
     def _runs_of_sweep(self) -> list:
+        """Every run of this study (its parent, its trials), a page of ``RUNS_PAGE`` at a time: a
+        study of thousands of trials has more runs than one page holds. A run another worker
+        creates meanwhile pushes the newest-first pages down; the run that shows twice is kept once."""
         client = self._connect()
-        return client.search_runs(
-            [self._experiment_id], filter_string=f"tags.`dicesearch.study` = '{self.study_name}'", max_results=5000
-        )
+        runs, token = {}, None
+        while True:
+            page = client.search_runs(
+                [self._experiment_id], filter_string=f"tags.`dicesearch.study` = '{self.study_name}'", max_results=RUNS_PAGE, page_token=token
+            )
+            for run in page:
+                runs.setdefault(run.info.run_id, run)
+            token = page.token
+            if not token:
+                return list(runs.values())
 
     # -- parent run ------------------------------------------------------------------------------
 

@@ -48,5 +48,6 @@ def ranked_trials(study: optuna.Study) -> list:
 
     done = [t for t in trials if is_scored(t) or stopped_at_rung(t)]
     done.sort(key=lambda t: (-(rung_reached(t) or 0), not is_scored(t), sign * value(t), t.number))
-    rest = sorted((t for t in trials if t not in done), key=lambda t: t.number)
+    ranked = {t.number for t in done}  # a set: `t not in done` compared every trial with every ranked one
+    rest = sorted((t for t in trials if t.number not in ranked), key=lambda t: t.number)
     return done + rest
