@@ -72,6 +72,34 @@ def test_the_promotion_rule_is_floor_n_keep_until_every_configuration_is_drawn()
     assert promotable(entries, 1 / 2, "minimize", final=False, promoted={7, 0}) == [5, 1]
 
 
+def test_an_interrupted_trial_keeps_its_place_at_the_rungs_until_its_retry_takes_over():
+    """Two workers: one recovers a killed trial that had gone on from rung 60 and queues its
+    retry; the other claims before the retry has its scores. The killed trial still went on
+    from that rung, so no paused trial is promoted in its place."""
+    from dicesearch.sweep.lifecycle.rungs import promotable_paused
+    from dicesearch.sweep.store.schema import ATTR_RETRY_OF, ATTR_STATUS, STATUS_INTERRUPTED, STATUS_PAUSED
+    from dicesearch.sweep.store.view import StudyView
+
+    study = optuna.create_study()
+    x = optuna.distributions.FloatDistribution(0, 1)
+
+    def add(state, values, status, **attrs):
+        study.add_trial(optuna.trial.create_trial(state=state, params={"x": 0.1 * len(study.trials)}, distributions={"x": x},
+                                                  intermediate_values=values, user_attrs={ATTR_STATUS: status, **attrs}))  # fmt: skip
+
+    add(TrialState.FAIL, {60: 10.0}, STATUS_INTERRUPTED)  # 0: best at rung 60, killed on its way to 240
+    add(TrialState.PRUNED, {60: 20.0}, STATUS_PAUSED)  # 1
+    add(TrialState.PRUNED, {60: 30.0}, STATUS_PAUSED)  # 2
+    rungs, keep = [60, 240], 1 / 3
+    assert promotable_paused(StudyView(study.trials), rungs, keep, "minimize", final=True).number == 1  # no retry: 0 is gone
+
+    study.enqueue_trial({"x": 0.0}, user_attrs={ATTR_RETRY_OF: 0}, skip_if_exists=False)  # 3: the retry, waiting
+    view = StudyView(study.trials)
+    assert sorted(view.entries_at(60)) == [(0, 10.0), (1, 20.0), (2, 30.0)] and view.promoted_from(60) == {0}
+    assert promotable_paused(view, rungs, keep, "minimize", final=True) is None
+    assert len(view.counted()) == 2  # the interrupted trial still counts for nothing: its retry will
+
+
 def test_a_run_continued_over_rungs_is_the_run_trained_straight_through(tmp_path, registry):
     stages = [{"patch_size": 2, "channels": 16, "depth": 1, "block": {"kind": "dice"}}, {"patch_size": 1, "channels": 16, "depth": 1, "block": {"kind": "convnext"}}]
     spec = parse_spec({"name": "rungs", "input": {"channels": 1, "resolution": 8, "num_classes": 10}, "stages": stages}, registry=registry)
