@@ -235,3 +235,21 @@ def test_ray_level_trial_errors_are_summarised_in_one_line():
     )
     assert ray_error_reason(died) == ("crashed", "crashed: the Ray worker running the trial died (Worker unexpectedly exits with a connection error code 2)")
     assert ray_error_reason("") == ("failed", "error: the Ray trial failed (Ray left no error text)")
+
+
+def test_a_searcher_snapshot_cut_short_by_a_kill_is_removed_without_unpickling_any(tmp_path):
+    import ray.cloudpickle as cloudpickle
+
+    from dicesearch.sweep.backends.ray_tune.sweep import _discard_unreadable_searcher_state
+
+    class Loud:  # loading this would run code: the check must only read the opcodes
+        def __reduce__(self):
+            return (print, ("unpickled!",))
+
+    whole = cloudpickle.dumps({"state": [1.0] * 50, "loud": Loud()})
+    (tmp_path / "searcher-state-a.pkl").write_bytes(whole)
+    (tmp_path / "searcher-state-b.pkl").write_bytes(whole[: len(whole) // 2])
+    (tmp_path / "search_gen_state-a.json").write_bytes(whole)  # Tune pickles this one too
+    (tmp_path / "search_gen_state-b.json").write_bytes(whole[:-1])
+    _discard_unreadable_searcher_state(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["search_gen_state-a.json", "searcher-state-a.pkl"]

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import pickletools
 import os
 import warnings
 from pathlib import Path
@@ -296,15 +297,19 @@ def _discard_unreadable_searcher_state(experiment_dir: Path) -> None:
     """Remove searcher snapshots a kill cut short: Tune restores the newest one and fails the
     whole restore on a truncated file ("Ran out of input"); without it, the one before is used
     (or the searcher starts afresh, and the results study still knows every finished trial)."""
-    import ray.cloudpickle as cloudpickle
-
-    for pattern in ("searcher-state-*.pkl", "search_gen_state-*.json"):
+    for pattern in ("searcher-state-*.pkl", "search_gen_state-*.json"):  # both pickles (Tune's ".json" too)
         for path in Path(experiment_dir).glob(pattern):
-            try:
-                with path.open("rb") as file:
-                    cloudpickle.load(file)
-            except Exception:
+            if not _whole_pickle(path.read_bytes()):
                 path.unlink(missing_ok=True)
+
+
+def _whole_pickle(data: bytes) -> bool:
+    """Whether ``data`` is one pickle stream to its STOP opcode, read without running it (a
+    kill cuts the file short; only Tune itself loads its snapshot)."""
+    try:
+        return any(op.name == "STOP" for op, _, _ in pickletools.genops(data))
+    except Exception:  # a cut stream or a byte that is no opcode
+        return False
 
 
 def _trial_dirname(trial) -> str:
