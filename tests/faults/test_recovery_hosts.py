@@ -20,7 +20,7 @@ here until the lifecycle's recovery is reworked (reported to the lead, not chang
 Other machines are stood in for by Linux namespaces (`unshare --uts` for a host name of its
 own, `unshare --pid` for a process table of its own): root and util-linux, else skipped.
 The storage is a journal file (what several machines on a shared file system use). About
-40 s and 70 s on 2 cores.
+40 s and 130 s on 2 cores.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ base:
     - {{patch_size: 1, channels: 16, depth: 1, block: {{kind: fault, fault: slow, at_step: 1}}}}
 parameters:
   stages[0].block.lambda_init: {{float: [0.1, 10.0], log: true}}
-budget: {{train_steps: 6, batch_size: 8, fid_samples: 8, sampling_steps: 3, report_every: 2}}
+budget: {{train_steps: {steps}, batch_size: 8, fid_samples: 8, sampling_steps: 3, report_every: 2}}
 memory: {{budget_gb: 24, precision: fp16, batch_size: 8}}
 trials: 1
 pruner: none
@@ -61,9 +61,10 @@ def _can(*unshare: str) -> bool:
     return subprocess.run(["unshare", *unshare, "true"], capture_output=True, timeout=30).returncode == 0
 
 
-def _setup(harness, name: str):
+def _setup(harness, name: str, steps: int = 6):
+    """``steps``: training steps of the one trial, 2 s each from the first."""
     space = harness.root / f"{name}.yaml"
-    space.write_text(SPACE.format(name=name))
+    space.write_text(SPACE.format(name=name, steps=steps))
     storage = str(harness.root / f"{name}.journal")
 
     def trials():
@@ -108,7 +109,7 @@ def test_a_dead_workers_trial_on_another_machine_is_requeued_by_the_next_worker(
 def test_a_live_worker_in_another_pid_namespace_keeps_its_trial(harness):
     if not _can("--pid", "--fork", "--mount-proc"):
         pytest.skip("cannot start a worker in a pid namespace of its own here (needs root and unshare --pid)")
-    space, storage, trials = _setup(harness, "pidns")
+    space, storage, trials = _setup(harness, "pidns", steps=24)  # ~46 s: worker B starts (imports, ~10-30 s loaded) while it trains
     worker_a = harness.start(space, "--storage", storage, log="a.log", own_group=True)
     try:
         _wait_training(harness, trials, worker_a)
