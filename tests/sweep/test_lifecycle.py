@@ -424,3 +424,18 @@ def test_a_trials_whole_life_runs_without_either_backend(spec, tmp_path):
     third, rejected, ran = drive({"width": 48}, budget_gb=1e-6)
     assert not ran and rejected.status == "rejected" and rejected.reason.startswith("rejected: estimated peak training memory")
     assert study.trial(third).state == TrialState.COMPLETE and study.trial(third).constraints[CONSTRAINT] > 0  # infeasible, for the sampler
+
+
+def test_two_worker_threads_assess_at_once_without_mixing_their_module_trees():
+    """The gate counts FLOPs and estimates memory in the sweep's worker threads; torch's
+    module hooks are process-global, so a count beside an estimate mixed their module trees
+    (a warning and no FLOPs, seen once in a default sweep)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    specs = [tiny_spec("dice", channels=16, layout="noise"), tiny_spec("attention", channels=32)]
+    alone = [gate.assess(s, MemoryBudget(), 8, print).metrics for s in specs]
+    warnings = []
+    with ThreadPoolExecutor(2) as pool:
+        together = list(pool.map(lambda s: gate.assess(s, MemoryBudget(), 8, warnings.append).metrics, specs * 5))
+    assert warnings == []
+    assert together == alone * 5

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from dicesearch.sweep.space.config import MemoryBudget
 
-_ESTIMATE_LOCK = threading.Lock()  # MemTracker's hooks are process-global: one estimate at a time
+_HOOKS_LOCK = threading.Lock()  # the FLOP counter's and MemTracker's module hooks are process-global: one count at a time
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,8 @@ def static_metrics_or_empty(spec, warn: Callable[[str], object]) -> dict[str, fl
     from dicesearch.analysis.flops import static_metrics
 
     try:
-        return static_metrics(spec)
+        with _HOOKS_LOCK:  # two worker threads counting at once mix their module trees
+            return static_metrics(spec)
     except Exception as exc:  # counting must never stop a sweep
         warn(f"could not count FLOPs: {exc}")
         return {}
@@ -41,7 +42,7 @@ def estimate_memory(spec, memory: MemoryBudget, batch_size: int) -> dict[str, fl
     """``{"memory_estimated_gb": ...}`` for full-length training of ``spec``, or ``{}`` if unknown."""
     from dicesearch.analysis.memory import estimate_training_memory
 
-    with _ESTIMATE_LOCK:
+    with _HOOKS_LOCK:
         estimate = estimate_training_memory(spec, batch_size, memory.precision, ema=True, gradient_checkpointing=memory.gradient_checkpointing)
     if not estimate.known:
         return {}
