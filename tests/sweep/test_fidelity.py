@@ -100,6 +100,27 @@ def test_an_interrupted_trial_keeps_its_place_at_the_rungs_until_its_retry_takes
     assert len(view.counted()) == 2  # the interrupted trial still counts for nothing: its retry will
 
 
+def test_a_promoted_trial_keeps_its_place_at_the_rungs_until_its_continuation_takes_over():
+    """Both workers claim at once at the sweep's end: the first promotes the best paused trial
+    of rung 400 (one may go on); the second claims before the continuation has its scores, and
+    must not promote the runner-up too (a default sweep sent two trials to the full budget)."""
+    from dicesearch.sweep.lifecycle.rungs import promotable_paused
+    from dicesearch.sweep.store.schema import ATTR_CONTINUES, ATTR_STATUS, STATUS_PAUSED
+    from dicesearch.sweep.store.view import StudyView
+
+    study = optuna.create_study()
+    x = optuna.distributions.FloatDistribution(0, 1)
+    for score in (108.6, 94.9, 149.1, 101.0):  # 0-3: paused at rung 400
+        study.add_trial(optuna.trial.create_trial(state=TrialState.PRUNED, params={"x": score / 1000}, distributions={"x": x},
+                                                  intermediate_values={100: 2 * score, 400: score}, user_attrs={ATTR_STATUS: STATUS_PAUSED}))  # fmt: skip
+    rungs, keep = [100, 400, 1600], 1 / 4
+    assert promotable_paused(StudyView(study.trials), rungs, keep, "minimize", final=True).number == 1
+    study.enqueue_trial({"x": 0.0949}, user_attrs={ATTR_CONTINUES: 1}, skip_if_exists=False)  # 4: continues trial 1
+    assert promotable_paused(StudyView(study.trials), rungs, keep, "minimize", final=True) is None  # waiting
+    study.ask()  # the first worker runs trial 4; its rung scores are not taken over yet
+    assert promotable_paused(StudyView(study.trials), rungs, keep, "minimize", final=True) is None  # running
+
+
 def test_a_run_continued_over_rungs_is_the_run_trained_straight_through(tmp_path, registry):
     stages = [{"patch_size": 2, "channels": 16, "depth": 1, "block": {"kind": "dice"}}, {"patch_size": 1, "channels": 16, "depth": 1, "block": {"kind": "convnext"}}]
     spec = parse_spec({"name": "rungs", "input": {"channels": 1, "resolution": 8, "num_classes": 10}, "stages": stages}, registry=registry)

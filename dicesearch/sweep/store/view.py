@@ -14,7 +14,7 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
-from dicesearch.sweep.store.schema import ATTR_RETRY_OF, ATTR_STATUS, NOT_COUNTED, REUSABLE, STATUS_PAUSED, superseded
+from dicesearch.sweep.store.schema import ATTR_CONTINUES, ATTR_RETRY_OF, ATTR_STATUS, NOT_COUNTED, REUSABLE, STATUS_PAUSED, superseded
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
@@ -29,7 +29,9 @@ class StudyView:
             t for t in trials
             if t.state in (*FINISHED, TrialState.RUNNING) and t.user_attrs.get(ATTR_STATUS) not in NOT_COUNTED and t.number not in self.gone
         ]  # fmt: skip
-        self._at_rungs = self._live + _awaiting_retry(trials)  # who holds a place at a rung
+        stand_ins = _awaiting_takeover(trials)
+        self._stand_ins = {t.number for t in stand_ins}
+        self._at_rungs = self._live + stand_ins  # who holds a place at a rung
 
     def counted(self) -> list[FrozenTrial]:
         """Trials that count towards the sweep's total: finished, except interrupted ones
@@ -66,7 +68,8 @@ class StudyView:
 
     def entries_at(self, step: int) -> list[tuple[int, float]]:
         """(number, intermediate value at ``step``) of every counted or running trial scored
-        there, and of an interrupted one whose retry has not taken over its scores yet."""
+        there, and of a paused or interrupted one whose continuation has not taken over its
+        scores yet."""
         return [(t.number, t.intermediate_values[step]) for t in self._at_rungs if step in t.intermediate_values]
 
     def scores_at(self, step: int) -> list[float]:
@@ -76,21 +79,22 @@ class StudyView:
     def promoted_from(self, step: int, deciding: int | None = None) -> set[int]:
         """Counted or running trials that went on from the rung at ``step``: scored beyond it,
         or running on from it (``deciding``, the trial whose rung this is, has not gone yet).
-        An interrupted trial awaiting its retry was running on from every rung it scored at."""
+        A trial whose continuation has not taken over yet goes on from every rung it scored at."""
         return {
             t.number for t in self._at_rungs
             if step in t.intermediate_values and t.number != deciding
-            and (t.state in (TrialState.RUNNING, TrialState.FAIL) or max(t.intermediate_values) > step)
+            and (t.state == TrialState.RUNNING or t.number in self._stand_ins or max(t.intermediate_values) > step)
         }  # fmt: skip
 
 
-def _awaiting_retry(trials: list[FrozenTrial]) -> list[FrozenTrial]:
-    """Interrupted trials whose retry waits, or runs without their rung scores yet: they keep
-    their places at the rungs meanwhile, or a worker claiming in that gap would see a rung
-    with nobody gone on from it and promote a paused trial in the interrupted one's place."""
+def _awaiting_takeover(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """Trials continued by a trial that waits, or runs without their rung scores yet (a paused
+    trial promoted, an interrupted one retried): they keep their places at the rungs meanwhile,
+    or a worker claiming in that gap would see a rung with nobody gone on from it and promote
+    a second paused trial where the rule allows one."""
     by_number = {t.number: t for t in trials}
-    return [
-        by_number[t.user_attrs[ATTR_RETRY_OF]] for t in trials
+    earlier = [
+        t.user_attrs.get(ATTR_CONTINUES, t.user_attrs.get(ATTR_RETRY_OF)) for t in trials
         if t.state in (TrialState.WAITING, TrialState.RUNNING) and not t.intermediate_values
-        and t.user_attrs.get(ATTR_RETRY_OF) in by_number
     ]  # fmt: skip
+    return [by_number[number] for number in earlier if number in by_number]
