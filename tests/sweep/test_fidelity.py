@@ -179,7 +179,9 @@ def test_paused_trials_are_continued_once_promotable_and_every_configuration_is_
 
 
 def test_a_sweep_killed_mid_rung_continues_the_trial_from_its_rung_checkpoint(tmp_path):
-    space = _space(tmp_path, "resume", rungs="[4, 120]", keep="1/2", trials=1)
+    # 396 steps after the first rung: ~4 s on an idle machine, so the kill 1.5 s after rung 1's
+    # score lands mid-training (at 120 steps the trial could reach its last checkpoint first)
+    space = _space(tmp_path, "resume", rungs="[4, 400]", keep="1/2", trials=1)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-c", "from dicesearch.cli import main; main()", "sweep", str(space)]
     proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -205,7 +207,7 @@ def test_a_sweep_killed_mid_rung_continues_the_trial_from_its_rung_checkpoint(tm
     assert min(step for step, _ in retry.user_attrs["loss_curve"]) > 4  # it did not train the first rung again
 
     # the same configuration trained straight through, in a study of its own: the same score
-    straight = _space(tmp_path, "straight", rungs="[4, 120]", keep="1/2", trials=1)
+    straight = _space(tmp_path, "straight", rungs="[4, 400]", keep="1/2", trials=1)
     fresh = subprocess.run([*command[:-1], str(straight)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert fresh.returncode == 0, fresh.stdout + fresh.stderr
     (uninterrupted,) = _trials(tmp_path, "straight")

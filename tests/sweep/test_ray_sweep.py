@@ -240,7 +240,7 @@ def test_ray_level_trial_errors_are_summarised_in_one_line():
 def test_a_searcher_snapshot_cut_short_by_a_kill_is_removed_without_unpickling_any(tmp_path):
     import ray.cloudpickle as cloudpickle
 
-    from dicesearch.sweep.backends.ray_tune.sweep import _discard_unreadable_searcher_state
+    from dicesearch.sweep.backends.ray_tune.sweep import discard_unreadable_searcher_state
 
     class Loud:  # loading this would run code: the check must only read the opcodes
         def __reduce__(self):
@@ -251,5 +251,5 @@ def test_a_searcher_snapshot_cut_short_by_a_kill_is_removed_without_unpickling_a
     (tmp_path / "searcher-state-b.pkl").write_bytes(whole[: len(whole) // 2])
     (tmp_path / "search_gen_state-a.json").write_bytes(whole)  # Tune pickles this one too
     (tmp_path / "search_gen_state-b.json").write_bytes(whole[:-1])
-    _discard_unreadable_searcher_state(tmp_path)
+    discard_unreadable_searcher_state(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["search_gen_state-a.json", "searcher-state-a.pkl"]

@@ -136,7 +136,7 @@ class RaySweep:
         trainable = self._trainable()
         if restore:
             self.console.print(f"restoring the Ray experiment in {self.experiment_dir}")
-            _discard_unreadable_searcher_state(self.experiment_dir)
+            discard_unreadable_searcher_state(self.experiment_dir)
             # errored trials stay failed (a Ray worker died under them): never retried, as in the Optuna backend
             tuner = Tuner.restore(str(self.experiment_dir), trainable, resume_unfinished=True, resume_errored=False, restart_errored=False)
             with _tune_environment():
@@ -293,7 +293,7 @@ class RungScheduler(FIFOScheduler):
         return TrialScheduler.CONTINUE if decision.go_on else TrialScheduler.STOP
 
 
-def _discard_unreadable_searcher_state(experiment_dir: Path) -> None:
+def discard_unreadable_searcher_state(experiment_dir: Path) -> None:
     """Remove searcher snapshots a kill cut short: Tune restores the newest one and fails the
     whole restore on a truncated file ("Ran out of input"); without it, the one before is used
     (or the searcher starts afresh, and the results study still knows every finished trial)."""
