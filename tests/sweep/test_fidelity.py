@@ -121,6 +121,29 @@ def test_a_promoted_trial_keeps_its_place_at_the_rungs_until_its_continuation_ta
     assert promotable_paused(StudyView(study.trials), rungs, keep, "minimize", final=True) is None  # running
 
 
+def test_the_sweeps_end_sends_on_the_best_of_all_that_reach_a_rung_not_the_best_so_far():
+    """All drawn, 3 trials paused at rung 400 (floor(3/4) = 0: the at-least-one rule) while a
+    fourth runs on from rung 100 towards it: the promotion waits for it, then takes the best of 4."""
+    from dicesearch.sweep.lifecycle.rungs import promotable_paused
+    from dicesearch.sweep.store.schema import ATTR_STATUS, STATUS_PAUSED
+    from dicesearch.sweep.store.view import StudyView
+
+    study = optuna.create_study()
+    x = optuna.distributions.FloatDistribution(0, 1)
+    for score in (109.0, 110.0, 112.0):  # 0-2: paused at rung 400
+        study.add_trial(optuna.trial.create_trial(state=TrialState.PRUNED, params={"x": score / 1000}, distributions={"x": x},
+                                                  intermediate_values={100: 2 * score, 400: score}, user_attrs={ATTR_STATUS: STATUS_PAUSED}))  # fmt: skip
+    running = study.ask({"x": x})  # 3: went on from rung 100, training towards 400
+    running.report(177.0, 100)
+    rungs, keep = [100, 400, 1600], 1 / 4
+    assert promotable_paused(StudyView(study.trials), rungs, keep, "minimize", final=False) is None  # floor(3/4) = 0
+    assert promotable_paused(StudyView(study.trials), rungs, keep, "minimize", final=True) is None  # waits for trial 3
+    running.report(99.0, 400)  # trial 3 scores at 400 ...
+    running.set_user_attr(ATTR_STATUS, STATUS_PAUSED)
+    study.tell(running, state=TrialState.PRUNED)  # ... and pauses there
+    assert promotable_paused(StudyView(study.trials), rungs, keep, "minimize", final=True).number == 3
+
+
 def test_a_run_continued_over_rungs_is_the_run_trained_straight_through(tmp_path, registry):
     stages = [{"patch_size": 2, "channels": 16, "depth": 1, "block": {"kind": "dice"}}, {"patch_size": 1, "channels": 16, "depth": 1, "block": {"kind": "convnext"}}]
     spec = parse_spec({"name": "rungs", "input": {"channels": 1, "resolution": 8, "num_classes": 10}, "stages": stages}, registry=registry)

@@ -19,7 +19,10 @@ goes on if          among the best floor(n * k) not yet         among the best m
                     have gone on from the rung (the paper's
                     Alg. 2, its budget capped)
 once all drawn      max(1, floor(n * k)): at least one trial     (no change)
-                    reaches the full budget
+                    reaches the full budget; where floor(n * k)
+                    is 0, only once no running trial is on
+                    its way to the rung (the best of all that
+                    reach it, whatever order they finish in)
 otherwise           *paused* with its checkpoint; continued     *pruned*: stopped for good
                     by a new trial before any new configuration
                     is drawn if later trials make it promotable
@@ -98,8 +101,12 @@ def promotable_paused(view, rungs: Sequence[int], keep: float, direction: str, f
     paused = {t.number: t for t in view.paused()}
     if not paused:
         return None
-    for steps in reversed(rungs[:-1]):
-        for number in promotable(view.entries_at(steps), keep, direction, final, view.promoted_from(steps)):
+    for index in reversed(range(len(rungs) - 1)):
+        steps = rungs[index]
+        entries = view.entries_at(steps)
+        if final and promotion_count(len(entries), keep, False) == 0 and view.on_the_way_to(steps, rungs[index - 1] if index else None):
+            continue  # the sweep's end sends one on from a rung too small for its fraction: the best of all that reach it
+        for number in promotable(entries, keep, direction, final, view.promoted_from(steps)):
             if number in paused and max(paused[number].intermediate_values) == steps:
                 return paused[number]
     return None

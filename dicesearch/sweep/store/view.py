@@ -29,8 +29,9 @@ class StudyView:
             t for t in trials
             if t.state in (*FINISHED, TrialState.RUNNING) and t.user_attrs.get(ATTR_STATUS) not in NOT_COUNTED and t.number not in self.gone
         ]  # fmt: skip
-        stand_ins = _awaiting_takeover(trials)
+        stand_ins, continuations = _awaiting_takeover(trials)
         self._stand_ins = {t.number for t in stand_ins}
+        self._continuations = continuations  # trials that stand-ins hold the places of, meanwhile
         self._at_rungs = self._live + stand_ins  # who holds a place at a rung
 
     def counted(self) -> list[FrozenTrial]:
@@ -76,6 +77,15 @@ class StudyView:
         """Every counted or running trial's intermediate value at ``step`` (a rung's scores)."""
         return [score for _, score in self.entries_at(step)]
 
+    def on_the_way_to(self, step: int, previous: int | None) -> bool:
+        """Whether a trial still running will score at the rung at ``step``: it went on from
+        the rung before (``previous``; None: ``step`` is the first rung) and scored nothing since."""
+        return any(
+            (max(t.intermediate_values) if t.intermediate_values else None) == previous
+            for t in self._at_rungs
+            if (t.state == TrialState.RUNNING and t.number not in self._continuations) or t.number in self._stand_ins
+        )
+
     def promoted_from(self, step: int, deciding: int | None = None) -> set[int]:
         """Counted or running trials that went on from the rung at ``step``: scored beyond it,
         or running on from it (``deciding``, the trial whose rung this is, has not gone yet).
@@ -87,14 +97,16 @@ class StudyView:
         }  # fmt: skip
 
 
-def _awaiting_takeover(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+def _awaiting_takeover(trials: list[FrozenTrial]) -> tuple[list[FrozenTrial], set[int]]:
     """Trials continued by a trial that waits, or runs without their rung scores yet (a paused
     trial promoted, an interrupted one retried): they keep their places at the rungs meanwhile,
     or a worker claiming in that gap would see a rung with nobody gone on from it and promote
-    a second paused trial where the rule allows one."""
+    a second paused trial where the rule allows one. Returns them, and the numbers of the
+    trials continuing them."""
     by_number = {t.number: t for t in trials}
-    earlier = [
-        t.user_attrs.get(ATTR_CONTINUES, t.user_attrs.get(ATTR_RETRY_OF)) for t in trials
+    pairs = [
+        (t.number, t.user_attrs.get(ATTR_CONTINUES, t.user_attrs.get(ATTR_RETRY_OF))) for t in trials
         if t.state in (TrialState.WAITING, TrialState.RUNNING) and not t.intermediate_values
     ]  # fmt: skip
-    return [by_number[number] for number in earlier if number in by_number]
+    pairs = [(later, earlier) for later, earlier in pairs if earlier in by_number]
+    return [by_number[earlier] for _, earlier in pairs], {later for later, _ in pairs}
