@@ -38,3 +38,22 @@ def fresh_venv(tmp_path_factory, dicesearch_wheel):
         return env
 
     return make
+
+
+@pytest.fixture
+def thread_offers(monkeypatch) -> list:
+    """What the trials of a sweep or comparison run in this process are offered at their
+    reports (None: their own threads), recorded as the trial processes ask."""
+    import dicesearch.sweep.lifecycle.trial as lifecycle_trial
+
+    offered, run_trial = [], lifecycle_trial.run_trial
+
+    def recording(request, on_report, threads=None, **kwargs):
+        def asked():
+            offered.append(threads() if threads is not None else None)
+            return offered[-1]
+
+        return run_trial(request, on_report, threads=asked, **kwargs)
+
+    monkeypatch.setattr(lifecycle_trial, "run_trial", recording)
+    return offered

@@ -46,19 +46,8 @@ def _trials(tmp_path, name="cmp"):
     return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path}/optuna.db").get_trials()
 
 
-def test_a_crippled_model_is_worse_and_a_model_against_itself_is_never_better_or_worse(tmp_path, monkeypatch):
-    import dicesearch.sweep.lifecycle.trial as lifecycle_trial
-
-    offered, run_trial = [], lifecycle_trial.run_trial
-
-    def recording(request, on_report, threads=None, **kwargs):  # what the trials are offered at their reports
-        def asked():
-            offered.append(threads() if threads is not None else None)
-            return offered[-1]
-
-        return run_trial(request, on_report, threads=asked, **kwargs)
-
-    monkeypatch.setattr(lifecycle_trial, "run_trial", recording)
+def test_a_crippled_model_is_worse_and_a_model_against_itself_is_never_better_or_worse(tmp_path, monkeypatch, thread_offers):
+    offered = thread_offers
     monkeypatch.chdir(tmp_path)
     comparison = _files(tmp_path, "[{spec: base.yaml, name: base}, {spec: again.yaml, name: again}, {spec: crippled.yaml, name: crippled}]", "seeds: 3\neval_at: [0.5]\n")
     result = CliRunner().invoke(main, ["compare", comparison], catch_exceptions=False, terminal_width=200)

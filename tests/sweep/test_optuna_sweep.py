@@ -103,19 +103,8 @@ def test_an_identical_configuration_is_not_trained_twice(sweep_kit):
 
 
 @pytest.mark.parametrize("idle_cores", ["keep", "share"])
-def test_idle_workers_lend_their_cores_only_where_the_sweep_says_share(sweep_kit, monkeypatch, idle_cores):
-    from dicesearch.sweep.lifecycle import trial as lifecycle_trial
-
-    offered, run_trial = [], lifecycle_trial.run_trial
-
-    def recording(request, on_report, threads=None, **kwargs):  # what each trial is offered at its reports
-        def asked():
-            offered.append(threads() if threads is not None else None)
-            return offered[-1]
-
-        return run_trial(request, on_report, threads=asked, **kwargs)
-
-    monkeypatch.setattr(lifecycle_trial, "run_trial", recording)
+def test_idle_workers_lend_their_cores_only_where_the_sweep_says_share(sweep_kit, thread_offers, idle_cores):
+    offered = thread_offers
     space = sweep_kit.space(f"cores_{idle_cores}", trials=2, extra=f"parallelism: 2\nidle_cores: {idle_cores}\n")
     result = sweep_kit.run(space)
     assert result.exit_code == 0, result.output
