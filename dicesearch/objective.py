@@ -126,6 +126,7 @@ def evaluate(
     run_dir: str | Path | None = None,
     start_rung: int = 0,
     on_rung: RungCallback | None = None,
+    rung_samples: Sequence[int] | None = None,
     device: str = "auto",
     on_progress: Callable[[int, float], None] | None = None,
     progress_bar: bool = False,
@@ -150,6 +151,9 @@ def evaluate(
     replicate), so a run continued over rungs equals one trained straight through; with
     ``start_rung`` > 0 it continues an interrupted evaluation from the checkpoint of rung
     ``start_rung - 1``. Metrics carry ``rung`` (the index reached) and ``rung_steps``.
+    ``rung_samples`` (one per rung, the last ``budget.fid_samples``): a rung scores that many
+    images instead, the first n of the N (image i's noise and label depend on i alone), against
+    the same N-image reference statistics; its scores are named for n (``fid_32``).
     """
     from dicesearch.metrics import score_names
     from dicesearch.metrics.replicates import aggregate_replicates
@@ -163,6 +167,9 @@ def evaluate(
         raise ValueError("rungs need a run_dir for the rung checkpoints")
     if not 0 <= start_rung < len(rungs):
         raise ValueError(f"start_rung {start_rung} is not one of the {len(rungs)} rungs")
+    samples = list(rung_samples or [budget.fid_samples] * len(rungs))
+    if len(samples) != len(rungs) or samples[-1] != budget.fid_samples or max(samples) > budget.fid_samples:
+        raise ValueError(f"rung_samples must give one count per rung, at most fid_samples {budget.fid_samples} and ending there, got {samples}")
     reference = seed if reference_seed is None else reference_seed
     runs = []
     for r in range(replicates):
@@ -170,10 +177,10 @@ def evaluate(
         report = None if on_progress is None else (lambda step, loss, offset=offset: on_progress(offset + step, loss))
         folder = None if run_dir is None else Path(run_dir) / f"r{r}"
         runs.append(_Replicate(spec, data, budget, seed + r, reference, folder, device, report, progress_bar))
-    scores = score_names(budget.fid_samples).values()
     static = static_metrics(spec) if count_static else {}
     for index in range(start_rung, len(rungs)):
-        results = [run.advance(rungs[index], workdir if r == 0 else None) for r, run in enumerate(runs)]
+        results = [run.advance(rungs[index], workdir if r == 0 else None, samples[index]) for r, run in enumerate(runs)]
+        scores = score_names(samples[index]).values()
         metrics = {**static, **aggregate_replicates([m for m, _ in results], scores), "rung": float(index), "rung_steps": float(rungs[index])}
         if on_rung is not None and not on_rung(index, rungs[index], metrics) and index + 1 < len(rungs):
             break
@@ -196,8 +203,8 @@ class _Replicate:
         self.seconds = {"train_seconds": 0.0, "sampling_seconds": 0.0, "fid_seconds": 0.0}
         self.steps = 0
 
-    def advance(self, steps: int, workdir) -> tuple[dict[str, float], str | None]:
-        """Train on to ``steps`` (from the last checkpoint), then sample and score: (metrics, grid path)."""
+    def advance(self, steps: int, workdir, samples: int) -> tuple[dict[str, float], str | None]:
+        """Train on to ``steps`` (from the last checkpoint), then sample and score ``samples`` images: (metrics, grid path)."""
         from dicesearch.train import TrainConfig, train
 
         budget = self.budget
@@ -222,10 +229,11 @@ class _Replicate:
             metrics["final_loss"] = sum(tail) / len(tail)
         if self.device.type == "cuda":
             metrics["memory_measured_gb"] = torch.cuda.max_memory_allocated(self.device) / 2**30
-        scores, samples_png = self._score(result.ema, workdir)
+        scores, samples_png = self._score(result.ema, workdir, samples)
         return {**metrics, **scores, **self.seconds}, samples_png
 
-    def _score(self, ema, workdir) -> tuple[dict[str, float], str | None]:
+    def _score(self, ema, workdir, n: int) -> tuple[dict[str, float], str | None]:
+        """Sample the first ``n`` images and score them against the budget's N-image reference statistics."""
         from dicesearch.data.images import ImageView
         from dicesearch.metrics import image_scores, reference_stats_from_dataset
         from dicesearch.metrics.inception_score import load_logits_network, logits_network_path
@@ -234,7 +242,7 @@ class _Replicate:
 
         budget = self.budget
         sampling = SamplingConfig(
-            sampler=budget.sampler, steps=budget.sampling_steps, num_samples=budget.fid_samples, seed=self.seed, batch_size=min(budget.fid_samples, 250),
+            sampler=budget.sampler, steps=budget.sampling_steps, num_samples=n, seed=self.seed, batch_size=min(n, 250),
             fast_kernels=budget.fast_kernels,
         )
         start = time.perf_counter()
@@ -248,9 +256,9 @@ class _Replicate:
         )
         classifier_path = logits_network_path()
         classifier = load_logits_network(classifier_path) if classifier_path else None
-        scores = image_scores(images, reference, budget.fid_samples, classifier=classifier, seed=self.seed, progress=self.progress_bar, fast=budget.fast_kernels)
+        scores = image_scores(images, reference, n, classifier=classifier, seed=self.seed, progress=self.progress_bar, fast=budget.fast_kernels)
         self.seconds["fid_seconds"] += time.perf_counter() - start
-        scores["samples_per_second"] = budget.fid_samples / sampling_seconds
+        scores["samples_per_second"] = n / sampling_seconds
         samples_png = None
         if workdir is not None:
             Path(workdir).mkdir(parents=True, exist_ok=True)

@@ -84,16 +84,16 @@ def run_sweep(path: str, console: Console, *, trials=None, out_dir=None, storage
         raise SystemExit(130) from None
     keys = config.metric_keys
     rungs = len(config.fidelity.rungs) if config.fidelity else None
-    console.print(ranked_table(result.study, keys, rungs=rungs))
+    console.print(ranked_table(result.study, keys, rungs=rungs, rung_keys=config.rung_keys))
     failed = failure_summary(result.study)
     if failed is not None:  # nothing to plot or export: say why, and exit non-zero
         runner.mirror.end_sweep("FAILED")
         raise SweepFailed(f"{failed}; fix what the reasons say and run the same command again")
     first_rung = config.fidelity.rungs[0] if config.fidelity else None
-    plots = save_plots(result.study, paths.out_dir / "plots", keys, first_rung)
+    plots = save_plots(result.study, paths.out_dir / "plots", [config.rung_keys[0]] if config.fidelity else keys, first_rung)
     lines = [importance_note(result.study, first_rung), cost_line(result.study, started, time.monotonic() - clock)]
     if config.fidelity:
-        lines.append(rung_agreement_line(result.study, keys[0], config.fidelity.rungs))
+        lines.append(rung_agreement_line(result.study, config.rung_keys, config.fidelity.rungs))
     for line in filter(None, lines):
         console.print(line, highlight=False)
     runner.mirror.end_sweep("FINISHED", plots)

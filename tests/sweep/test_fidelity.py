@@ -10,6 +10,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 from click.testing import CliRunner
 from optuna.trial import TrialState
 
@@ -163,6 +164,64 @@ def test_a_run_continued_over_rungs_is_the_run_trained_straight_through(tmp_path
     )  # fmt: skip
     assert stopped.metrics["rung"] == 0 and stopped.metrics["fid_8"] == pytest.approx(seen[0][2], rel=1e-9)
     assert stopped.loss_curve == straight.loss_curve[:2]  # 4 steps, reported every 2
+
+
+def test_a_rung_of_fewer_images_scores_the_first_n_against_the_full_reference(tmp_path, registry):
+    """rung_samples [4, 8]: the first rung is fid_4, the first 4 of the 8 images the full budget
+    samples, against the same 8-image reference; the last rung is fid_8 as without it."""
+    from dicesearch.data import load_dataset
+    from dicesearch.data.images import ImageView
+    from dicesearch.metrics import image_scores, reference_stats_from_dataset
+    from dicesearch.model import build_model
+    from dicesearch.train import SamplingConfig
+    from dicesearch.train.checkpoint import latest_checkpoint, load_checkpoint
+    from dicesearch.train.ema import create_ema
+    from dicesearch.train.sampling import sample_images
+
+    stages = [{"patch_size": 2, "channels": 16, "depth": 1, "block": {"kind": "dice"}}, {"patch_size": 1, "channels": 16, "depth": 1, "block": {"kind": "convnext"}}]
+    spec = parse_spec({"name": "fewer", "input": {"channels": 1, "resolution": 8, "num_classes": 10}, "stages": stages}, registry=registry)
+    data = DigitsSpec(resolution=8)
+    budget = Budget(train_steps=8, batch_size=4, fid_samples=8, sampling_steps=2, report_every=2)
+    run = dict(seed=3, rungs=[4, 8], rung_samples=[4, 8], device="cpu", count_static=False)
+    stopped = evaluate(spec, data, budget, run_dir=tmp_path / "run", on_rung=lambda index, steps, metrics: False, **run)
+    assert stopped.metrics["rung"] == 0 and "fid_8" not in stopped.metrics and {"fid_4", "kid_4", "precision_4"} <= set(stopped.metrics)
+    # independently: the rung's checkpoint, its EMA sampling all 8 images, the first 4 scored
+    model = build_model(spec)
+    ema = create_ema(model)
+    optimizer = torch.optim.AdamW(model.parameters())
+    load_checkpoint(latest_checkpoint(tmp_path / "run" / "r0" / "checkpoints"), model=model, ema=ema, optimizer=optimizer, grad_scaler=torch.amp.GradScaler("cpu", enabled=False))
+    images = sample_images(ema.eval(), spec, data, SamplingConfig(sampler=budget.sampler, steps=2, num_samples=8, seed=3, batch_size=8, fast_kernels=True))
+    dataset = load_dataset(data)
+    reference = reference_stats_from_dataset(ImageView(dataset, data), 8, dataset.fingerprint, seed=3, progress=False)
+    want = image_scores(images[:4], reference, 4, seed=3, progress=False)
+    for key in ("fid_4", "kid_4", "precision_4", "recall_4"):
+        assert stopped.metrics[key] == pytest.approx(want[key], rel=1e-5, abs=1e-9), key
+    seen = []
+    full = evaluate(spec, data, budget, run_dir=tmp_path / "again", on_rung=lambda index, steps, metrics: seen.append(sorted(metrics)) or True, **run)
+    straight = evaluate(spec, data, budget, seed=3, device="cpu", count_static=False)
+    assert "fid_4" in seen[0] and "fid_8" in seen[1] and "fid_4" not in seen[1]
+    assert full.metrics["fid_8"] == pytest.approx(straight.metrics["fid_8"], rel=1e-9)  # the full budget scores as without it
+    with pytest.raises(ValueError, match="rung_samples"):
+        evaluate(spec, data, budget, run_dir=tmp_path / "bad", **{**run, "rung_samples": [4, 6]})
+
+
+def test_a_sweep_ranks_its_first_rung_by_fewer_images_and_its_last_by_the_budgets(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    space = _space(tmp_path, "fewer", rungs="[4, 8]", keep="1/2", trials=4)
+    space.write_text(space.read_text().replace("keep: 1/2}", "keep: 1/2, samples: [4, 8]}") + "seed: 2\n")
+    result = CliRunner().invoke(main, ["sweep", str(space)], catch_exceptions=False, terminal_width=200)
+    assert result.exit_code == 0, result.output
+    trials = [t for t in _trials(tmp_path, "fewer") if "duplicate_of" not in t.user_attrs]
+    for trial in trials:
+        first, *later = trial.user_attrs["rungs"]
+        assert trial.intermediate_values[4] == first["fid_4"] and "fid_8" not in first  # the rung ranks by fid_4
+        assert all("fid_8" in record and "fid_4" not in record for record in later)
+        if 8 in trial.intermediate_values:
+            assert trial.intermediate_values[8] == later[-1]["fid_8"]
+    paused = [t for t in trials if t.user_attrs["status"] == "paused"]
+    assert paused and all(t.user_attrs["reason"].startswith("paused at rung 1 (4 steps): fid_4") for t in paused)
+    assert any(t.state == TrialState.COMPLETE and t.value == t.intermediate_values[8] for t in trials)
+    assert "(fid_4)" in result.output  # the table names a paused trial's score by its rung's image count
 
 
 def test_paused_trials_are_continued_once_promotable_and_every_configuration_is_shown_once(tmp_path, monkeypatch):

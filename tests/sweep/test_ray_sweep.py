@@ -152,9 +152,10 @@ def test_asha_stops_a_trial_whose_loss_falls_behind(sweep_kit, in_ray):
 
 def test_ray_stops_trials_at_rungs_by_the_rung_rule_and_reuses_identical_ones(sweep_kit, in_ray):
     """The Optuna backend's multi-fidelity rule, on the same rung scores, in a Tune scheduler;
-    a configuration drawn again is not trained again."""
+    a configuration drawn again is not trained again. The first rung scores 4 of the 8 images
+    (``samples``): it ranks by fid_4, the last rung by fid_8."""
     parameters = "  stages[0].channels: {choice: [16, 32, 48]}"
-    space = sweep_kit.space("rungs", parameters=parameters, trials=4, pruner="none", extra="fidelity: {rungs: [4, 8], keep: 1/2}")
+    space = sweep_kit.space("rungs", parameters=parameters, trials=4, pruner="none", extra="fidelity: {rungs: [4, 8], keep: 1/2, samples: [4, 8]}")
     space.write_text(space.read_text().replace("train_steps: 10, ", ""))  # the last rung is the budget
     result = sweep_kit.run(space)
     assert result.exit_code == 0, result.output
@@ -169,8 +170,8 @@ def test_ray_stops_trials_at_rungs_by_the_rung_rule_and_reuses_identical_ones(sw
         if 8 in trial.intermediate_values:
             assert trial.state == TrialState.COMPLETE and trial.value == trial.intermediate_values[8]
         else:
-            assert trial.state == TrialState.PRUNED and trial.user_attrs["reason"].startswith("pruned at rung 1 (4 steps): fid_8")
-            assert trial.user_attrs["metrics"]["fid_8"] == score
+            assert trial.state == TrialState.PRUNED and trial.user_attrs["reason"].startswith("pruned at rung 1 (4 steps): fid_4")
+            assert trial.user_attrs["metrics"]["fid_4"] == score and "fid_8" not in trial.user_attrs["metrics"]
     assert "rung" in result.output
 
 

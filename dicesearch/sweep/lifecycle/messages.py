@@ -90,6 +90,7 @@ class TrialRequest(Message):
     count_static: bool = True  # count params and multiply-adds (False: the gate already did)
     replicates: int = 1  # seeds seed .. seed + replicates - 1; the scores are their means
     rungs: tuple[int, ...] | None = None  # multi-fidelity: training steps at which to score and ask
+    rung_samples: tuple[int, ...] | None = None  # images scored at each rung; None: the budget's fid_samples at every one
     run_dir: Path | None = None  # the rung checkpoints (needed with rungs)
     start_rung: int = 0  # > 0: continue an interrupted trial from the checkpoint of rung start_rung - 1
 
@@ -112,11 +113,17 @@ class TrialSettings(Message):
     reference_seed: int | None = None  # the real images every trial is scored against; None: each trial's seed
     replicates: int = 1
     rungs: tuple[int, ...] | None = None
+    rung_samples: tuple[int, ...] | None = None  # images scored at each rung; None: the budget's fid_samples at every one
     device: str = "auto"
     threads: int | None = None
     time_limit_s: float | None = None
     metric_keys: tuple[str, ...]  # what the objective reads, e.g. ("fid_128",)
     directions: tuple[str, ...] = ("minimize",)  # one per metric key
+    rung_keys: tuple[str, ...] | None = None  # the score each rung ranks by, e.g. ("fid_32", "fid_128", "fid_128"); None: metric_keys[0]
+
+    def rung_key(self, index: int) -> str:
+        """The score rung ``index`` ranks trials by: the objective's, at that rung's image count."""
+        return self.rung_keys[index] if self.rung_keys else self.metric_keys[0]
 
     @classmethod
     def for_sweep(cls, config: SweepConfig, device: str = "auto", threads: int | None = None) -> TrialSettings:
@@ -128,11 +135,13 @@ class TrialSettings(Message):
             seed=config.seed,
             replicates=config.replicates,
             rungs=config.fidelity.rungs if config.fidelity else None,
+            rung_samples=config.fidelity.samples if config.fidelity else None,
             device=device,
             threads=threads if threads is not None else config.budget.threads,  # the backend's own choice, else the budget's
             time_limit_s=config.trial_time_limit_s,
             metric_keys=tuple(config.metric_keys),
             directions=tuple(config.objective.directions),
+            rung_keys=config.rung_keys if config.fidelity and config.fidelity.samples else None,
         )
 
     def request(
@@ -154,6 +163,7 @@ class TrialSettings(Message):
             reference_seed=self.reference_seed, workdir=workdir, device=self.device, threads=self.threads,
             count_static=not candidate.metrics.get("params") if count_static is None else count_static,  # the gate counted them unless it failed
             replicates=self.replicates, rungs=rungs, run_dir=run_dir if rungs else None, start_rung=start_rung,
+            rung_samples=self.rung_samples if rungs and candidate.rungs is None else None,  # a comparison's scoring points score the budget's N
         )  # fmt: skip
 
 

@@ -127,7 +127,7 @@ def trial_child(conn, request: TrialRequest, environment: dict[str, str] | None 
         evaluation = evaluate(
             request.spec(), request.data, request.budget, seed=request.seed, reference_seed=request.reference_seed, workdir=request.workdir, device=request.device,
             on_progress=progress, count_static=request.count_static, replicates=request.replicates,
-            rungs=request.rungs, run_dir=request.run_dir, start_rung=request.start_rung, on_rung=rung,
+            rungs=request.rungs, run_dir=request.run_dir, start_rung=request.start_rung, on_rung=rung, rung_samples=request.rung_samples,
         )  # fmt: skip
         evaluation.metrics.update(trial_threads=float(offers.most))  # the most torch threads it ran with: a result, not a read
         conn.send(("result", evaluation))

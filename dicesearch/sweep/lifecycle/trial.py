@@ -265,7 +265,7 @@ class TrialLifecycle:
     def record_rung(self, number: int, index: int, steps: int, metrics: dict[str, float | None], rungs: int) -> float | None:
         """Trial ``number`` was scored at rung ``index`` (``steps`` training steps): keep its scores
         (an Optuna intermediate value, the trial's record, MLflow) and return the objective's."""
-        key = self.settings.metric_keys[0]
+        key = self.settings.rung_key(index)
         score = metrics.get(key)
         kept = {k: v for k, v in metrics.items() if k.split("_")[0] in SCORE_PREFIXES}
         # a sweep's rung is keyed by its declared steps, so that trials compute-matched to other

@@ -99,7 +99,7 @@ def calibrate(
             f"study '{config.resolved_study_name}' has {len(chosen)} scored trial(s) to re-train; a rank correlation needs at "
             "least 3: run the sweep first (or longer), or raise --best / --random"
         )
-    short_key = config.metric_keys[0]
+    short_key = config.rung_keys[0] if config.fidelity else config.metric_keys[0]  # the first rung's score (its image count)
     first_rung = config.fidelity.rungs[0] if config.fidelity else None
     metric = config.objective.metrics[0]
     long_budget = config.budget.model_copy(

@@ -29,14 +29,16 @@ def cost_line(study: optuna.Study, since: datetime.datetime, seconds: float) -> 
     return f"{len(scored)} configurations scored in {seconds / 60:.1f} min: {len(scored) * 3600 / seconds:.0f} per hour (trial time: {split})"
 
 
-def rung_agreement_line(study: optuna.Study, key: str, rungs: tuple[int, ...]) -> str:
-    """How the first rung's scores rank the trials that reached the last rung, against their final scores."""
-    pairs = []
+def rung_agreement_line(study: optuna.Study, keys: tuple[str, ...], rungs: tuple[int, ...]) -> str:
+    """How the first rung's scores rank the trials that reached the last rung, against their final
+    scores (``keys``: the score each rung ranks by, e.g. fid_32 at the first and fid_128 at the last)."""
+    pairs, first, last = [], keys[0], keys[-1]
     for trial in study.get_trials(deepcopy=False):
         records = {r["rung"]: r for r in trial.user_attrs.get(ATTR_RUNGS, [])}
-        if is_scored(trial) and ATTR_DUPLICATE_OF not in trial.user_attrs and 0 in records and len(rungs) - 1 in records and key in records[0]:
-            pairs.append((records[0][key], records[len(rungs) - 1][key]))
+        if is_scored(trial) and ATTR_DUPLICATE_OF not in trial.user_attrs and 0 in records and len(rungs) - 1 in records and first in records[0]:
+            pairs.append((records[0][first], records[len(rungs) - 1][last]))
     if len(pairs) < 3:
         return f"rung 1 vs rung {len(rungs)}: {len(pairs)} trial(s) reached the last rung, too few for a rank correlation (3 or more)"
     agreement = rank_agreement([a for a, _ in pairs], [b for _, b in pairs])
-    return f"rung 1 ({rungs[0]} steps) vs rung {len(rungs)} ({rungs[-1]} steps) on {key}: {agreement.text()}"
+    on = first if first == last else f"{first} and {last}"
+    return f"rung 1 ({rungs[0]} steps) vs rung {len(rungs)} ({rungs[-1]} steps) on {on}: {agreement.text()}"

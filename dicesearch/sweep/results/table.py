@@ -53,8 +53,10 @@ def failure_summary(study: optuna.Study) -> str | None:
     return f"no trial of study '{study.study_name}' completed: {', '.join(parts)}"
 
 
-def ranked_table(study: optuna.Study, metric_keys: list[str], limit: int = 30, rungs: int | None = None) -> Table:
-    """The trials ranked (``ranked_trials``); with ``rungs`` (multi-fidelity) a column says the rung each reached."""
+def ranked_table(study: optuna.Study, metric_keys: list[str], limit: int = 30, rungs: int | None = None, rung_keys: tuple[str, ...] | None = None) -> Table:
+    """The trials ranked (``ranked_trials``); with ``rungs`` (multi-fidelity) a column says the rung each reached.
+    ``rung_keys``: the score each rung ranks by; a trial stopped at a rung that scores fewer images
+    shows that score, named (``191 ± 5 (fid_32)``)."""
     several = len(metric_keys) > 1  # the Pareto front is marked only then; study.best_trials deep-copies every trial
     pareto = {t.number for t in study.best_trials} if several and any(is_scored(t) for t in study.get_trials(deepcopy=False)) else set()
     ties = tied_with_best(study, metric_keys[0])
@@ -82,12 +84,17 @@ def ranked_table(study: optuna.Study, metric_keys: list[str], limit: int = 30, r
         if trial.user_attrs.get(ATTR_DUPLICATE_OF) is not None:
             detail = f"same configuration as trial {trial.user_attrs[ATTR_DUPLICATE_OF]} (its result, not trained again); {detail}"
         scores = [Score.of(metrics, k) if scored else None for k in metric_keys]
+        texts = [score.text() if score else "-" for score in scores]
+        at_rung = rung_reached(trial)
+        if scored and rung_keys and at_rung is not None and rung_keys[at_rung] != metric_keys[0] and stopped_at_rung(trial):
+            score = Score.of(metrics, rung_keys[at_rung])  # its rung's score, at that rung's image count
+            texts[0] = f"{score.text()} ({rung_keys[at_rung]})" if score else "-"
         table.add_row(
             str(rank) if scored else "-",
             f"{trial.number}{marker}",
             status,
             *([f"{rung_reached(trial) + 1}/{rungs}" if rung_reached(trial) is not None else "-"] if rungs else []),
-            *[score.text() if score else "-" for score in scores],
+            *texts,
             TIE_MARK if trial.number in ties else "",
             _fmt(metrics.get("params", 0) / 1e6 if metrics.get("params") else None),
             _fmt(metrics.get("gmacs")),

@@ -168,8 +168,30 @@ class SweepConfig(FileModel):
                 f"{self.budget.train_steps}, but the last rung is {fidelity.rungs[-1]}; the last rung is the full budget: "
                 "drop train_steps or make them equal",
             )
+        if fidelity.samples is not None:
+            self._check_rung_samples(fidelity)
         budget = self.budget.model_copy(update={"train_steps": fidelity.rungs[-1]})
         return self.model_copy(update={"budget": budget, "pruner": "none"})
+
+    def _check_rung_samples(self, fidelity: Fidelity) -> None:
+        from dicesearch.metrics.evaluate import MIN_IMAGES
+
+        samples, full, where = list(fidelity.samples), self.budget.fid_samples, ("fidelity", "samples")
+        if len(samples) != len(fidelity.rungs):
+            raise SpecFieldError(where, f"{samples} gives {len(samples)} image counts for {len(fidelity.rungs)} rungs; give one per rung, e.g. {[min(32, full)] + [full] * (len(fidelity.rungs) - 1)}")
+        if samples[-1] != full:
+            raise SpecFieldError(where, f"the last rung is the full budget and scores budget.fid_samples ({full}) images, not {samples[-1]}; end the list with {full}")
+        if any(b < a for a, b in zip(samples, samples[1:])) or max(samples) > full:
+            raise SpecFieldError(where, f"{samples}: a rung scores at most the images of the rung after it, up to budget.fid_samples ({full}); e.g. {[min(32, full)] + [full] * (len(samples) - 1)}")
+        if min(samples) < MIN_IMAGES:
+            raise SpecFieldError(where, f"{min(samples)} images are too few to score (FID's covariances and precision/recall need at least {MIN_IMAGES}); use {MIN_IMAGES} or more")
+
+    @property
+    def rung_samples(self) -> tuple[int, ...] | None:
+        """Images scored at each rung (multi-fidelity), or None without rungs."""
+        if self.fidelity is None:
+            return None
+        return self.fidelity.samples or (self.budget.fid_samples,) * len(self.fidelity.rungs)
 
     @property
     def resolved_study_name(self) -> str:
@@ -182,6 +204,15 @@ class SweepConfig(FileModel):
 
         names = score_names(self.budget.fid_samples)
         return [names.get(m, m) for m in self.objective.metrics]
+
+    @property
+    def rung_keys(self) -> tuple[str, ...] | None:
+        """The score each rung ranks by (multi-fidelity: one objective), e.g. ('fid_32', 'fid_128', 'fid_128'); None without rungs."""
+        from dicesearch.metrics import score_names
+
+        if self.rung_samples is None:
+            return None
+        return tuple(score_names(n)[self.objective.metrics[0]] for n in self.rung_samples)
 
     @property
     def memory_batch(self) -> int:

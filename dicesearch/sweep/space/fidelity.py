@@ -4,6 +4,13 @@ A search-space file may declare ``fidelity: {rungs: [60, 240, 960], keep: 1/3}``
 trial then trains to the first rung, is scored there exactly as at the end (the same N,
 sampler and reference statistics: equal-N comparisons only), and goes on to the next rung
 only by the rung rules of :mod:`dicesearch.sweep.lifecycle.rungs`.
+
+``samples: [32, 128, 128]`` scores fewer images at a rung: there a trial samples the first n
+of the budget's N images (image i's noise and label depend on i alone) and is scored against
+the same N-image reference statistics, as ``fid_32``. Every trial at a rung is scored alike,
+so the rung still ranks equal-n scores only; the last rung scores the budget's N. Fewer
+images pay only where the rung still ranks as N would (``benchmarks/first_rung_samples.py``
+measures it on a finished sweep).
 """
 
 from __future__ import annotations
@@ -20,6 +27,9 @@ class Fidelity(FileModel):
 
     rungs: tuple[PositiveInt, ...] = Field(description="Training steps at which a trial is scored; the last is the full budget.")
     keep: float = Field(description="The fraction of the trials scored at a rung that go on to the next (e.g. 1/3).")
+    samples: tuple[PositiveInt, ...] | None = Field(
+        None, description="Images scored at each rung (fid_n), one per rung, the last the budget's fid_samples; default: fid_samples at every rung."
+    )
 
     @field_validator("rungs")
     @classmethod

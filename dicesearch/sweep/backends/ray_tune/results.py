@@ -126,7 +126,8 @@ class RayResults:
             if outcome.status == "complete":
                 outcome = outcome.model_copy(update={"samples_png": self._fetch_samples(trial)})
         elif report.rung is not None:  # stopped at a rung by the rung scheduler (the stopping form), with its scores
-            rung, key, keep = report.rung, self.session.metric_keys[0], self.session.config.fidelity.keep
+            rung, keep = report.rung, self.session.config.fidelity.keep
+            key = self.session.config.rung_keys[rung.index]
             score = rung.metrics.get(key)
             nominal = self.session.config.fidelity.rungs[rung.index]  # the rung as declared: where every trial's score is kept
             decision = rungs.stopped(float(score) if finite(score) else None, len(self.study.view().scores_at(nominal)), rung.index, rung.steps, keep, key)

@@ -196,7 +196,7 @@ class RaySweep:
         from ray.tune.schedulers import ASHAScheduler
 
         if self.config.fidelity:
-            return RungScheduler(self.config.fidelity.keep, self.session.directions[0], self.session.metric_keys[0], len(self.config.fidelity.rungs))
+            return RungScheduler(self.config.fidelity.keep, self.session.directions[0], self.config.rung_keys)
         budget = self.config.budget
         steps = budget.train_steps * self.config.replicates  # replicate r reports as r * train_steps + step
         grace = max(budget.report_every, steps // 3)  # as the Optuna backend's median pruner warms up
@@ -276,9 +276,9 @@ class RungScheduler(FIFOScheduler):
     as a Tune scheduler: a trial whose rung score is not among the best so far at that rung
     is stopped there, from the rung scores of every trial this scheduler has seen."""
 
-    def __init__(self, keep: float, direction: str, key: str, rungs: int):
+    def __init__(self, keep: float, direction: str, keys: tuple[str, ...]):
         super().__init__()
-        self.keep, self.direction, self.key, self.rungs = keep, direction, key, rungs
+        self.keep, self.direction, self.keys, self.rungs = keep, direction, keys, len(keys)  # keys: the score each rung ranks by
         self.scores: dict[int, dict[str, float]] = {}  # rung index -> Ray trial id -> score
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
@@ -289,7 +289,7 @@ class RungScheduler(FIFOScheduler):
         at_rung = self.scores.setdefault(index, {})  # by index: a compute-matched trial reaches a rung at its own steps
         if finite(score):
             at_rung[trial.trial_id] = float(score)
-        decision = rungs.by_stopping(float(score) if finite(score) else None, list(at_rung.values()), index, steps, self.keep, self.direction, self.key)
+        decision = rungs.by_stopping(float(score) if finite(score) else None, list(at_rung.values()), index, steps, self.keep, self.direction, self.keys[index])
         return TrialScheduler.CONTINUE if decision.go_on else TrialScheduler.STOP
 
 

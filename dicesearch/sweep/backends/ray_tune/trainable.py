@@ -113,7 +113,7 @@ def run_ray_trial(config: dict[str, Any], settings: TrialSettings, run_root: str
 
     def rung(index: int, steps: int, metrics: dict) -> bool:
         report = TrialReport(metrics=candidate.metrics, rung=RungReport(index=index, steps=steps, metrics=metrics))
-        score = metrics.get(keys[0])
+        score = metrics.get(settings.rung_key(index))
         # top level too: Tune hands schedulers the result flattened
         flat = {"rung_index": index, "rung_steps": steps, "rung_score": score}
         tune.report({**blank, "loss": last_loss[0], **flat, KEY: report.model_dump()})
