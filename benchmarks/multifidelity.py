@@ -90,7 +90,7 @@ def main() -> None:
     runs_dir = out / "bench-multifidelity"
     full: dict[int, float] = {t.number: t.value for t in tried if rung_reached(t) == last and is_scored(t)}  # the sweep's own full-budget scores
     def first_score(t) -> float:
-        return next(r[key] for r in t.user_attrs[ATTR_RUNGS] if r["steps"] == first_steps)
+        return next(r[config.rung_keys[0]] for r in t.user_attrs[ATTR_RUNGS] if r["steps"] == first_steps)
 
     minimise = config.objective.directions[0] == "minimize"
     candidates = sorted(tried, key=lambda t: first_score(t) if minimise else -first_score(t))[: args.limit or len(tried)]
