@@ -1,19 +1,26 @@
-"""What bf16 autocast training does to the scores: full-budget fid_N, fp32 against bf16, seed by seed.
+"""What a lever that changes rounding does to the scores: full-budget fid_N with and without it, seed by seed.
 
-    PYTHONPATH=. python benchmarks/precision_scores.py [--space search_spaces/cascade.yaml] [--seeds 3] [--jobs 2]
+    PYTHONPATH=. python benchmarks/precision_scores.py [--lever precision | threads] [--space search_spaces/cascade.yaml] [--seeds 3] [--jobs 2]
+
+Levers: ``precision`` (fp32 against bf16 autocast training, ``budget.precision``) and
+``threads`` (one torch thread against two for the whole run: what a trial that takes an idle
+worker's core with ``idle_cores: share`` does at most; two threads sum some reductions in
+another order, and the runs part after a few dozen steps).
 
 Several configurations of the search space (``CONFIGURATIONS``: the default sweep's pick, a
 wide one, a small one) are trained at the budget's full steps with seeds seed, seed + 1, ...,
-each in fp32 and under bf16 autocast (``budget.precision``), every run a trial process like
-a sweep's (one torch thread), ``--jobs`` at a time, all scored against the seed's real images.
-The two precisions of one configuration and seed train on the same images, timesteps and
-noise and sample from the same noise, so they pair.
+each without and with the lever, every run a trial process like a sweep's, all scored
+against the seed's real images. Runs of one torch thread go ``--jobs`` at a time, runs of
+two threads one at a time (two of them would share the cores). The two runs of one
+configuration and seed train on the same images, timesteps and noise and sample from the
+same noise, so they pair.
 
-Printed per configuration: the fid_N of each seed in both precisions, the mean paired
-difference (bf16 - fp32) and the seed-to-seed sd of each precision; then whether every
-configuration's mean difference lies inside the seed spread (the sd), which is the
-condition for ``precision: auto`` to choose bf16 where it is faster
-(``dicesearch.speed.precision``). The machine and its load are printed with the figures.
+Printed per configuration: the fid_N of each seed both ways, the mean paired difference
+(lever - baseline) and the seed-to-seed sd of each; then whether every configuration's mean
+difference lies inside the seed spread (the baseline's sd), which is the condition for the
+lever to be a default (``precision: auto`` choosing bf16 where it is faster,
+``dicesearch.speed.precision``; ``idle_cores: share``). The machine and its load are printed
+with the figures.
 """
 
 from __future__ import annotations
@@ -44,11 +51,16 @@ CONFIGURATIONS = {
         "conditioning.kind": "tdln", "stages[0].channels": 64, "stages[2].depth": 1, "stages[*].block.lambda_init": 0.45,
     },
 }  # fmt: skip
-PRECISIONS = ("fp32", "bf16")
+# lever -> (baseline, variant): each a label and the budget fields it sets
+LEVERS = {
+    "precision": (("fp32", {"precision": "fp32"}), ("bf16", {"precision": "bf16"})),
+    "threads": (("1 thread", {"threads": 1}), ("2 threads", {"threads": 2})),
+}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lever", choices=sorted(LEVERS), default="precision")
     parser.add_argument("--space", default="search_spaces/cascade.yaml")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time (one trial process of one thread each)")
@@ -68,51 +80,60 @@ def main() -> None:
     seeds = [config.seed + s for s in range(args.seeds)]
     names = [n for n in CONFIGURATIONS if not args.only or any(n.startswith(p) for p in args.only)]
     print(reporting.machine_line("cpu") + " (at the start)")
-    print(f"{len(names)} configurations x {len(seeds)} seeds x {len(PRECISIONS)} precisions at {budget.train_steps} steps, {args.jobs} at a time", flush=True)
+    (base, base_fields), (lever, lever_fields) = LEVERS[args.lever]
+    print(f"{len(names)} configurations x {len(seeds)} seeds, {base} and {lever}, at {budget.train_steps} steps", flush=True)
 
-    jobs = []
-    for name in names:
-        spec = space.apply(CONFIGURATIONS[name])
-        spec_yaml = yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
-        for seed in seeds:
-            for precision in PRECISIONS:
+    def jobs_of(label: str, fields: dict) -> list:
+        jobs = []
+        for name in names:
+            spec_yaml = yaml.safe_dump(space.apply(CONFIGURATIONS[name]).model_dump(mode="json"), sort_keys=False)
+            for seed in seeds:
                 request = settings.request(spec_yaml, None, count_static=False)
-                request = request.model_copy(update={"seed": seed, "reference_seed": config.seed, "budget": budget.model_copy(update={"precision": precision})})
-                jobs.append((name, seed, precision, request))
+                update = {"seed": seed, "reference_seed": config.seed, "budget": budget.model_copy(update=fields)}
+                if "threads" in fields:
+                    update["threads"] = fields["threads"]  # the trial process's torch threads
+                jobs.append((name, seed, label, request.model_copy(update=update)))
+        return jobs
 
     def run(job):
-        name, seed, precision, request = job
+        name, seed, label, request = job
         outcome = run_trial(request, lambda step, loss: False).checked([key])
         if outcome.status != "complete":
-            raise SystemExit(f"{name} seed {seed} {precision}: {outcome.reason}")
+            raise SystemExit(f"{name} seed {seed} {label}: {outcome.reason}")
         m = outcome.metrics
-        print(f"  {name}, seed {seed}, {precision}: {key} {m[key]:.4g}, train {m['train_seconds']:.0f} s ({m['train_steps_per_second']:.2f} steps/s); {reporting.load_line()}", flush=True)
-        return (name, seed, precision), m
+        print(f"  {name}, seed {seed}, {label}: {key} {m[key]:.4g}, train {m['train_seconds']:.0f} s ({m['train_steps_per_second']:.2f} steps/s); {reporting.load_line()}", flush=True)
+        return (name, seed, label), m
 
     start = time.monotonic()
+    results = {}
     with tempfile.TemporaryDirectory():
-        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            results = dict(pool.map(run, jobs))
-    print(f"\n{len(jobs)} runs in {(time.monotonic() - start) / 60:.1f} min\n")
+        for label, fields in ((base, base_fields), (lever, lever_fields)):
+            at_once = 1 if fields.get("threads", 1) > 1 else args.jobs  # two-thread runs alone: they take both cores
+            with ThreadPoolExecutor(max_workers=at_once) as pool:
+                results.update(pool.map(run, jobs_of(label, fields)))
+    print(f"\n{len(results)} runs in {(time.monotonic() - start) / 60:.1f} min\n")
 
     rows, inside = [], []
     for name in names:
-        fp32 = [results[(name, s, "fp32")][key] for s in seeds]
-        bf16 = [results[(name, s, "bf16")][key] for s in seeds]
-        diffs = [b - f for f, b in zip(fp32, bf16)]
-        sd = statistics.stdev(fp32) if len(seeds) > 1 else float("nan")
+        plain = [results[(name, s, base)][key] for s in seeds]
+        pulled = [results[(name, s, lever)][key] for s in seeds]
+        diffs = [b - f for f, b in zip(plain, pulled)]
+        sd = statistics.stdev(plain) if len(seeds) > 1 else float("nan")
         mean_diff = statistics.mean(diffs)
         inside.append(abs(mean_diff) <= sd)
-        speed = statistics.mean(results[(name, s, "fp32")]["train_seconds"] / results[(name, s, "bf16")]["train_seconds"] for s in seeds)
+        speed = statistics.mean(results[(name, s, base)]["train_seconds"] / results[(name, s, lever)]["train_seconds"] for s in seeds)
         rows.append([
-            name, ", ".join(f"{v:.4g}" for v in fp32), ", ".join(f"{v:.4g}" for v in bf16),
-            f"{statistics.mean(fp32):.4g} ± {sd:.2g}", f"{statistics.mean(bf16):.4g} ± {statistics.stdev(bf16) if len(seeds) > 1 else float('nan'):.2g}",
+            name, ", ".join(f"{v:.4g}" for v in plain), ", ".join(f"{v:.4g}" for v in pulled),
+            f"{statistics.mean(plain):.4g} ± {sd:.2g}", f"{statistics.mean(pulled):.4g} ± {statistics.stdev(pulled) if len(seeds) > 1 else float('nan'):.2g}",
             f"{mean_diff:+.3g} ({', '.join(f'{d:+.3g}' for d in diffs)})", f"{speed:.2f}",
         ])  # fmt: skip
-    headers = ["configuration", f"fp32 {key} (seeds {', '.join(map(str, seeds))})", f"bf16 {key}", "fp32 mean ± sd", "bf16 mean ± sd", "bf16 - fp32 (per seed)", "bf16 speed (x fp32, training)"]
+    headers = [
+        "configuration", f"{base} {key} (seeds {', '.join(map(str, seeds))})", f"{lever} {key}", f"{base} mean ± sd", f"{lever} mean ± sd",
+        f"{lever} - {base} (per seed)", f"{lever} speed (x {base}, training)",
+    ]  # fmt: skip
     print(reporting.markdown_table(headers, rows))
     verdict = "yes" if all(inside) else "no"
-    print(f"\nevery configuration's mean difference inside its fp32 seed sd: {verdict}; at the end: {reporting.load_line()}")
+    print(f"\nevery configuration's mean difference inside its {base} seed sd: {verdict}; at the end: {reporting.load_line()}")
 
 
 if __name__ == "__main__":

@@ -86,6 +86,7 @@ def _sweep_settings(config: ComparisonConfig, names: list[str], seeds: list[int]
         parameters={"model": {"choice": names}, "seed": {"choice": seeds}},
         objective={"metrics": [config.metric]}, budget=config.budget, memory=config.memory, backend=config.backend,
         trials=len(names) * len(seeds), parallelism=config.parallelism, storage=config.storage, seed=config.seed, pruner="none",
+        idle_cores="keep",  # paired runs must reproduce exactly, and more threads may change a run's rounding
         tracking_uri=config.tracking_uri, ray_address=config.ray_address, cpus_per_trial=config.cpus_per_trial,
         gpus_per_trial=config.gpus_per_trial, trial_time_limit_s=config.trial_time_limit_s,
     )  # fmt: skip

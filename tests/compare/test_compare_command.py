@@ -56,7 +56,7 @@ def test_a_crippled_model_is_worse_and_a_model_against_itself_is_never_better_or
     assert offered and set(offered) == {None}
     trials = _trials(tmp_path)
     assert len(trials) == 9 and {(t.params["model"], t.params["seed"]) for t in trials} == {(m, s) for m in ("base", "again", "crippled") for s in (42, 43, 44)}
-    assert all(t.user_attrs["status"] == "complete" for t in trials)
+    assert all(t.user_attrs["status"] == "complete" for t in trials), [t.user_attrs.get("reason") for t in trials]
     scores = {(t.params["model"], t.params["seed"]): t.user_attrs["metrics"]["fid_16"] for t in trials}
     for seed in (42, 43, 44):  # paired by construction: the same model, seed for seed, to the bit
         assert scores[("again", seed)] == scores[("base", seed)]

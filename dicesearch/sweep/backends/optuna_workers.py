@@ -173,10 +173,10 @@ class OptunaSweep:
 
     def _spare_threads(self) -> int | None:
         """Threads a running trial may use now: its own plus its share of the idle workers'
-        (None: its own; always unless the sweep says ``idle_cores: share``; always for a comparison, whose paired runs must reproduce exactly,
-        while more threads may change a run's rounding; and where the budget leaves threads to torch)."""
+        (None: its own; always with ``idle_cores: keep``, which a comparison always has, and where
+        the budget leaves threads to torch)."""
         base = self.session.settings.threads
-        if base is None or self.config.idle_cores == "keep" or getattr(self.space, "fixed", None) is not None:
+        if base is None or self.config.idle_cores == "keep":
             return None
         with self._lock:
             return offered_threads(base, self._active, len(self._idle))

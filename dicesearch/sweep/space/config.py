@@ -100,11 +100,12 @@ class SweepConfig(FileModel):
     trials: PositiveInt = 6
     parallelism: PositiveInt = 1
     idle_cores: Literal["keep", "share"] = Field(
-        "keep",
+        "share",
         description=(
-            "share: a worker with nothing to claim lends its cores to the trials still running (faster tails); "
+            "share (default): a worker with nothing to claim lends its cores to the trials still running (faster tails); "
             "their steps then run on more threads, which changes their rounding, so a rerun may not score them "
-            "bit for bit alike. keep (default): every trial on its own threads, reruns identical."
+            "bit for bit alike (full-budget scores moved inside the seed spread: benchmarks/precision_scores.py --lever threads). "
+            "keep: every trial on its own threads, reruns identical (a comparison always keeps)."
         ),
     )
     storage: str | None = Field(None, description="Optuna storage URL; default sqlite:///optuna.db in the working directory (or --storage).")
