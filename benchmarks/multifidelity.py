@@ -138,7 +138,7 @@ def main() -> None:
     within = abs(mean - best_mean) <= sd
     first = {t.number: first_score(t) for t in tried}
     numbers = sorted(full)
-    agreement = rank_agreement([first[n] for n in numbers], [full[n] for n in numbers])
+    agreement = rank_agreement([first[n] for n in numbers], [full[n] for n in numbers]) if len(numbers) >= 3 else None
 
     print(f"\nfull-budget runs: {(time.monotonic() - start) / 60:.1f} min\n")
     which = f"the {len(full)} best at the first rung" if args.limit else "every configuration tried"
@@ -149,9 +149,12 @@ def main() -> None:
         [f"the best of {which}, {args.seeds} seeds at the full budget", best_full, f"{best_mean:.4g} ± {best_sd:.2g} ({', '.join(f'{s:.4g}' for s in best_seeds)})"],
     ]
     print(reporting.markdown_table(["what", "configuration (trial)", key], rows))
-    print(f"\nfirst rung ({first_steps} steps) against the full budget over {len(numbers)} configurations: "
-          f"Spearman's rho {agreement.spearman:.2f} [{agreement.spearman_lo:.2f}, {agreement.spearman_hi:.2f}], "
-          f"Kendall's tau {agreement.kendall:.2f} [{agreement.kendall_lo:.2f}, {agreement.kendall_hi:.2f}]")
+    if agreement is None:
+        print(f"\nfirst rung against the full budget: {len(numbers)} configuration(s) at the full budget, too few for a rank correlation (3 or more; raise --limit)")
+    else:
+        print(f"\nfirst rung ({first_steps} steps) against the full budget over {len(numbers)} configurations: "
+              f"Spearman's rho {agreement.spearman:.2f} [{agreement.spearman_lo:.2f}, {agreement.spearman_hi:.2f}], "
+              f"Kendall's tau {agreement.kendall:.2f} [{agreement.kendall_lo:.2f}, {agreement.kendall_hi:.2f}]")
     print(f"within one sd, means over the same {args.seeds} seeds: {'yes' if within else 'no'} "
           f"(|{mean:.4g} - {best_mean:.4g}| = {abs(mean - best_mean):.3g}, sd {sd:.2g})")
     print(f"against the full-budget best's own seed-{config.seed} score: |{mean:.4g} - {full[best_full]:.4g}| = {abs(mean - full[best_full]):.3g} "
