@@ -222,7 +222,8 @@ def mlflow_uri(tmp_path_factory):
 
 
 @pytest.fixture
-def stores(tmp_path, mlflow_uri, request):
+def stores(tmp_path, mlflow_uri, request, monkeypatch):
+    monkeypatch.chdir(mlflow_uri.removeprefix("sqlite:///").rsplit("/", 1)[0])  # MLflow's default artifact root is ./mlruns: beside the store, not in the repository
     name = f"lifecycle-{abs(hash(request.node.name))}"
     study = SweepStudy.open(name, f"sqlite:///{tmp_path}/optuna.db", ["minimize"], seed=0)
     mirror = MlflowMirror(mlflow_uri, name, "space.yaml")
@@ -371,7 +372,7 @@ def test_a_study_opened_for_another_objective_is_refused(tmp_path):
 # -- the whole life, without a backend ------------------------------------------------------------
 
 
-def test_a_trials_whole_life_runs_without_either_backend(spec, tmp_path):
+def test_a_trials_whole_life_runs_without_either_backend(spec, tmp_path, monkeypatch):
     """prepare -> begin -> run -> finish, driven as both backends drive it (TrialLifecycle.drive),
     with no backend: a real trial process, the study and MLflow written; then the same values
     again (a duplicate: not trained, the result reused) and a configuration over the budget
@@ -382,6 +383,7 @@ def test_a_trials_whole_life_runs_without_either_backend(spec, tmp_path):
     from dicesearch.sweep.lifecycle.trial import TrialLifecycle
     from dicesearch.sweep.space.proposal import Proposal
 
+    monkeypatch.chdir(tmp_path)  # MLflow's default artifact root is ./mlruns
     digits = spec.model_copy(update={"input": spec.input.model_copy(update={"channels": 1, "num_classes": 10})})
     study = SweepStudy.open("life", f"sqlite:///{tmp_path}/optuna.db", ["minimize"], seed=0)
     mirror = MlflowMirror(f"sqlite:///{tmp_path}/mlflow.db", "life", "space.yaml")
