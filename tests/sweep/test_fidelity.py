@@ -222,6 +222,13 @@ def test_a_sweep_ranks_its_first_rung_by_fewer_images_and_its_last_by_the_budget
     assert paused and all(t.user_attrs["reason"].startswith("paused at rung 1 (4 steps): fid_4") for t in paused)
     assert any(t.state == TrialState.COMPLETE and t.value == t.intermediate_values[8] for t in trials)
     assert "(fid_4)" in result.output  # the table names a paused trial's score by its rung's image count
+    # resumed with another first-rung count: refused in one line, nothing trained or written
+    space.write_text(space.read_text().replace("samples: [4, 8]", "samples: [8, 8]"))
+    before = len(_trials(tmp_path, "fewer"))
+    again = CliRunner().invoke(main, ["sweep", str(space)], terminal_width=200)
+    assert again.exit_code == 2, again.output
+    assert "ranks its rungs by fid_4, fid_8, but the search space asks for fid_8, fid_8" in again.output and "use a new study_name" in again.output
+    assert len(_trials(tmp_path, "fewer")) == before
 
 
 def test_paused_trials_are_continued_once_promotable_and_every_configuration_is_shown_once(tmp_path, monkeypatch):

@@ -369,6 +369,20 @@ def test_a_study_opened_for_another_objective_is_refused(tmp_path):
     assert optuna.load_study(study_name="dirs", storage=f"sqlite:///{tmp_path}/optuna.db").directions == [optuna.study.StudyDirection.MINIMIZE]
 
 
+def test_a_study_opened_with_scores_of_another_n_is_refused(tmp_path):
+    """Resumed with another fid_samples or fidelity.samples, its old and new scores would be ranked side by side."""
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    SweepStudy.open("n", url, ["minimize"], seed=0, metric_names=["fid_128"], rung_keys=["fid_64", "fid_128"])
+    SweepStudy.open("n", url, ["minimize"], seed=0, metric_names=["fid_128"], rung_keys=["fid_64", "fid_128"])  # resumed alike: fine
+    SweepStudy.open("n", url, ["minimize"], seed=0)  # a reader (calibrate, export) names nothing
+    with pytest.raises(SpecError, match="scores fid_128, but the search space asks for fid_200 .*use a new study_name"):
+        SweepStudy.open("n", url, ["minimize"], seed=0, metric_names=["fid_200"], rung_keys=["fid_200", "fid_200"])
+    with pytest.raises(SpecError, match="ranks its rungs by fid_64, fid_128, but the search space asks for fid_128, fid_128 .*use a new study_name"):
+        SweepStudy.open("n", url, ["minimize"], seed=0, metric_names=["fid_128"], rung_keys=["fid_128", "fid_128"])
+    study = optuna.load_study(study_name="n", storage=url)
+    assert study.metric_names == ["fid_128"] and study.user_attrs["rung_keys"] == ["fid_64", "fid_128"]  # left as they were
+
+
 # -- the whole life, without a backend ------------------------------------------------------------
 
 

@@ -75,7 +75,7 @@ class SweepSession:
     def open(self, params: dict[str, Any], pruner=None, requeue: bool = True) -> SweepResult:
         """Open (or resume) the study, recover what a dead sweep left running, start the mirror."""
         config = self.config
-        self._attach(SweepStudy.open(self.name, self.locations.storage_url, self.directions, config.seed, pruner, self.metric_keys))
+        self._attach(SweepStudy.open(self.name, self.locations.storage_url, self.directions, config.seed, pruner, self.metric_keys, config.rung_keys))
         result = SweepResult(self.study.study)
         result.recovered = self.study.recover_interrupted(requeue=requeue)
         if result.recovered:
@@ -89,7 +89,7 @@ class SweepSession:
 
     def attach(self, params: dict[str, Any]) -> None:
         """Join the study another object of this process opened (the Ray recorder): no recovery."""
-        self._attach(SweepStudy.open(self.name, self.locations.storage_url, self.directions, self.config.seed, metric_names=self.metric_keys))
+        self._attach(SweepStudy.open(self.name, self.locations.storage_url, self.directions, self.config.seed, metric_names=self.metric_keys, rung_keys=self.config.rung_keys))
         self.mirror.start_sweep(params, self._space_text())
 
     def _attach(self, study: SweepStudy) -> None:

@@ -50,6 +50,7 @@ ATTR_CONTINUES = "continues"  # multi-fidelity: the paused trial this one contin
 ATTR_RAY_TRIAL = "ray_trial_id"  # the Ray Tune trial a results-study trial records (Ray backend)
 ATTR_DUPLICATE_OF = "duplicate_of"  # an identical configuration's trial whose result this one reuses
 ATTR_RUNGS = "rungs"  # multi-fidelity: [{"rung": k, "steps": s, <score>: value, ...}] for every rung scored
+STUDY_RUNG_KEYS = "rung_keys"  # a study's own attribute (multi-fidelity): the score each rung ranks by, e.g. ["fid_64", "fid_128", "fid_128"]
 
 Status = Literal["complete", "pruned", "paused", "rejected", "invalid", "failed", "timeout", "crashed", "interrupted", "surplus"]
 

@@ -30,6 +30,7 @@ from dicesearch.sweep.store.schema import (
     ATTR_WORKER,
     CONSTRAINT,
     STATUS_INTERRUPTED,
+    STUDY_RUNG_KEYS,
     TrialRecord,
     state_for,
 )
@@ -125,11 +126,17 @@ class SweepStudy:
         self._study_id = storage.get_study_id_from_name(study.study_name)
 
     @classmethod
-    def open(cls, name: str, storage_url: str, directions: list[str], seed: int, pruner=None, metric_names: Sequence[str] | None = None) -> SweepStudy:
+    def open(
+        cls, name: str, storage_url: str, directions: list[str], seed: int, pruner=None, metric_names: Sequence[str] | None = None,
+        rung_keys: Sequence[str] | None = None,
+    ) -> SweepStudy:
         """Create the study or load it (a resumed sweep, another worker); its directions must match.
 
         ``metric_names`` (``fid_128``, ...) are stored with the study, so tools that read the
-        storage as it is (optuna-dashboard) label the objectives by name, not "Objective 0"."""
+        storage as it is (optuna-dashboard) label the objectives by name, not "Objective 0".
+        ``rung_keys`` (``fid_64``, ``fid_128``, ...: the score each rung ranks by) are stored too.
+        A study stored with other names or rung keys is refused: its scores would be ranked
+        beside scores of another N (raised as a SpecError)."""
         storage = storage_for(storage_url)
         with sqlite_creation_lock(storage_url):
             study = optuna.create_study(
@@ -147,9 +154,24 @@ class SweepStudy:
                 "use a new study_name (or storage) for a different objective"
             )
         if metric_names is not None and study.metric_names != list(metric_names):
+            if study.metric_names is not None:
+                raise SpecError(
+                    f"study '{name}' in {storage_url} scores {', '.join(study.metric_names)}, but the search space asks for "
+                    f"{', '.join(metric_names)} (budget.fid_samples changed?); scores of another N do not compare: use a new study_name (or storage)"
+                )
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 study.set_metric_names(list(metric_names))
+        if rung_keys is not None:
+            stored = study.user_attrs.get(STUDY_RUNG_KEYS)
+            if stored is None:
+                study.set_user_attr(STUDY_RUNG_KEYS, list(rung_keys))
+            elif stored != list(rung_keys):
+                raise SpecError(
+                    f"study '{name}' in {storage_url} ranks its rungs by {', '.join(stored)}, but the search space asks for "
+                    f"{', '.join(rung_keys)} (fidelity.samples or budget.fid_samples changed?); scores of another N do not compare: "
+                    "use a new study_name (or storage)"
+                )
         return cls(study, storage)
 
     # -- one trial, by number ---------------------------------------------------------------
