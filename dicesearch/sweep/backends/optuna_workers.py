@@ -14,11 +14,11 @@ configuration is drawn.
 A comparison (``dicesearch compare``) runs here too: its trials are its models x seeds,
 enqueued as fixed configurations before the workers start.
 
-With ``idle_cores: share``, a worker with nothing to claim (the sweep's last trials, or a
+With ``idle_cores: share`` (a sweep's default), a worker with nothing to claim (the sweep's last trials, or a
 wait for a paused trial to become promotable) leaves its cores to the trials still running: each is offered its share
 at its reports, and keeps it only where its steps measure faster (:mod:`dicesearch.speed.cores`).
-A comparison offers none: its verdict pairs runs that must reproduce exactly (a model
-against itself ties), and more threads may change a run's rounding.
+A comparison says ``keep`` and offers none: its verdict pairs runs that must reproduce
+exactly (a model against itself ties), and more threads may change a run's rounding.
 """
 
 from __future__ import annotations
