@@ -467,6 +467,7 @@ def main(argv: list[str] | None = None) -> int:
     _sample_grid(samples)
     results: dict[tuple[str, str], dict[int, Figure]] = {}
     with contextlib.ExitStack() as stack:
+        stack.enter_context(contextlib.chdir(out))  # MLflow's default artifact root is ./mlruns: in --out, not where it was started
         reads = stack.enter_context(Reads())
         server = None
         if "postgresql" in args.storages:

@@ -11,6 +11,18 @@ def _deterministic_threads():
     yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_mlruns_in_the_checkout():
+    """MLflow's default artifact root is the working directory's ``mlruns``: a test (or a
+    benchmark it runs) that opens a tracking store from the checkout writes its artifacts
+    there. A session that starts without that folder must end without it."""
+    mlruns = Path(__file__).resolve().parents[1] / "mlruns"
+    existed = mlruns.exists()
+    yield
+    if not existed and mlruns.exists():
+        pytest.fail(f"a test wrote MLflow artifacts into {mlruns}: open its tracking store from a folder of its own (monkeypatch.chdir(tmp_path))")
+
+
 @pytest.fixture(scope="session")
 def registry():
     from dicesearch.registry import default_registry

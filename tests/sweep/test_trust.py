@@ -75,7 +75,9 @@ def mlflow_uri(tmp_path_factory):
 
 
 @pytest.fixture
-def make_study(tmp_path, mlflow_uri):
+def make_study(tmp_path, mlflow_uri, monkeypatch):
+    monkeypatch.chdir(mlflow_uri.removeprefix("sqlite:///").rsplit("/", 1)[0])  # MLflow's default artifact root is ./mlruns: beside the store, not in the repository
+
     def make(name, directions=("minimize",)):
         study = SweepStudy.open(name, f"sqlite:///{tmp_path}/optuna.db", list(directions), seed=0)
         return study, MlflowMirror(mlflow_uri, f"{tmp_path.name}-{name}", "space.yaml")
