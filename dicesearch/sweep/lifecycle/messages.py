@@ -141,7 +141,7 @@ class TrialSettings(Message):
             time_limit_s=config.trial_time_limit_s,
             metric_keys=tuple(config.metric_keys),
             directions=tuple(config.objective.directions),
-            rung_keys=config.rung_keys if config.fidelity and config.fidelity.samples else None,
+            rung_keys=config.rung_keys,
         )
 
     def request(

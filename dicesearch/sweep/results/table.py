@@ -93,7 +93,7 @@ def ranked_table(study: optuna.Study, metric_keys: list[str], limit: int = 30, r
             str(rank) if scored else "-",
             f"{trial.number}{marker}",
             status,
-            *([f"{rung_reached(trial) + 1}/{rungs}" if rung_reached(trial) is not None else "-"] if rungs else []),
+            *([f"{at_rung + 1}/{rungs}" if at_rung is not None else "-"] if rungs else []),
             *texts,
             TIE_MARK if trial.number in ties else "",
             _fmt(metrics.get("params", 0) / 1e6 if metrics.get("params") else None),
