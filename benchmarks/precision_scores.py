@@ -4,8 +4,9 @@
 
 Levers: ``precision`` (fp32 against bf16 autocast training, ``budget.precision``) and
 ``threads`` (one torch thread against two for the whole run: what a trial that takes an idle
-worker's core with ``idle_cores: share`` does at most; two threads sum some reductions in
-another order, and the runs part after a few dozen steps).
+worker's core with ``idle_cores: share`` does at most; a trial process trains on two threads
+as two chunks of its batch, one per worker thread, ``dicesearch.speed.chunks``, which sums
+the batch's gradient in another order, and the runs part after a few dozen steps).
 
 Several configurations of the search space (``CONFIGURATIONS``: the default sweep's pick, a
 wide one, a small one) are trained at the budget's full steps with seeds seed, seed + 1, ...,

@@ -19,6 +19,11 @@ mean something only where a core is free.
   Inception features, every score) at 1 and 2 threads, with every score of both.
   ``--tail-scores`` adds what two threads change in a trial's score: the default sweep's pick
   trained 400 steps, then on to 1600 at one thread and at two, both scored.
+* ``chunks``: two threads for one trial two ways, training steps of the base model and of the
+  default sweep's pick: torch's intra-op threads (the ops split two ways, which wait for each
+  other at every op), or the batch in two chunks on two worker threads of one intra-op thread
+  each (``TrainConfig.thread_chunks``, what a trial process does with an idle worker's core,
+  ``dicesearch.speed.chunks``), beside one thread; the losses' largest relative difference.
 * ``start``: a trial process from start to its imports done (torch, diffusers, the objective,
   the metrics), spawned as before or forked from the preloading server (``process.PRELOAD``):
   wall seconds and the child's CPU seconds.
@@ -38,7 +43,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/reporting.py, however this file is loaded
 import reporting  # noqa: E402
 
-LEVERS = ("precision", "inception", "cores", "start")
+LEVERS = ("precision", "inception", "cores", "chunks", "start")
 
 
 class _Idle:
@@ -230,7 +235,7 @@ def tail_scores(args, space, data, dataset, budget) -> None:
 
     from dicesearch.train import TrainConfig, train
 
-    values = {"conditioning.kind": "adaln_zero", "stages[0].channels": 96, "stages[2].depth": 3, "stages[*].block.lambda_init": 2.0}
+    values = PICK
     spec = space.apply(values)
     config = TrainConfig(
         steps=400, batch_size=budget.batch_size, lr=budget.lr, warmup_steps=budget.warmup_steps, ema_decay=budget.ema_decay, seed=42,
@@ -255,6 +260,41 @@ def tail_scores(args, space, data, dataset, budget) -> None:
     print(f"\nthe tail at two threads: the default sweep's pick ({', '.join(f'{k}={v}' for k, v in values.items())}), 400 -> {budget.train_steps} steps\n")
     print(reporting.markdown_table(["400 -> 1600 steps on", "training s", key], rows))
     print(f"difference {results[2][1][key] - results[1][1][key]:+.4f} (the pick's seed-to-seed sd: 3.5); {idle.line()}")
+
+
+def chunks_table(args) -> None:
+    """Two threads for one trial two ways: torch's intra-op threads, or two chunks of the batch on
+    two worker threads (``TrainConfig.thread_chunks``, ``dicesearch.speed.chunks``), beside one thread."""
+    from dicesearch.data import load_dataset
+
+    space, base, data, budget = _space(args)
+    dataset = load_dataset(data)
+    models = {"base": base, "pick": space.apply(PICK)}
+    ways = {"1 thread": (1, False), "2 intra-op threads": (2, False), "2 chunks (2 worker threads)": (2, True)}
+    step = {(m, w): [] for m in models for w in ways}
+    losses = {}
+    with _Idle() as idle:
+        for r in range(args.rounds):
+            for m, spec in models.items():
+                for w, (threads, chunks) in ways.items():
+                    torch.set_num_threads(threads)
+                    seconds, losses[m, w], _ = _train_steps(spec, data, dataset, budget, args.steps, thread_chunks=chunks)
+                    step[m, w].append(seconds)
+            print(f"  round {r + 1}: " + "; ".join(f"{m} {w} {step[m, w][-1]:.4f} s/step" for m in models for w in ways), flush=True)
+    torch.set_num_threads(1)
+    rows = []
+    for m, spec in models.items():
+        one = _median(step[m, "1 thread"])
+        for w in ways:
+            diff = max(abs(a - b) / abs(b) for a, b in zip(losses[m, w], losses[m, "1 thread"]))
+            rows.append([f"{m} ({spec.name if m == 'base' else 'the pick'})", w, f"{_median(step[m, w]):.4f}", f"{one / _median(step[m, w]):.2f}",
+                         "same bits" if diff == 0 else f"{diff:.1e}"])  # fmt: skip
+    print(f"\ntwo threads for one trial: training steps at batch {budget.batch_size}, {args.steps} timed steps x {args.rounds} rounds (median), in turns\n")
+    print(reporting.markdown_table(["model", "threads", "s/step", "x 1 thread", "losses rel. diff from 1 thread"], rows))
+    print(idle.line())
+
+
+PICK = {"conditioning.kind": "adaln_zero", "stages[0].channels": 96, "stages[2].depth": 3, "stages[*].block.lambda_init": 2.0}
 
 
 def _child_imports(queue) -> None:
@@ -310,7 +350,7 @@ def main() -> None:
     parser.add_argument("--tail-scores", action="store_true", help="with cores: the pick's 400 -> 1600 steps at one thread and at two, scored")
     args = parser.parse_args()
     print(reporting.machine_line("cpu") + " (other jobs may share this machine)")
-    tables = {"precision": precision_table, "inception": inception_table, "cores": cores_table, "start": start_table}
+    tables = {"precision": precision_table, "inception": inception_table, "cores": cores_table, "chunks": chunks_table, "start": start_table}
     for lever in args.only:
         tables[lever](args)
 

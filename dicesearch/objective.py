@@ -212,6 +212,7 @@ class _Replicate:
             steps=steps, batch_size=budget.batch_size, lr=budget.lr, warmup_steps=budget.warmup_steps, ema_decay=budget.ema_decay,
             seed=self.seed, log_every=budget.report_every, checkpoint_every=budget.train_steps + 1, keep_checkpoints=1,
             fast_kernels=budget.fast_kernels, compile=budget.compile, precision=budget.precision,
+            thread_chunks=True,  # more threads than one (an idle worker's core) as chunks of the batch: dicesearch.speed.chunks
         )  # fmt: skip
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)

@@ -19,13 +19,15 @@ pieces hand it over:
   try that count again. When the offer shrinks (the idle worker claimed a trial), the trial
   goes back at its next report.
 
-With more threads a trial trains and samples on torch's intra-op threads (on the 2-core
-machine, otherwise idle: 1.6x the steps per second of one thread, ``benchmarks/sweep_speed.py``)
-and extracts Inception features on as many worker threads of one intra-op thread each
-(``dicesearch.metrics.inception_eager``: the same bits; 1.9x). Training and sampling on two
-threads matched one thread's losses bit for bit over 20 steps for two of three configurations
-tried and to float rounding for the third (``tests/speed/test_cores.py``): like the fast
-kernels, a trial's scores may differ from a one-thread run by what rounding grows into.
+With more threads a trial trains its batch as that many chunks, one per worker thread of one
+intra-op thread (``dicesearch.speed.chunks``; torch's own intra-op threads wait for each other
+at every op, and on the 2-core VM gave 1.16x to 1.6x one thread's steps per second from one
+hour to the next, the chunks 1.7x: ``benchmarks/sweep_speed.py --only chunks``), samples on
+torch's intra-op threads, and extracts Inception features on as many worker threads of one
+intra-op thread each (``dicesearch.metrics.inception_eager``: the same bits; 1.9x). The chunks
+sum the batch's gradient in another order (``tests/speed/test_chunks.py``: to float rounding
+of one thread's): like the fast kernels, a trial's scores may differ from a one-thread run by
+what rounding grows into.
 """
 
 from __future__ import annotations

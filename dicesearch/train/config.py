@@ -83,6 +83,11 @@ class TrainConfig(_Config):
     # is paid back within the run (dicesearch.speed.compile; never on a CPU, where
     # compiled steps measured slower); always; never.
     compile: Literal["auto", "always", "never"] = "auto"
+    # On a CPU at k > 1 torch threads: each batch's forward and backward as k chunks, one per
+    # worker thread of one intra-op thread, which meet once a step instead of at every op
+    # (dicesearch.speed.chunks; the batch's gradient summed in another order, as torch's
+    # threads sum it too). Trial processes use it when they take an idle worker's core.
+    thread_chunks: bool = False
 
     # Fields that change the trajectory: a resumed run must keep them.
     TRAJECTORY: ClassVar[tuple[str, ...]] = (

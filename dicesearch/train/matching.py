@@ -72,7 +72,7 @@ def measure_step_seconds(spec, data, budget, device: str = "auto", steps: int = 
 
     config = TrainConfig(
         steps=steps, batch_size=budget.batch_size, lr=budget.lr, seed=0, log_every=steps, checkpoint_every=steps + 1,
-        fast_kernels=budget.fast_kernels, compile=budget.compile,
+        fast_kernels=budget.fast_kernels, compile=budget.compile, thread_chunks=True,  # as a trial process trains (dicesearch.objective)
     )  # fmt: skip
     clock = _StepClock()
     train(spec, data, config, out_dir=None, callbacks=[clock], device=device, progress=False)

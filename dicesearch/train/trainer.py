@@ -36,6 +36,7 @@ from dicesearch.data import DataSpec, DiffusionDataset, fixed_batches, load_data
 from dicesearch.devices import resolve_device
 from dicesearch.errors import DataError, TrainingDiverged
 from dicesearch.speed import fast_kernels
+from dicesearch.speed.chunks import ThreadChunks, batch_independent, chunk_count
 from dicesearch.speed.compile import CompileDecision, decide_compile
 from dicesearch.speed.precision import decide_precision
 from dicesearch.train.callbacks import Callback, EvalEvent, LogEvent, ProgressBar, StartEvent, StopTraining
@@ -154,6 +155,8 @@ def train(
         result.stopped_early = True
         if result.step > start and loop.saved_step != result.step:
             loop.checkpoint(result.step)
+    finally:
+        loop.close()
     model.eval()
     emit("on_train_end", result)
     return result
@@ -198,6 +201,9 @@ class _Loop:
         self.network = _CompiledStages(torch.compile(self.model.forward_stages)) if self.compiling.compile else self.model
         self.weights = self.spec.resolved_loss_weights()
         self.decoder = "latents" if self.dataset.kind == "latents" else "pixels"
+        # a step on k CPU threads as k chunks of the batch (dicesearch.speed.chunks), where the step allows it
+        chunkable = self.config.thread_chunks and self.device.type == "cpu" and not self.compiling.compile and not self.scaler.is_enabled()
+        self.chunks = ThreadChunks() if chunkable and batch_independent(self.model) else None
         self.null_label = self.spec.input.num_classes
         self.saved_step = self.result.step if self.result.last_checkpoint is not None else None
 
@@ -244,17 +250,28 @@ class _Loop:
         labels = None
         if self.null_label:
             labels = torch.where(draws.drop, torch.full_like(y, self.null_label), y).to(self.device)  # (B,)
+        chunks = 1 if self.chunks is None else chunk_count(torch.get_num_threads(), x0.shape[0])
+
+        def loss_of(rows: slice = slice(None)):
+            return training_loss(
+                self.network, self.schedule, x0[rows], t[rows], noise[rows], None if labels is None else labels[rows],
+                self.weights, self.spec.input.learn_sigma, self.decoder, self.precision.autocast(),
+            )  # fmt: skip
+
         with seeded_step(config.seed, index, self.device):
-            terms = training_loss(
-                self.network, self.schedule, x0, t, noise, labels, self.weights, self.spec.input.learn_sigma, self.decoder, self.precision.autocast()
-            )
+            if chunks > 1:  # forward and backward together, chunk by chunk on worker threads
+                self.optimizer.zero_grad(set_to_none=True)
+                terms = self.chunks.backward(x0.shape[0], chunks, loss_of)
+            else:
+                terms = loss_of()
             loss = terms.total.item()
             if not math.isfinite(loss):
                 raise TrainingDiverged(step, loss)
             for group in self.optimizer.param_groups:
                 group["lr"] = config.lr_at(step)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(terms.total).backward()
+            if chunks == 1:
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scaler.scale(terms.total).backward()
         grad_norm = None
         if config.grad_clip is not None:
             self.scaler.unscale_(self.optimizer)
@@ -263,6 +280,10 @@ class _Loop:
         self.scaler.update()
         update_ema(self.ema, self.model, config.ema_decay_at(step))
         return loss, terms, grad_norm
+
+    def close(self) -> None:
+        if self.chunks is not None:
+            self.chunks.close()
 
     def checkpoint(self, step: int) -> None:
         if self.run_dir is None:
