@@ -51,6 +51,10 @@ def run_sweep(path: str, console: Console, *, trials=None, out_dir=None, storage
         console.width = max(console.width, 160)
     quiet_libraries()
     space = load_search_space(path)
+    if space.config.backend != "ray":
+        from dicesearch.sweep.lifecycle.process import start_trial_server
+
+        start_trial_server()  # its imports overlap the checks and stores below
     if trials is not None:
         space.config = space.config.model_copy(update={"trials": trials})
     paths = SweepLocations.for_config(space.config, out_dir, storage, tracking_uri)  # checks --storage; writes nothing

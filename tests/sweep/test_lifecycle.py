@@ -128,6 +128,35 @@ def test_trial_processes_fork_from_the_preloading_server_on_linux_only(monkeypat
         assert trial_context().get_start_method() == "forkserver"  # what the sweep's trials use here
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the preloading server is Linux's")
+def test_the_preloading_server_starts_before_the_first_trial_when_asked():
+    # a fresh interpreter: this one's server may already run for earlier tests
+    probe = """
+import os
+from dicesearch.sweep.lifecycle.process import start_trial_server
+
+def children():
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            stat = open(f"/proc/{entry}/stat").read()
+            cmdline = open(f"/proc/{entry}/cmdline", "rb").read().replace(b"\\0", b" ").decode()
+        except (OSError, ValueError):
+            continue
+        if entry.isdigit() and int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid():
+            found.append(cmdline)
+    return found
+
+before = [c for c in children() if "forkserver" in c]
+start_trial_server()
+after = [c for c in children() if "forkserver" in c]
+print(len(before), len(after), "dicesearch.objective" in " ".join(after))
+"""
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["0", "1", "True"]  # none before; one after, preloading what trials import
+
+
 def test_a_trial_process_takes_the_threads_its_sweep_offers_where_a_core_is_idle(spec, tmp_path, monkeypatch):
     import multiprocessing
     import threading
