@@ -1,7 +1,7 @@
 """A faster sweep: each lever of issue 22 beside its baseline, measured in the same run, and what it changes in the scores.
 
     PYTHONPATH=. python benchmarks/sweep_speed.py [--space search_spaces/cascade.yaml] [--rounds 3]
-        [--only precision inception cores start] [--tail-scores]
+        [--only precision inception cores chunks start] [--tail-scores]
 
 Every table takes its rows in turns (round 1 of every row, then round 2, ...), so that the
 machine's load falls on each alike, and shows the median round. The load average and the

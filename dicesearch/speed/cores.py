@@ -21,8 +21,9 @@ pieces hand it over:
 
 With more threads a trial trains its batch as that many chunks, one per worker thread of one
 intra-op thread (``dicesearch.speed.chunks``; torch's own intra-op threads wait for each other
-at every op, and on the 2-core VM gave 1.16x to 1.6x one thread's steps per second from one
-hour to the next, the chunks 1.7x: ``benchmarks/sweep_speed.py --only chunks``), samples on
+at every op: on the 2-core VM, for the default sweep's pick, they gave 1.2x to 1.5x one
+thread's steps per second from one hour to the next, the chunks 1.4x to 1.7x,
+``benchmarks/sweep_speed.py --only chunks``, ``docs/benchmarks.md``), samples on
 torch's intra-op threads, and extracts Inception features on as many worker threads of one
 intra-op thread each (``dicesearch.metrics.inception_eager``: the same bits; 1.9x). The chunks
 sum the batch's gradient in another order (``tests/speed/test_chunks.py``: to float rounding
