@@ -20,7 +20,9 @@ here until the lifecycle's recovery is reworked (reported to the lead, not chang
 Other machines are stood in for by Linux namespaces (`unshare --uts` for a host name of its
 own, `unshare --pid` for a process table of its own): root and util-linux, else skipped.
 The storage is a journal file (what several machines on a shared file system use). About
-40 s and 130 s on 2 cores.
+40 s and 130 s on 2 cores: the test command lists both as known gaps without running them
+(XFAIL [NOTRUN], to keep CI's run under its 20 minutes); `DICESEARCH_KNOWN_GAPS=1` runs them
+as strict xfails, which fail as soon as the recovery is mended.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from optuna.trial import TrialState
 
 from dicesearch.sweep.store.studies import storage_for
 
+KNOWN_GAPS_RUN = os.environ.get("DICESEARCH_KNOWN_GAPS") == "1"  # module docstring: the two known gaps run only when asked
 CLI = [sys.executable, "-c", "from dicesearch.cli import main; main()"]
 
 SPACE = """\
@@ -81,7 +84,7 @@ def _wait_training(harness, trials, proc) -> None:
         raise RuntimeError(str(exc)) from None
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="recovery only looks at trials of workers with its own host name")
+@pytest.mark.xfail(strict=True, raises=AssertionError, run=KNOWN_GAPS_RUN, reason="recovery only looks at trials of workers with its own host name")
 def test_a_dead_workers_trial_on_another_machine_is_requeued_by_the_next_worker(harness):
     if not _can("--uts"):
         pytest.skip("cannot start a worker under a host name of its own here (needs root and unshare --uts)")
@@ -105,7 +108,7 @@ def test_a_dead_workers_trial_on_another_machine_is_requeued_by_the_next_worker(
     assert [t.user_attrs.get("retry_of") for t in rest] == [0] and rest[0].state == TrialState.COMPLETE
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="a pid not found here is taken for a dead worker, also one in another pid namespace")
+@pytest.mark.xfail(strict=True, raises=AssertionError, run=KNOWN_GAPS_RUN, reason="a pid not found here is taken for a dead worker, also one in another pid namespace")
 def test_a_live_worker_in_another_pid_namespace_keeps_its_trial(harness):
     if not _can("--pid", "--fork", "--mount-proc"):
         pytest.skip("cannot start a worker in a pid namespace of its own here (needs root and unshare --pid)")
