@@ -45,6 +45,7 @@ from dicesearch.metrics.inception import (
     run_inception,
     spatial_layers,
 )
+from dicesearch.speed.worker_threads import one_intra_op_thread
 
 __all__ = ["CPU_MICRO_BATCH", "EagerInception", "MAX_RELATIVE_ERROR", "cpu_workers", "eager_inception"]
 
@@ -139,21 +140,17 @@ class EagerInception:
     def _one_thread_each(self, chunks, spatial: bool) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
         """Every micro-batch on one intra-op thread; with torch at k > 1 threads, k worker threads
         take them in turn (module docstring)."""
-        threads = torch.get_num_threads()
         workers = min(cpu_workers(), len(chunks))
-        torch.set_num_threads(1)  # before the workers' first op: each of them takes it as its own count
 
         def forward(chunk: torch.Tensor):
             with torch.inference_mode():  # grad modes are per thread
                 return self._forward(chunk, spatial)
 
-        try:
+        with one_intra_op_thread():
             if workers == 1:
                 return [self._forward(chunk, spatial) for chunk in chunks]
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="inception") as pool:
                 return list(pool.map(forward, chunks))
-        finally:
-            torch.set_num_threads(threads)
 
 
 def cpu_workers() -> int:

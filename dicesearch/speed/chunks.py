@@ -2,9 +2,10 @@
 
 torch's intra-op threads split every op of a step k ways and wait for each other at its end:
 thousands of waits a step for the digits models, whose ops are small. What a wait costs
-depends on where the machine puts the two threads: on the project's 2-core VM the base model
-at two intra-op threads took 0.066 s a step one hour and 0.092 s the next, against 0.107 s at
-one thread (``benchmarks/sweep_speed.py --only idle``). Here each of k worker threads runs the
+depends on where the machine puts the two threads: on the project's 2-core VM the default
+sweep's pick at two intra-op threads took 0.082 s a step in one table and 0.104 s in the next,
+a few minutes later, against 0.126 s at one thread, and as two chunks 0.078 s and 0.091 s
+(``benchmarks/sweep_speed.py --only chunks``, ``docs/benchmarks.md``). Here each of k worker threads runs the
 forward and backward of its own chunk of the batch at one intra-op thread, and they meet once
 a step, when every chunk's gradient is in.
 
@@ -29,6 +30,8 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+
+from dicesearch.speed.worker_threads import one_intra_op_thread
 
 if TYPE_CHECKING:
     from dicesearch.train.diffusion import LossTerms
@@ -73,12 +76,8 @@ class ThreadChunks:
                 (terms.total * share).backward()
             return share, terms
 
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # before the workers' first op: each takes it as its own count
-        try:
+        with one_intra_op_thread():
             parts = list(self._pool_of(chunks).map(work, rows))
-        finally:
-            torch.set_num_threads(threads)
         return _weighted(parts)
 
     def _pool_of(self, workers: int) -> ThreadPoolExecutor:
