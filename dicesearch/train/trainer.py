@@ -203,7 +203,7 @@ class _Loop:
         self.decoder = "latents" if self.dataset.kind == "latents" else "pixels"
         # a step on k CPU threads as k chunks of the batch (dicesearch.speed.chunks), where the step allows it
         chunkable = self.config.thread_chunks and self.device.type == "cpu" and not self.compiling.compile and not self.scaler.is_enabled()
-        self.chunks = ThreadChunks() if chunkable and batch_independent(self.model) else None
+        self.thread_chunks = ThreadChunks() if chunkable and batch_independent(self.model) else None
         self.null_label = self.spec.input.num_classes
         self.saved_step = self.result.step if self.result.last_checkpoint is not None else None
 
@@ -250,7 +250,7 @@ class _Loop:
         labels = None
         if self.null_label:
             labels = torch.where(draws.drop, torch.full_like(y, self.null_label), y).to(self.device)  # (B,)
-        chunks = 1 if self.chunks is None else chunk_count(torch.get_num_threads(), x0.shape[0])
+        chunks = 1 if self.thread_chunks is None else chunk_count(torch.get_num_threads(), x0.shape[0])
 
         def loss_of(rows: slice = slice(None)):
             return training_loss(
@@ -259,9 +259,9 @@ class _Loop:
             )  # fmt: skip
 
         with seeded_step(config.seed, index, self.device):
+            self.optimizer.zero_grad(set_to_none=True)
             if chunks > 1:  # forward and backward together, chunk by chunk on worker threads
-                self.optimizer.zero_grad(set_to_none=True)
-                terms = self.chunks.backward(x0.shape[0], chunks, loss_of)
+                terms = self.thread_chunks.backward(x0.shape[0], chunks, loss_of)
             else:
                 terms = loss_of()
             loss = terms.total.item()
@@ -270,7 +270,6 @@ class _Loop:
             for group in self.optimizer.param_groups:
                 group["lr"] = config.lr_at(step)
             if chunks == 1:
-                self.optimizer.zero_grad(set_to_none=True)
                 self.scaler.scale(terms.total).backward()
         grad_norm = None
         if config.grad_clip is not None:
@@ -282,8 +281,8 @@ class _Loop:
         return loss, terms, grad_norm
 
     def close(self) -> None:
-        if self.chunks is not None:
-            self.chunks.close()
+        if self.thread_chunks is not None:
+            self.thread_chunks.close()
 
     def checkpoint(self, step: int) -> None:
         if self.run_dir is None:
