@@ -1,7 +1,7 @@
 """A faster sweep: each lever of issue 22 beside its baseline, measured in the same run, and what it changes in the scores.
 
     PYTHONPATH=. python benchmarks/sweep_speed.py [--space search_spaces/cascade.yaml] [--rounds 3]
-        [--only precision inception cores chunks start] [--tail-scores]
+        [--only precision inception cores chunks native start] [--tail-scores]
 
 Every table takes its rows in turns (round 1 of every row, then round 2, ...), so that the
 machine's load falls on each alike, and shows the median round. The load average and the
@@ -24,6 +24,12 @@ mean something only where a core is free.
   other at every op), or the batch in two chunks on two worker threads of one intra-op thread
   each (``TrainConfig.thread_chunks``, what a trial process does with an idle worker's core,
   ``dicesearch.speed.chunks``), beside one thread; the losses' largest relative difference.
+* ``native``: the depthwise convolutions at one thread, PyTorch's oneDNN path (with the
+  channel repeat and the flipped-filter input gradient of ``dicesearch.ops.depthwise``)
+  against the native kernels (``dicesearch/native/depthwise.c``): forward, input gradient
+  and weight gradient at the default space's shapes, with each result's largest relative
+  difference; then training steps of the base model and of the pick at one thread, the
+  native kernels off and on, and the losses' largest relative difference.
 * ``start``: a trial process from start to its imports done (torch, diffusers, the objective,
   the metrics), spawned as before or forked from the preloading server (``process.PRELOAD``):
   wall seconds and the child's CPU seconds.
@@ -43,7 +49,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/reporting.py, however this file is loaded
 import reporting  # noqa: E402
 
-LEVERS = ("precision", "inception", "cores", "chunks", "start")
+LEVERS = ("precision", "inception", "cores", "chunks", "native", "start")
 
 
 class _Idle:
@@ -294,6 +300,89 @@ def chunks_table(args) -> None:
     print(idle.line())
 
 
+# (batch, input channels, multiplier, grid): the depthwise convolutions of the default space's models
+DEPTHWISE_SHAPES = {"DICE's pair, 16x16": (64, 32, 2, 16), "DICE's pair, 8x8": (64, 64, 2, 8), "ConvNeXt's 7x7, 16x16": (64, 32, 1, 16)}
+
+
+def _seconds(function, rounds: int) -> float:
+    function()  # warm-up
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return _median(times)
+
+
+def native_table(args) -> None:
+    """The depthwise convolutions on PyTorch's kernels against the native ones, then whole training steps."""
+    from unittest import mock
+
+    from dicesearch import native
+    from dicesearch.data import load_dataset
+    from dicesearch.ops import depthwise
+    from dicesearch.speed.allocator import keep_freed_memory
+
+    if depthwise.native_kernels() is None:
+        print(f"\nnative kernels unavailable: {native.why_unavailable('depthwise')}")
+        return
+    torch.set_num_threads(1)
+    keep_freed_memory()  # as a trial process does: the timings then leave out fresh pages' faults
+    paths = {"oneDNN (repeat, flipped filter)": depthwise._RepeatedChannels, "native": depthwise._NativeDepthwise}
+    rows = []
+    with _Idle() as idle:
+        for name, (b, c, m, grid) in DEPTHWISE_SHAPES.items():
+            g = torch.Generator().manual_seed(0)
+            x = torch.randn(b, c, grid, grid, generator=g).contiguous(memory_format=torch.channels_last)
+            weight, bias = torch.randn(c * m, 1, 7, 7, generator=g), torch.randn(c * m, generator=g)
+            grad = torch.randn(b, c * m, grid, grid, generator=g).contiguous(memory_format=torch.channels_last)
+            parts, results = {}, {}
+            for path, function in paths.items():
+                def forward(function=function):
+                    return function.apply(x, weight, bias)
+
+                xs, ws = x.clone().requires_grad_(True), weight.clone().requires_grad_(True)
+
+                def backward(function=function, xs=xs, ws=ws):
+                    xs.grad = ws.grad = None
+                    function.apply(xs, ws, bias).backward(grad)
+                    return xs.grad, ws.grad
+
+                parts[path] = [_seconds(forward, args.rounds * 5), _seconds(backward, args.rounds * 5)]
+                results[path] = (forward(), *backward())
+            diff = max(((a - r).abs().max() / r.abs().max()).item() for a, r in zip(results["native"], results["oneDNN (repeat, flipped filter)"]))
+            one = parts["oneDNN (repeat, flipped filter)"]
+            for path in paths:
+                fwd, fwd_bwd = parts[path]
+                rows.append([name, path, f"{fwd * 1e3:.2f}", f"{(fwd_bwd - fwd) * 1e3:.2f}", f"{fwd_bwd * 1e3:.2f}", f"{one[1] / fwd_bwd:.2f}",
+                             "0" if path != "native" else f"{diff:.1e}"])  # fmt: skip
+    print(f"\ndepthwise 7x7 convolutions at batch 64, one thread, {args.rounds * 5} rounds (median), in turns\n")
+    print(reporting.markdown_table(["shape", "path", "forward ms", "both gradients ms", "forward + backward ms", "x oneDNN", "max diff (rel.)"], rows))
+    print(idle.line())
+
+    space, base, data, budget = _space(args)
+    dataset = load_dataset(data)
+    models = {"base": base, "pick": space.apply(PICK)}
+    step, losses = {}, {}
+    with _Idle() as idle:
+        for _ in range(args.rounds):
+            for m, spec in models.items():
+                for native_on in (False, True):
+                    with mock.patch.object(depthwise, "takes_native_path", depthwise.takes_native_path if native_on else (lambda *a: False)):
+                        seconds, losses[m, native_on], _ = _train_steps(spec, data, dataset, budget, args.steps)
+                    step.setdefault((m, native_on), []).append(seconds)
+    rows = []
+    for m, spec in models.items():
+        off = _median(step[m, False])
+        for native_on in (False, True):
+            diff = max(abs(a - b) / abs(b) for a, b in zip(losses[m, native_on], losses[m, False]))
+            rows.append([f"{m} ({spec.name if m == 'base' else 'the pick'})", "native" if native_on else "oneDNN", f"{_median(step[m, native_on]):.4f}",
+                         f"{off / _median(step[m, native_on]):.2f}", "same bits" if diff == 0 else f"{diff:.1e}"])  # fmt: skip
+    print(f"\ntraining steps at batch {budget.batch_size}, one thread, depthwise convolutions on oneDNN or native, {args.steps} timed steps x {args.rounds} rounds (median), in turns\n")
+    print(reporting.markdown_table(["model", "depthwise", "s/step", "x oneDNN", "losses rel. diff from oneDNN"], rows))
+    print(idle.line())
+
+
 PICK = {"conditioning.kind": "adaln_zero", "stages[0].channels": 96, "stages[2].depth": 3, "stages[*].block.lambda_init": 2.0}
 
 
@@ -350,7 +439,7 @@ def main() -> None:
     parser.add_argument("--tail-scores", action="store_true", help="with cores: the pick's 400 -> 1600 steps at one thread and at two, scored")
     args = parser.parse_args()
     print(reporting.machine_line("cpu") + " (other jobs may share this machine)")
-    tables = {"precision": precision_table, "inception": inception_table, "cores": cores_table, "chunks": chunks_table, "start": start_table}
+    tables = {"precision": precision_table, "inception": inception_table, "cores": cores_table, "chunks": chunks_table, "native": native_table, "start": start_table}
     for lever in args.only:
         tables[lever](args)
 

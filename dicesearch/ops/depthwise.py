@@ -28,19 +28,34 @@ fp32, tested in ``tests/ops/test_depthwise.py``):
   kernel), and the weight gradient from the m > 1 kernel, the faster one there (2.3x
   faster than oneDNN alone at 16x16 for DICE's pair).
 
-Both return channels-last memory, the layout the blocks' (B, H, W, C) linears want.
+* **larger grids at one thread** (a trial's process, or each of its chunks' worker
+  threads), k = 3, 5 or 7 and C m a multiple of 8: the native kernels of
+  ``dicesearch/native/depthwise.c``, compiled for the machine on first use
+  (``dicesearch.native``): each image copied once into a zero-bordered buffer with its
+  channels repeated, then the taps of a kernel row and eight outputs of a grid row in
+  registers. oneDNN's gradient kernels are the slow part of the path above (its weight
+  gradient alone is 2-3x the forward); the native ones run at about the CPU's matmul rate
+  (30-40 GMAC/s at one thread on the project's machine). With m = 1 the forward stays on
+  oneDNN's kernel, the faster one there; with m > 1 the native forward saves the channel
+  repeat's copy. Measured in ``benchmarks/sweep_speed.py --only native``. Without a C
+  compiler, or with ``DICESEARCH_NATIVE=0``, the oneDNN path runs.
+
+All return channels-last memory, the layout the blocks' (B, H, W, C) linears want.
 Other devices, dtypes or settings go to ``F.conv2d`` unchanged.
 """
 
 from __future__ import annotations
 
+import ctypes
 import functools
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["banded_depthwise_conv2d", "depthwise_conv2d", "takes_banded_path", "supports"]
+from dicesearch import native
+
+__all__ = ["banded_depthwise_conv2d", "depthwise_conv2d", "native_kernels", "takes_banded_path", "takes_native_path", "supports"]
 
 
 def supports(x: Tensor, weight: Tensor) -> bool:
@@ -80,6 +95,83 @@ def banded_depthwise_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None) -> T
     if bias is not None:
         out = out + bias
     return out.permute(0, 3, 1, 2)  # (B, C m, H, W), channels-last memory
+
+
+NATIVE_KERNEL_SIZES = (3, 5, 7)
+
+
+@functools.cache
+def native_kernels() -> ctypes.CDLL | None:
+    """``dicesearch/native/depthwise.c`` built for this machine, or None (``native.why_unavailable``)."""
+    library = native.load_library("depthwise")
+    if library is None:
+        return None
+    pointer, count = ctypes.c_void_p, ctypes.c_int
+    library.dw_forward.argtypes = [pointer] * 4 + [count] * 6
+    library.dw_input_grad.argtypes = [pointer] * 3 + [count] * 6
+    library.dw_weight_grad.argtypes = [pointer] * 3 + [count] * 6
+    for function in (library.dw_forward, library.dw_input_grad, library.dw_weight_grad, library.dw_vector_width):
+        function.restype = count
+    return library
+
+
+def takes_native_path(channels_out: int, k: int) -> bool:
+    """Whether a float32 convolution of this shape at this thread count runs the native kernels."""
+    if k not in NATIVE_KERNEL_SIZES or torch.get_num_threads() != 1:
+        return False  # the kernels use one thread; at more, oneDNN's threads are the faster way
+    library = native_kernels()
+    return library is not None and channels_out % library.dw_vector_width() == 0
+
+
+def _rows(t: Tensor) -> Tensor:
+    """(B, C, H, W) -> its (B, H, W, C) view, contiguous (a no-op for channels-last memory)."""
+    return t.permute(0, 2, 3, 1).contiguous()
+
+
+def _call(function, *args) -> None:
+    pointers = [ctypes.c_void_p(a.data_ptr()) if isinstance(a, Tensor) else a for a in args]
+    if function(*pointers) != 0:
+        raise MemoryError(f"native depthwise convolution: {function.__name__} could not allocate its buffer")
+
+
+class _NativeDepthwise(torch.autograd.Function):
+    """Forward and both gradients from ``dicesearch/native/depthwise.c`` (module docstring)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        b, c, h, w = x.shape
+        cm, _, k, _ = weight.shape
+        rows = _rows(x)  # (B, H, W, C)
+        ctx.save_for_backward(rows, weight)
+        ctx.has_bias = bias is not None
+        if cm == c:  # m = 1: oneDNN's forward kernel is the faster one there (module docstring)
+            return F.conv2d(rows.permute(0, 3, 1, 2), weight, bias, padding=k // 2, groups=c)  # (B, C, H, W), channels-last
+        taps = weight.reshape(cm, k * k).t().contiguous()  # (k k, C m)
+        out = x.new_empty(b, h, w, cm)  # (B, H, W, C m)
+        bias_arg = bias.contiguous() if bias is not None else None
+        _call(native_kernels().dw_forward, rows, taps, bias_arg, out, b, h, w, c, cm // c, k)
+        return out.permute(0, 3, 1, 2)  # (B, C m, H, W), channels-last memory
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        rows, weight = ctx.saved_tensors
+        b, h, w, c = rows.shape
+        cm, _, k, _ = weight.shape
+        grad_rows = _rows(grad)  # (B, H, W, C m)
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            flipped = weight.flip(-2, -1).reshape(cm, k * k).t().contiguous()  # (k k, C m)
+            grad_x = rows.new_empty(b, h, w, c)
+            _call(native_kernels().dw_input_grad, grad_rows, flipped, grad_x, b, h, w, c, cm // c, k)
+            grad_x = grad_x.permute(0, 3, 1, 2)  # (B, C, H, W), channels-last
+        if ctx.needs_input_grad[1]:
+            taps = rows.new_empty(k * k, cm)
+            _call(native_kernels().dw_weight_grad, rows, grad_rows, taps, b, h, w, c, cm // c, k)
+            grad_w = taps.t().reshape(cm, 1, k, k)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = grad_rows.sum((0, 1, 2))  # (C m,)
+        return grad_x, grad_w, grad_b
 
 
 class _RepeatedChannels(torch.autograd.Function):
@@ -147,6 +239,8 @@ def depthwise_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> T
     m = weight.shape[0] // c
     x = x.contiguous(memory_format=torch.channels_last)  # a no-op for the blocks' permuted (B, H, W, C) input
     if x.dtype == weight.dtype == torch.float32 and not torch.is_autocast_enabled("cpu"):
+        if takes_native_path(weight.shape[0], k) and (bias is None or bias.dtype == torch.float32):
+            return _NativeDepthwise.apply(x, weight, bias)
         return _RepeatedChannels.apply(x, weight, bias)
     if m == 1:
         return F.conv2d(x, weight, bias, padding=k // 2, groups=c)

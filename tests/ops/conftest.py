@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, Callable
 
 import pytest
@@ -97,3 +98,24 @@ def matches_reference(reference: Callable, fast: Callable, inputs, grad_out: tor
 @pytest.fixture
 def assert_matches_reference() -> Callable[..., None]:
     return matches_reference
+
+
+def naive_depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """dicesearch.ops.depthwise's module docstring sum, term by term (float64)."""
+    b, c, h, w = x.shape
+    out_channels, _, k, _ = weight.shape
+    m, p = out_channels // c, k // 2
+    y = torch.zeros(b, out_channels, h, w, dtype=torch.float64)
+    for o, i, j in itertools.product(range(out_channels), range(h), range(w)):
+        for u, v in itertools.product(range(k), range(k)):
+            hi, wi = i + u - p, j + v - p
+            if 0 <= hi < h and 0 <= wi < w:
+                y[:, o, i, j] += weight[o, 0, u, v].double() * x[:, o // m, hi, wi].double()
+        if bias is not None:
+            y[:, o, i, j] += bias[o].double()
+    return y
+
+
+@pytest.fixture
+def naive_depthwise() -> Callable[..., torch.Tensor]:
+    return naive_depthwise_conv2d

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -18,29 +16,13 @@ def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max().clamp(min=1e-30))
 
 
-def _naive(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """The module docstring's sum, term by term (float64)."""
-    b, c, h, w = x.shape
-    out_channels, _, k, _ = weight.shape
-    m, p = out_channels // c, k // 2
-    y = torch.zeros(b, out_channels, h, w, dtype=torch.float64)
-    for o, i, j in itertools.product(range(out_channels), range(h), range(w)):
-        for u, v in itertools.product(range(k), range(k)):
-            hi, wi = i + u - p, j + v - p
-            if 0 <= hi < h and 0 <= wi < w:
-                y[:, o, i, j] += weight[o, 0, u, v].double() * x[:, o // m, hi, wi].double()
-        if bias is not None:
-            y[:, o, i, j] += bias[o].double()
-    return y
-
-
 @pytest.mark.parametrize(("height", "width", "k", "m"), [(4, 4, 3, 2), (3, 5, 5, 1), (5, 3, 7, 2)])
-def test_matches_the_naive_sum(height, width, k, m):
+def test_matches_the_naive_sum(height, width, k, m, naive_depthwise):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 3, height, width, generator=g)
     weight = torch.randn(3 * m, 1, k, k, generator=g)
     bias = torch.randn(3 * m, generator=g)
-    want = _naive(x, weight, bias)
+    want = naive_depthwise(x, weight, bias)
     assert _relative(depthwise_conv2d(x, weight, bias).double(), want) < FP32_RTOL
     assert _relative(depthwise_conv2d(x.double(), weight.double(), bias.double()), want) < 1e-12
 

@@ -1,0 +1,78 @@
+"""dicesearch.native: the machine's compiler builds a package source once into the cache,
+every later load opens that file, and where nothing can be built callers get None with one
+line of why, and PyTorch's kernels run (real builds with the machine's cc; none mocked)."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dicesearch import native
+from dicesearch.ops import depthwise
+
+needs_cc = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler on this machine")
+
+
+@pytest.fixture(autouse=True)
+def fresh_loads(monkeypatch, tmp_path):
+    """Each test loads anew into its own cache; the process's loads are as before afterwards."""
+    monkeypatch.setenv("DICESEARCH_NATIVE_CACHE", str(tmp_path / "cache"))
+    native.load_library.cache_clear()
+    depthwise.native_kernels.cache_clear()
+    yield
+    monkeypatch.undo()
+    native.load_library.cache_clear()
+    depthwise.native_kernels.cache_clear()
+    native._why.clear()
+
+
+@needs_cc
+def test_builds_once_then_opens_the_cached_file(tmp_path):
+    library = native.load_library("depthwise")
+    assert library is not None and native.why_unavailable("depthwise") is None
+    built = list((tmp_path / "cache").iterdir())
+    assert len(built) == 1 and built[0].name.startswith("depthwise-") and built[0].suffix == ".so"  # no partial files left
+    stamp = built[0].stat().st_mtime_ns
+    native.load_library.cache_clear()
+    assert native.load_library("depthwise") is not None
+    assert [p.stat().st_mtime_ns for p in (tmp_path / "cache").iterdir()] == [stamp]  # opened, not rebuilt
+    assert library.dw_vector_width() in (8, 16)
+
+
+def test_switched_off_by_the_environment(monkeypatch):
+    monkeypatch.setenv("DICESEARCH_NATIVE", "0")
+    assert native.load_library("depthwise") is None
+    assert native.why_unavailable("depthwise") == "DICESEARCH_NATIVE=0 is set"
+
+
+def test_no_compiler_says_so(monkeypatch, tmp_path):
+    monkeypatch.setenv("CC", "no-such-compiler-here")
+    assert native.load_library("depthwise") is None
+    assert native.why_unavailable("depthwise").startswith("no C compiler found (looked for 'no-such-compiler-here'")
+    assert not (tmp_path / "cache").exists()
+
+
+def test_a_failing_build_says_so_and_leaves_nothing(monkeypatch, tmp_path):
+    monkeypatch.setenv("CC", shutil.which("false") or "/bin/false")
+    assert native.load_library("depthwise") is None
+    why = native.why_unavailable("depthwise")
+    assert why.startswith("building depthwise.c failed") and "\n" not in why
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_without_them_depthwise_convolutions_run_on_pytorchs_kernels(monkeypatch):
+    monkeypatch.setenv("DICESEARCH_NATIVE", "0")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert not depthwise.takes_native_path(32, 7)
+        g = torch.Generator().manual_seed(0)
+        x, weight = torch.randn(2, 16, 12, 12, generator=g), torch.randn(32, 1, 7, 7, generator=g)
+        y = depthwise.depthwise_conv2d(x.requires_grad_(), weight, None)
+        assert type(y.grad_fn).__name__ == "_RepeatedChannelsBackward"
+        assert float((y - F.conv2d(x, weight, padding=3, groups=16)).abs().max()) < 1e-4
+    finally:
+        torch.set_num_threads(before)
