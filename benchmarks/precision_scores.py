@@ -1,12 +1,15 @@
 """What a lever that changes rounding does to the scores: full-budget fid_N with and without it, seed by seed.
 
-    PYTHONPATH=. python benchmarks/precision_scores.py [--lever precision | threads] [--space search_spaces/cascade.yaml] [--seeds 3] [--jobs 2]
+    PYTHONPATH=. python benchmarks/precision_scores.py [--lever precision | threads | native] [--space search_spaces/cascade.yaml] [--seeds 3] [--jobs 2]
 
 Levers: ``precision`` (fp32 against bf16 autocast training, ``budget.precision``) and
 ``threads`` (one torch thread against two for the whole run: what a trial that takes an idle
 worker's core with ``idle_cores: share`` does at most; a trial process trains on two threads
 as two chunks of its batch, one per worker thread, ``dicesearch.speed.chunks``, which sums
-the batch's gradient in another order, and the runs part after a few dozen steps).
+the batch's gradient in another order, and the runs part after a few dozen steps) and
+``native`` (the depthwise convolutions on oneDNN's kernels, ``DICESEARCH_NATIVE=0`` in the
+trial processes' environment, against the native kernels of ``dicesearch/native``, both at
+one thread: the same products summed in another order, with fused multiply-adds).
 
 Several configurations of the search space (``CONFIGURATIONS``: the default sweep's pick, a
 wide one, a small one) are trained at the budget's full steps with seeds seed, seed + 1, ...,
@@ -56,6 +59,7 @@ CONFIGURATIONS = {
 LEVERS = {
     "precision": (("fp32", {"precision": "fp32"}), ("bf16", {"precision": "bf16"})),
     "threads": (("1 thread", {"threads": 1}), ("2 threads", {"threads": 2})),
+    "native": (("oneDNN", {"env": {"DICESEARCH_NATIVE": "0"}}), ("native", {})),
 }
 
 
@@ -90,7 +94,8 @@ def main() -> None:
             spec_yaml = yaml.safe_dump(space.apply(CONFIGURATIONS[name]).model_dump(mode="json"), sort_keys=False)
             for seed in seeds:
                 request = settings.request(spec_yaml, None, count_static=False)
-                update = {"seed": seed, "reference_seed": config.seed, "budget": budget.model_copy(update=fields)}
+                budget_fields = {k: v for k, v in fields.items() if k != "env"}
+                update = {"seed": seed, "reference_seed": config.seed, "budget": budget.model_copy(update=budget_fields)}
                 if "threads" in fields:
                     update["threads"] = fields["threads"]  # the trial process's torch threads
                 jobs.append((name, seed, label, request.model_copy(update=update)))
@@ -110,8 +115,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory():
         for label, fields in ((base, base_fields), (lever, lever_fields)):
             at_once = 1 if fields.get("threads", 1) > 1 else args.jobs  # two-thread runs alone: they take both cores
-            with ThreadPoolExecutor(max_workers=at_once) as pool:
-                results.update(pool.map(run, jobs_of(label, fields)))
+            before = {name: os.environ.get(name) for name in fields.get("env", {})}
+            os.environ.update(fields.get("env", {}))  # trial processes take the sweep's environment (run_trial)
+            try:
+                with ThreadPoolExecutor(max_workers=at_once) as pool:
+                    results.update(pool.map(run, jobs_of(label, fields)))
+            finally:
+                for name, value in before.items():
+                    os.environ.pop(name) if value is None else os.environ.__setitem__(name, value)
     print(f"\n{len(results)} runs in {(time.monotonic() - start) / 60:.1f} min\n")
 
     rows, inside = [], []

@@ -6,11 +6,11 @@ asked for on that machine, caches the shared library, and opens it with ``ctypes
 foreign call through ``ctypes`` releases the GIL, so worker threads (a trial's chunks) run
 the kernels side by side.
 
-The cache lives in ``$DICESEARCH_NATIVE_CACHE``, else ``$XDG_CACHE_HOME/dicesearch/native``
-or ``~/.cache/dicesearch/native``, one file per source, flags, compiler and processor
-(a hash of all four in the name), written under a temporary name and renamed into place,
-so processes that build at once never see half a file. Nothing in it comes from a
-project's files: only this package's sources are ever compiled.
+The cache is the runs' cache folder's ``native`` (``$DICESEARCH_CACHE_DIR/native``, else
+``~/.cache/dicesearch/native``): one file per source, flags, compiler and processor (a hash
+of all four in the name), written under a temporary name and renamed into place, so
+processes that build at once never see half a file. Nothing in it comes from a project's
+files: only this package's sources are ever compiled.
 
 Where there is no compiler, a build fails or ``DICESEARCH_NATIVE=0`` is set, ``load_library``
 returns None and ``why_unavailable(name)`` says why in one line; callers then use
@@ -30,20 +30,14 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-__all__ = ["FLAGS", "cache_dir", "load_library", "why_unavailable"]
+from dicesearch.files import cache_dir, give_ordinary_mode
+
+__all__ = ["FLAGS", "load_library", "why_unavailable"]
 
 FLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-std=c11", "-shared", "-fPIC")  # contract: fused multiply-adds
 SOURCES = Path(__file__).parent
 _log = logging.getLogger(__name__)
 _why: dict[str, str] = {}
-
-
-def cache_dir() -> Path:
-    """Where built libraries are kept (module docstring)."""
-    if os.environ.get("DICESEARCH_NATIVE_CACHE"):
-        return Path(os.environ["DICESEARCH_NATIVE_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "dicesearch" / "native"
 
 
 def why_unavailable(name: str) -> str | None:
@@ -78,7 +72,7 @@ def load_library(name: str) -> ctypes.CDLL | None:
         source = (SOURCES / f"{name}.c").read_bytes()
         key = hashlib.sha256(b"\0".join([source, " ".join(FLAGS).encode(), _compiler_version(compiler).encode(),
                                          _processor().encode(), platform.machine().encode()])).hexdigest()[:16]  # fmt: skip
-        library = cache_dir() / f"{name}-{key}.so"
+        library = cache_dir("native") / f"{name}-{key}.so"
         if not library.exists():
             _build(compiler, SOURCES / f"{name}.c", library)
         return ctypes.CDLL(str(library))
@@ -93,6 +87,7 @@ def _build(compiler: str, source: Path, library: Path) -> None:
     os.close(handle)
     try:
         subprocess.run([compiler, *FLAGS, "-o", partial, str(source)], check=True, capture_output=True, text=True, timeout=120)
+        give_ordinary_mode(partial)
         os.replace(partial, library)  # atomic: a process building beside this one renames its own copy
     finally:
         if os.path.exists(partial):

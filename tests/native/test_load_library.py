@@ -19,7 +19,7 @@ needs_cc = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler 
 @pytest.fixture(autouse=True)
 def fresh_loads(monkeypatch, tmp_path):
     """Each test loads anew into its own cache; the process's loads are as before afterwards."""
-    monkeypatch.setenv("DICESEARCH_NATIVE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("DICESEARCH_CACHE_DIR", str(tmp_path))
     native.load_library.cache_clear()
     depthwise.native_kernels.cache_clear()
     yield
@@ -33,12 +33,12 @@ def fresh_loads(monkeypatch, tmp_path):
 def test_builds_once_then_opens_the_cached_file(tmp_path):
     library = native.load_library("depthwise")
     assert library is not None and native.why_unavailable("depthwise") is None
-    built = list((tmp_path / "cache").iterdir())
+    built = list((tmp_path / "native").iterdir())
     assert len(built) == 1 and built[0].name.startswith("depthwise-") and built[0].suffix == ".so"  # no partial files left
     stamp = built[0].stat().st_mtime_ns
     native.load_library.cache_clear()
     assert native.load_library("depthwise") is not None
-    assert [p.stat().st_mtime_ns for p in (tmp_path / "cache").iterdir()] == [stamp]  # opened, not rebuilt
+    assert [p.stat().st_mtime_ns for p in (tmp_path / "native").iterdir()] == [stamp]  # opened, not rebuilt
     assert library.dw_vector_width() in (8, 16)
 
 
@@ -52,7 +52,7 @@ def test_no_compiler_says_so(monkeypatch, tmp_path):
     monkeypatch.setenv("CC", "no-such-compiler-here")
     assert native.load_library("depthwise") is None
     assert native.why_unavailable("depthwise").startswith("no C compiler found (looked for 'no-such-compiler-here'")
-    assert not (tmp_path / "cache").exists()
+    assert not (tmp_path / "native").exists()
 
 
 def test_a_failing_build_says_so_and_leaves_nothing(monkeypatch, tmp_path):
@@ -60,7 +60,7 @@ def test_a_failing_build_says_so_and_leaves_nothing(monkeypatch, tmp_path):
     assert native.load_library("depthwise") is None
     why = native.why_unavailable("depthwise")
     assert why.startswith("building depthwise.c failed") and "\n" not in why
-    assert list((tmp_path / "cache").iterdir()) == []
+    assert list((tmp_path / "native").iterdir()) == []
 
 
 def test_without_them_depthwise_convolutions_run_on_pytorchs_kernels(monkeypatch):
