@@ -24,7 +24,7 @@ def run_comparison(
 ) -> Path:
     """Run (or resume) a comparison; returns the folder of its report."""
     from dicesearch.registry import default_registry
-    from dicesearch.sweep.commands import quiet_libraries
+    from dicesearch.sweep.commands import print_native_note, quiet_libraries
     from dicesearch.sweep.store.locations import SweepLocations
     from dicesearch.sweep.store.studies import probe_storage
 
@@ -45,6 +45,7 @@ def run_comparison(
         f"MLflow in {locations.tracking_uri}",
         highlight=False,
     )
+    print_native_note(console, device)
     write_plan(Path(plan.source), config, planned)
     if config.backend == "ray":
         from dicesearch.sweep.backends.ray_tune.sweep import RaySweep

@@ -55,7 +55,7 @@ from torch import Tensor
 
 from dicesearch import native
 
-__all__ = ["banded_depthwise_conv2d", "depthwise_conv2d", "native_kernels", "takes_banded_path", "takes_native_path", "supports"]
+__all__ = ["banded_depthwise_conv2d", "depthwise_conv2d", "native_kernels", "native_note", "takes_banded_path", "takes_native_path", "supports"]
 
 
 def supports(x: Tensor, weight: Tensor) -> bool:
@@ -113,6 +113,14 @@ def native_kernels() -> ctypes.CDLL | None:
     for function in (library.dw_forward, library.dw_input_grad, library.dw_weight_grad, library.dw_vector_width):
         function.restype = count
     return library
+
+
+def native_note(device: torch.device) -> str | None:
+    """One line for a command's start where CPU runs will not have the native kernels, else None."""
+    if device.type != "cpu" or native_kernels() is not None:
+        return None
+    why = native.why_unavailable("depthwise")
+    return f"native depthwise kernels unavailable ({why}): CPU runs use PyTorch's, about 1.2x slower a training step (docs/training.md)"
 
 
 def takes_native_path(channels_out: int, k: int) -> bool:

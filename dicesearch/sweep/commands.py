@@ -38,6 +38,16 @@ def _data_args(space) -> str:
     return f" --data-kind {data.kind} --data-path {data.path}"
 
 
+def print_native_note(console: Console, device: str) -> None:
+    """Say so where CPU runs will train without the native kernels (built here, before any run needs them)."""
+    from dicesearch.devices import resolve_device
+    from dicesearch.ops.depthwise import native_note
+
+    note = native_note(resolve_device(device))
+    if note is not None:
+        console.print(f"note: {note}", highlight=False, soft_wrap=True)
+
+
 def run_sweep(path: str, console: Console, *, trials=None, out_dir=None, storage=None, tracking_uri=None, device="auto") -> None:
     from dicesearch.sweep.prechecks import check_budget_reachable, check_data, check_trial_memory
     from dicesearch.sweep.results.plots import importance_note, save_plots
@@ -72,6 +82,7 @@ def run_sweep(path: str, console: Console, *, trials=None, out_dir=None, storage
 
     if logits_network_path() is None:
         console.print(f"note: {UNAVAILABLE}", highlight=False, soft_wrap=True)
+    print_native_note(console, device)
     if config.backend == "ray":
         from dicesearch.sweep.backends.ray_tune.sweep import RaySweep
 

@@ -76,3 +76,29 @@ def test_without_them_depthwise_convolutions_run_on_pytorchs_kernels(monkeypatch
         assert float((y - F.conv2d(x, weight, padding=3, groups=16)).abs().max()) < 1e-4
     finally:
         torch.set_num_threads(before)
+
+
+def test_commands_say_when_cpu_runs_go_without_them(monkeypatch):
+    from rich.console import Console
+
+    from dicesearch.sweep.commands import print_native_note
+
+    monkeypatch.setenv("DICESEARCH_NATIVE", "0")
+    console = Console(record=True, width=200)
+    print_native_note(console, "cpu")
+    assert console.export_text().strip() == (
+        "note: native depthwise kernels unavailable (DICESEARCH_NATIVE=0 is set): CPU runs use PyTorch's, "
+        "about 1.2x slower a training step (docs/training.md)"
+    )
+    assert depthwise.native_note(torch.device("meta")) is None  # not a CPU run: nothing to say
+
+
+@needs_cc
+def test_commands_say_nothing_when_they_build():
+    from rich.console import Console
+
+    from dicesearch.sweep.commands import print_native_note
+
+    console = Console(record=True, width=200)
+    print_native_note(console, "cpu")
+    assert console.export_text() == ""
