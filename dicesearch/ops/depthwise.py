@@ -127,6 +127,8 @@ def takes_native_path(channels_out: int, k: int) -> bool:
     """Whether a float32 convolution of this shape at this thread count runs the native kernels."""
     if k not in NATIVE_KERNEL_SIZES or torch.get_num_threads() != 1:
         return False  # the kernels use one thread; at more, oneDNN's threads are the faster way
+    if torch.compiler.is_compiling():
+        return False  # a foreign call cannot be traced: a compiled model keeps oneDNN's kernels
     library = native_kernels()
     return library is not None and channels_out % library.dw_vector_width() == 0
 
