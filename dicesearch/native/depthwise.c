@@ -11,7 +11,7 @@
  * output pixels of a grid row held in registers, so that each input vector loaded serves up
  * to k multiply-adds. The weight gradient sums over the batch in registers and the input
  * gradient is the correlation of the gradient with the flipped taps, summed over each
- * input channel's m outputs. Built by dicesearch/native/build.py; the Python side is
+ * input channel's m outputs. Built by dicesearch/native/__init__.py; the Python side is
  * dicesearch/ops/depthwise.py, which checks shapes, contiguity and C m % VW == 0 before it
  * calls in here (nothing here checks them again).
  */
@@ -37,6 +37,9 @@ static inline void store(float *p, vf v) { memcpy(p, &v, sizeof v); }
 int dw_vector_width(void) { return VW; }
 
 static float *alloc_floats(size_t n) { return aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64); }
+
+/* the zero-bordered buffer of one image: (H + 2p, W + 2p, CM) floats */
+static float *alloc_padded(int H, int W, int CM, int p) { return alloc_floats((size_t)(H + 2 * p) * (W + 2 * p) * CM); }
 
 /* pad[(H + 2p)][(W + 2p)][C m] <- one image src (H, W, C), each channel repeated m times, zero border */
 static void fill_padded(float *restrict pad, const float *restrict src, int H, int W, int C, int m, int p) {
@@ -153,7 +156,7 @@ int dw_forward(const float *x, const float *wt, const float *bias, float *y, int
     conv_image_fn conv = conv_image_for(k);
     if (!conv) return -1;
     int CM = C * m, p = k / 2;
-    float *pad = alloc_floats((size_t)(H + 2 * p) * (W + 2 * p) * CM);
+    float *pad = alloc_padded(H, W, CM, p);
     if (!pad) return -2;
     for (int b = 0; b < B; b++) {
         fill_padded(pad, x + (size_t)b * H * W * C, H, W, C, m, p);
@@ -168,7 +171,7 @@ int dw_input_grad(const float *g, const float *wt_flipped, float *gx, int B, int
     conv_image_fn conv = conv_image_for(k);
     if (!conv) return -1;
     int CM = C * m, p = k / 2;
-    float *pad = alloc_floats((size_t)(H + 2 * p) * (W + 2 * p) * CM);
+    float *pad = alloc_padded(H, W, CM, p);
     float *full = m == 1 ? NULL : alloc_floats((size_t)H * W * CM);
     if (!pad || (m > 1 && !full)) { free(pad); free(full); return -2; }
     for (int b = 0; b < B; b++) {
@@ -188,7 +191,7 @@ int dw_weight_grad(const float *x, const float *g, float *gw, int B, int H, int 
     weight_grad_image_fn grad = weight_grad_image_for(k);
     if (!grad) return -1;
     int CM = C * m, p = k / 2;
-    float *pad = alloc_floats((size_t)(H + 2 * p) * (W + 2 * p) * CM);
+    float *pad = alloc_padded(H, W, CM, p);
     if (!pad) return -2;
     memset(gw, 0, sizeof(float) * (size_t)k * k * CM);
     for (int b = 0; b < B; b++) {

@@ -29,7 +29,8 @@ fp32, tested in ``tests/ops/test_depthwise.py``):
   faster than oneDNN alone at 16x16 for DICE's pair).
 
 * **larger grids at one thread** (a trial's process, or each of its chunks' worker
-  threads), k = 3, 5 or 7 and C m a multiple of 8: the native kernels of
+  threads), k = 3, 5 or 7 and C m a whole number of the kernels' vectors (16 channels
+  where the CPU has AVX-512, else 8): the native kernels of
   ``dicesearch/native/depthwise.c``, compiled for the machine on first use
   (``dicesearch.native``): each image copied once into a zero-bordered buffer with its
   channels repeated, then the taps of a kernel row and eight outputs of a grid row in
@@ -112,6 +113,7 @@ def native_kernels() -> ctypes.CDLL | None:
     library.dw_weight_grad.argtypes = [pointer] * 3 + [count] * 6
     for function in (library.dw_forward, library.dw_input_grad, library.dw_weight_grad, library.dw_vector_width):
         function.restype = count
+    library.vector_width = library.dw_vector_width()  # channels per vector: asked once, not at every convolution
     return library
 
 
@@ -130,7 +132,7 @@ def takes_native_path(channels_out: int, k: int) -> bool:
     if torch.compiler.is_compiling():
         return False  # a foreign call cannot be traced: a compiled model keeps oneDNN's kernels
     library = native_kernels()
-    return library is not None and channels_out % library.dw_vector_width() == 0
+    return library is not None and channels_out % library.vector_width == 0
 
 
 def _rows(t: Tensor) -> Tensor:
