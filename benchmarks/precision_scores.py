@@ -1,6 +1,6 @@
 """What a lever that changes rounding does to the scores: full-budget fid_N with and without it, seed by seed.
 
-    PYTHONPATH=. python benchmarks/precision_scores.py [--lever precision | threads | native] [--space search_spaces/cascade.yaml] [--seeds 3] [--jobs 2]
+    PYTHONPATH=. python benchmarks/precision_scores.py [--lever precision | threads | native | merge_norm] [--space search_spaces/cascade.yaml] [--seeds 3] [--jobs 2]
 
 Levers: ``precision`` (fp32 against bf16 autocast training, ``budget.precision``) and
 ``threads`` (one torch thread against two for the whole run: what a trial that takes an idle
@@ -9,7 +9,10 @@ as two chunks of its batch, one per worker thread, ``dicesearch.speed.chunks``, 
 the batch's gradient in another order, and the runs part after a few dozen steps) and
 ``native`` (the depthwise convolutions on oneDNN's kernels, ``DICESEARCH_NATIVE=0`` in the
 trial processes' environment, against the native kernels of ``dicesearch/native``, both at
-one thread: the same products summed in another order, with fused multiply-adds).
+one thread: the same products summed in another order, with fused multiply-adds) and
+``merge_norm`` (the DICE block's merge and conditioned LayerNorm as PyTorch's operations,
+``DICESEARCH_NATIVE=depthwise``, against the fused native op of ``dicesearch.ops.merge_norm``;
+the depthwise convolutions native in both).
 
 Several configurations of the search space (``CONFIGURATIONS``: the default sweep's pick, a
 wide one, a small one) are trained at the budget's full steps with seeds seed, seed + 1, ...,
@@ -60,6 +63,7 @@ LEVERS = {
     "precision": (("fp32", {"precision": "fp32"}), ("bf16", {"precision": "bf16"})),
     "threads": (("1 thread", {"threads": 1}), ("2 threads", {"threads": 2})),
     "native": (("oneDNN", {"env": {"DICESEARCH_NATIVE": "0"}}), ("native", {})),
+    "merge_norm": (("PyTorch merge+norm", {"env": {"DICESEARCH_NATIVE": "depthwise"}}), ("native merge+norm", {})),
 }
 
 

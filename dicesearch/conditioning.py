@@ -11,6 +11,11 @@ normalised sub-layers; at run time the block writes its residual branches as::
 
 ``norm(i, x)`` is the i-th conditioned normalisation and ``gate(i, h)`` the i-th residual
 gate (identity for methods without gates). Blocks never see ``t`` or ``y`` themselves.
+
+A method whose norm is a plain LayerNorm followed by a per-sample affine may also say so
+(``layer_norm_affine(i)``, a :class:`NormAffine`), so that a block can fuse the norm into
+its own kernel (the DICE block: ``dicesearch.ops.merge_norm``); ``norm`` stays the
+definition and the fused kernel must equal it to float rounding.
 """
 
 from __future__ import annotations
@@ -37,6 +42,19 @@ class ConditionSignal:
     embedding: torch.Tensor | None = None
 
 
+@dataclass(frozen=True)
+class NormAffine:
+    """A conditioned norm written as LN(x) * multiplier + offset.
+
+    LN without an affine of its own, over the last dimension, with epsilon ``eps``;
+    multiplier and offset (B, C) or (1, C), one row per sample.
+    """
+
+    multiplier: torch.Tensor
+    offset: torch.Tensor
+    eps: float
+
+
 class Modulation(ABC):
     """The conditioned norms and gates of one block for one forward pass."""
 
@@ -47,6 +65,10 @@ class Modulation(ABC):
     @abstractmethod
     def gate(self, index: int, h: torch.Tensor) -> torch.Tensor:
         """Scale the residual branch ``h`` (B, ..., C) of sub-layer ``index``."""
+
+    def layer_norm_affine(self, index: int) -> NormAffine | None:
+        """``norm(index, x)`` as a :class:`NormAffine` where it is one, for blocks that fuse it; else None."""
+        return None
 
 
 class Modulator(nn.Module, ABC):

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from pydantic import Field, PositiveFloat, PositiveInt
 from torch import nn
 
-from dicesearch.conditioning import ConditioningMethod, ConditionSignal, Modulation, Modulator, per_sample
+from dicesearch.conditioning import ConditioningMethod, ConditionSignal, Modulation, Modulator, NormAffine, per_sample
 from dicesearch.layers import timestep_features
 from dicesearch.plugin_api import ConditioningContext, ConditioningParams, ConditioningType, hookimpl
 
@@ -62,6 +62,13 @@ class _AdaLNModulation(Modulation):
         if not self.gated:
             return h
         return per_sample(self.chunks[3 * index + 2], h) * h
+
+    def layer_norm_affine(self, index: int) -> NormAffine | None:
+        if self.affine is not None:  # the norm's own affine comes first: not one per-sample affine
+            return None
+        k = 3 if self.gated else 2
+        shift, scale = self.chunks[k * index], self.chunks[k * index + 1]  # (B, C) each
+        return NormAffine(multiplier=1 + scale, offset=shift, eps=self.eps)
 
 
 class AdaLNModulator(Modulator):

@@ -18,6 +18,7 @@ from torch import nn
 
 from dicesearch.conditioning import ConditionSignal
 from dicesearch.layers import Activation, FeedForward, channels_last, check_odd_kernel
+from dicesearch.ops.merge_norm import merged_norm
 from dicesearch.ops.signal_merge import merge_pairs, merge_pairs_reference
 from dicesearch.ops.signal_merge import signal_merge as signal_merge  # the formula, where it was public before
 from dicesearch.plugin_api import BlockContext, BlockParams, BlockType, hookimpl
@@ -50,10 +51,15 @@ class DiceBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, signal: ConditionSignal) -> torch.Tensor:
         pair = self.dwconv_pair(x.permute(0, 3, 1, 2))  # (B, 2C, H, W): channel 2c is left_c, 2c+1 right_c
-        # fast kernels: the same merge with a hand-written backward; else autograd's
-        merged = (merge_pairs if uses_fast_kernels(self.dwconv_pair) else merge_pairs_reference)(pair, self.lam)  # (B, C, H, W)
         mod = self.modulator(signal)
-        return x + mod.gate(0, self.mlp(mod.norm(0, channels_last(merged))))
+        fast = uses_fast_kernels(self.dwconv_pair)
+        affine = mod.layer_norm_affine(0) if fast else None
+        if affine is not None:  # fast kernels: merge and norm as one op (native where it builds)
+            normed = merged_norm(pair, self.lam, affine.multiplier, affine.offset, affine.eps)  # (B, H, W, C)
+        else:  # fast kernels: the same merge with a hand-written backward; else autograd's
+            merged = (merge_pairs if fast else merge_pairs_reference)(pair, self.lam)  # (B, C, H, W)
+            normed = mod.norm(0, channels_last(merged))  # (B, H, W, C)
+        return x + mod.gate(0, self.mlp(normed))
 
 
 @hookimpl

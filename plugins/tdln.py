@@ -60,7 +60,7 @@ import torch.nn.functional as F
 from pydantic import Field, PositiveFloat, PositiveInt
 from torch import nn
 
-from dicesearch.conditioning import ConditioningMethod, ConditionSignal, Modulation, Modulator, per_sample
+from dicesearch.conditioning import ConditioningMethod, ConditionSignal, Modulation, Modulator, NormAffine, per_sample
 from dicesearch.plugin_api import ConditioningContext, ConditioningParams, ConditioningType, hookimpl
 
 NormKind = Literal["layer", "rms"]
@@ -118,6 +118,11 @@ class _TDLNModulation(Modulation):
 
     def gate(self, index: int, h: torch.Tensor) -> torch.Tensor:
         return h
+
+    def layer_norm_affine(self, index: int) -> NormAffine | None:
+        if self.kind != "layer":
+            return None
+        return NormAffine(multiplier=self.gamma[:, index], offset=self.beta[:, index], eps=self.eps)  # (B, C) each
 
 
 class TDLNModulator(Modulator):

@@ -14,7 +14,9 @@ files: only this package's sources are ever compiled.
 
 Where there is no compiler, a build fails or ``DICESEARCH_NATIVE=0`` is set, ``load_library``
 returns None and ``why_unavailable(name)`` says why in one line; callers then use
-PyTorch's kernels, which compute the same products (see each caller).
+PyTorch's kernels, which compute the same products (see each caller). ``DICESEARCH_NATIVE``
+may also name the libraries to use, comma-separated (``DICESEARCH_NATIVE=depthwise``: the
+depthwise kernels but not ``merge_norm``), to measure one against PyTorch's alone.
 """
 
 from __future__ import annotations
@@ -63,8 +65,11 @@ def _compiler_version(compiler: str) -> str:
 @functools.cache
 def load_library(name: str) -> ctypes.CDLL | None:
     """The compiled ``<name>.c`` of this package, built if need be (module docstring), or None."""
-    if os.environ.get("DICESEARCH_NATIVE", "1") == "0":
+    switch = os.environ.get("DICESEARCH_NATIVE", "1").strip()
+    if switch == "0":
         return _unavailable(name, "DICESEARCH_NATIVE=0 is set")
+    if switch != "1" and name not in {part.strip() for part in switch.split(",")}:
+        return _unavailable(name, f"DICESEARCH_NATIVE={switch} does not name {name}")
     compiler = shutil.which(os.environ.get("CC", "cc"))
     if compiler is None:
         return _unavailable(name, f"no C compiler found (looked for {os.environ.get('CC', 'cc')!r}; set CC to one)")
