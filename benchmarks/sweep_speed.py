@@ -1,7 +1,7 @@
 """A faster sweep: each lever of issue 22 beside its baseline, measured in the same run, and what it changes in the scores.
 
     PYTHONPATH=. python benchmarks/sweep_speed.py [--space search_spaces/cascade.yaml] [--rounds 3]
-        [--only precision inception cores chunks native start] [--tail-scores]
+        [--only precision inception winograd cores chunks native merge_norm start] [--tail-scores]
 
 Every table takes its rows in turns (round 1 of every row, then round 2, ...), so that the
 machine's load falls on each alike, and shows the median round. The load average and the
@@ -13,6 +13,12 @@ mean something only where a core is free.
   difference. What bf16 does to full-budget scores: ``benchmarks/precision_scores.py``.
 * ``inception``: Inception features of generated-like images at one thread, fp32 against bf16
   autocast, and how far the pool features move (the issue's bar: 1e-4 relative).
+* ``winograd``: the FID Inception's convolutions that Winograd's algorithms take (3x3, 5x5, 1x7,
+  7x1, 1x3, 3x1) at one thread, oneDNN's direct convolution against Winograd's on native
+  kernels (``dicesearch.ops.winograd``): each layer shape at a micro-batch of 8 with both
+  paths' largest relative difference from float64; then the whole network, images per second both ways, the pool and spatial
+  features' largest relative difference from the network file's own (TorchScript) forward,
+  and the FID of the generated-like images against the digits both ways.
 * ``cores``: what a trial left alone on the machine gains from the core an idle worker leaves
   (``dicesearch.speed.cores``): training steps at 1 and 2 intra-op threads, and one scoring as
   a trial does it (sample 128 images x 50 DDIM steps, reference statistics from the cache,
@@ -30,6 +36,13 @@ mean something only where a core is free.
   and weight gradient at the default space's shapes, with each result's largest relative
   difference; then training steps of the base model and of the pick at one thread, the
   native kernels off and on, and the losses' largest relative difference.
+* ``merge_norm``: the DICE block's merge of its convolution pair and the conditioned
+  LayerNorm after it at one thread, PyTorch's operations (``ops.merge_norm.merged_norm_reference``)
+  against the fused native op (``dicesearch/native/merge_norm.c``): forward and backward at
+  the default space's shapes, with the largest relative difference of the output and every
+  gradient; then training steps of the base model and of the pick at one thread (depthwise
+  convolutions native in both), the fused op off and on, and the losses' largest relative
+  difference.
 * ``start``: a trial process from start to its imports done (torch, diffusers, the objective,
   the metrics), spawned as before or forked from the preloading server (``process.PRELOAD``):
   wall seconds and the child's CPU seconds.
@@ -49,7 +62,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/reporting.py, however this file is loaded
 import reporting  # noqa: E402
 
-LEVERS = ("precision", "inception", "cores", "chunks", "native", "start")
+LEVERS = ("precision", "inception", "winograd", "cores", "chunks", "native", "merge_norm", "start")
 
 
 class _Idle:
@@ -163,6 +176,105 @@ def inception_table(args) -> None:
     print(f"\nInception features: {len(x)} images (16x16 grayscale, to 299x299), {args.rounds} rounds, 1 thread\n")
     print(reporting.markdown_table(["network", "images/s", "x fp32", "pool features max diff (rel.)", "within 1e-4"], table))
     print(idle.line())
+
+
+def winograd_table(args) -> None:
+    """The Inception's convolutions that Winograd's algorithms take, direct against Winograd: per layer shape, then the whole network."""
+    from dicesearch import native
+    from dicesearch.data import load_dataset
+    from dicesearch.metrics import inception_eager
+    from dicesearch.metrics.features import to_inception_input, to_uint8
+    from dicesearch.metrics.frechet import frechet_distance_to_samples, gaussian_stats
+    from dicesearch.metrics.inception import load_inception, run_inception
+    from dicesearch.ops import winograd
+
+    if winograd.native_kernels() is None:
+        print(f"\nnative kernels unavailable: {native.why_unavailable('winograd')}")
+        return
+    torch.set_num_threads(1)
+    network = load_inception()
+    eager = inception_eager.eager_inception(network)
+    layers, counts = {}, {}  # (O, I, kh, kw, grid, padding) -> a folded conv of that shape, and how many
+
+    def record(conv, h):
+        if conv.winograd is not None:
+            key = (*conv.weight.shape, h.shape[2], tuple(conv.padding))
+            layers.setdefault(key, conv)
+            counts[key] = counts.get(key, 0) + 1
+
+    x = to_inception_input(to_uint8(_generated_like(args.images)))  # (n, 3, 299, 299)
+    call = inception_eager._FoldedConv.__call__
+    with torch.inference_mode():
+        inception_eager._FoldedConv.__call__ = lambda conv, h: (record(conv, h), call(conv, h))[1]
+        try:
+            eager(x[:1], spatial=False)
+        finally:
+            inception_eager._FoldedConv.__call__ = call
+    rows, total = [], {"direct": 0.0, "Winograd": 0.0}
+    with _Idle() as idle, torch.inference_mode():
+        for key, conv in sorted(layers.items(), key=lambda kv: -counts[kv[0]] * kv[0][0] * kv[0][1] * kv[0][2] * kv[0][3] * kv[0][4] ** 2):
+            o, i, kh, kw, grid, padding = key
+            g = torch.Generator().manual_seed(0)
+            inputs = torch.randn(8, i, grid, grid, generator=g).relu().contiguous(memory_format=torch.channels_last)
+            want = winograd.conv_relu_reference(inputs.double(), conv.weight.double(), conv.bias.double(), list(padding))
+            paths = {"direct": lambda: winograd.conv_relu_reference(inputs, conv.weight, conv.bias, list(padding)),
+                     "Winograd": lambda: winograd.conv_relu(inputs, conv.winograd, conv.bias)}  # fmt: skip
+            seconds = {name: _seconds(path, args.rounds * 3) for name, path in paths.items()}
+            diffs = {name: float((path().double() - want).abs().max() / want.abs().max()) for name, path in paths.items()}
+            for name in total:
+                total[name] += counts[key] * seconds[name]
+            (mh, mw), n_points = conv.winograd.outputs, conv.winograd.filters.shape[0]
+            rows.append([f"{o} x {i}, {kh}x{kw}, {grid}x{grid}", f"F({mh}x{mw}, {kh}x{kw}), {n_points} points", str(counts[key]),
+                         f"{seconds['direct'] * 1e3:.2f}", f"{seconds['Winograd'] * 1e3:.2f}", f"{seconds['direct'] / seconds['Winograd']:.2f}",
+                         f"{diffs['direct']:.1e}", f"{diffs['Winograd']:.1e}"])  # fmt: skip
+    rows.append(["all of them, each as often as in the network", "", "", f"{total['direct'] * 1e3:.1f}", f"{total['Winograd'] * 1e3:.1f}",
+                 f"{total['direct'] / total['Winograd']:.2f}", "", ""])  # fmt: skip
+    print(f"\nthe FID Inception's convolutions taken by Winograd's algorithms (with bias and ReLU) at a micro-batch of 8, one thread, "
+          f"{args.rounds * 3} rounds (median)\n")  # fmt: skip
+    print(reporting.markdown_table(["layer (out x in channels, kernel, grid)", "algorithm", "in the network", "direct ms", "Winograd ms", "x direct",
+                                    "direct diff from float64", "Winograd diff from float64"], rows))  # fmt: skip
+    print(idle.line())
+
+    data = _space(args)[2]
+    dataset = load_dataset(data)
+    real_x = to_inception_input(to_uint8(torch.stack([dataset[k][0] for k in range(len(x))])))  # (n, 3, 299, 299) digits
+    rates, feats = {"direct": [], "Winograd": []}, {}
+    with _Idle() as idle, torch.inference_mode():
+        want_pool, want_spatial = run_inception(network, x, spatial=True)
+        for _ in range(args.rounds):
+            for name in rates:
+                with _DirectConvs(layers.values() if name == "direct" else ()):
+                    start = time.perf_counter()
+                    pool, spatial = eager(x, spatial=True)
+                    rates[name].append(len(x) / (time.perf_counter() - start))
+                    real_pool, _ = eager(real_x, spatial=False)
+                feats[name] = (pool, spatial, real_pool)
+    table = []
+    for name in rates:
+        pool, spatial, real_pool = feats[name]
+        fid = frechet_distance_to_samples(pool.double().numpy(), gaussian_stats(real_pool.double().numpy()))
+        table.append([name, f"{_median(rates[name]):.2f}", f"{_median(rates[name]) / _median(rates['direct']):.2f}",
+                      f"{float((pool - want_pool).abs().max() / want_pool.abs().max()):.1e}",
+                      f"{float((spatial - want_spatial).abs().max() / want_spatial.abs().max()):.1e}", f"{fid:.6f}"])  # fmt: skip
+    print(f"\nthe FID Inception: {len(x)} generated-like images (16x16, to 299x299), {args.rounds} rounds, one thread; FID against {len(x)} digits\n")
+    print(reporting.markdown_table(["convolutions", "images/s", "x direct", "pool diff from the file's forward", "spatial diff", f"FID ({len(x)} vs {len(x)})"], table))
+    print(idle.line())
+
+
+class _DirectConvs:
+    """Within the block, the given folded convolutions take the direct path (their Winograd plans put aside)."""
+
+    def __init__(self, convs):
+        self.convs, self.kept = list(convs), []
+
+    def __enter__(self):
+        self.kept = [conv.winograd for conv in self.convs]
+        for conv in self.convs:
+            conv.winograd = None
+
+    def __exit__(self, *exc):
+        for conv, plan in zip(self.convs, self.kept):
+            conv.winograd = plan
 
 
 def _one_scoring(ema, spec, data, dataset, budget, seed: int) -> tuple[float, float, dict]:
@@ -383,6 +495,84 @@ def native_table(args) -> None:
     print(idle.line())
 
 
+# (batch, channels, grid): the DICE blocks of the default space's stages (the first stage's widths 64-128)
+MERGE_NORM_SHAPES = {"stage 3, 16x16": (64, 32, 16), "stage 2, 8x8": (64, 64, 8), "stage 1, 4x4": (64, 96, 4)}
+
+
+def merge_norm_table(args) -> None:
+    """The DICE merge and conditioned LayerNorm as PyTorch's operations against the fused native op, then whole training steps."""
+    from unittest import mock
+
+    from dicesearch import native
+    from dicesearch.data import load_dataset
+    from dicesearch.ops import merge_norm
+    from dicesearch.speed.allocator import keep_freed_memory
+
+    if merge_norm.native_kernels() is None:
+        print(f"\nnative kernels unavailable: {native.why_unavailable('merge_norm')}")
+        return
+    torch.set_num_threads(1)
+    keep_freed_memory()  # as a trial process does
+    paths = {"PyTorch (merge, LayerNorm, modulation)": merge_norm.merged_norm_reference, "native (fused)": merge_norm.merged_norm}
+    rows = []
+    with _Idle() as idle:
+        for name, (b, c, grid) in MERGE_NORM_SHAPES.items():
+            g = torch.Generator().manual_seed(0)
+            pair = torch.randn(b, grid, grid, 2 * c, generator=g).permute(0, 3, 1, 2)  # channels-last, as the convolution leaves it
+            lam, multiplier, offset = torch.tensor([2.0]), 1 + 0.1 * torch.randn(b, c, generator=g), torch.randn(b, c, generator=g)
+            grad = torch.randn(b, grid, grid, c, generator=g)
+            parts, results = {}, {}
+            for path, function in paths.items():
+                def forward(function=function):
+                    return function(pair, lam, multiplier, offset, 1e-6)
+
+                leaves = [t.clone().requires_grad_(True) for t in (pair, lam, multiplier, offset)]
+
+                def backward(function=function, leaves=leaves):
+                    for t in leaves:
+                        t.grad = None
+                    function(*leaves, 1e-6).backward(grad)
+                    return tuple(t.grad for t in leaves)
+
+                with torch.no_grad():
+                    parts[path] = [_seconds(forward, args.rounds * 5)]
+                parts[path].append(_seconds(backward, args.rounds * 5))
+                results[path] = (forward(), *backward())
+            torch_path, native_path = paths
+            diff = max(((a - r).abs().max() / r.abs().max()).item() for a, r in zip(results[native_path], results[torch_path]))
+            reference = parts[torch_path][1]
+            for path in paths:
+                fwd, fwd_bwd = parts[path]
+                rows.append([name, path, f"{fwd * 1e3:.2f}", f"{(fwd_bwd - fwd) * 1e3:.2f}", f"{fwd_bwd * 1e3:.2f}", f"{reference / fwd_bwd:.2f}",
+                             "0" if path == torch_path else f"{diff:.1e}"])  # fmt: skip
+    print(f"\nDICE merge + conditioned LayerNorm at batch 64, one thread, {args.rounds * 5} rounds (median), in turns\n")
+    print(reporting.markdown_table(["block", "path", "forward ms", "backward ms", "forward + backward ms", "x PyTorch", "max diff (rel.)"], rows))
+    print(idle.line())
+
+    space, base, data, budget = _space(args)
+    dataset = load_dataset(data)
+    models = {"base": base, "pick": space.apply(PICK)}
+    step, losses = {}, {}
+    with _Idle() as idle:
+        for _ in range(args.rounds):
+            for m, spec in models.items():
+                for fused in (False, True):
+                    with mock.patch.object(merge_norm, "takes_native_path", merge_norm.takes_native_path if fused else (lambda *a: False)):
+                        seconds, losses[m, fused], _ = _train_steps(spec, data, dataset, budget, args.steps)
+                    step.setdefault((m, fused), []).append(seconds)
+    rows = []
+    for m, spec in models.items():
+        off = _median(step[m, False])
+        for fused in (False, True):
+            diff = max(abs(a - b) / abs(b) for a, b in zip(losses[m, fused], losses[m, False]))
+            rows.append([f"{m} ({spec.name if m == 'base' else 'the pick'})", "native (fused)" if fused else "PyTorch", f"{_median(step[m, fused]):.4f}",
+                         f"{off / _median(step[m, fused]):.2f}", "same bits" if diff == 0 else f"{diff:.1e}"])  # fmt: skip
+    print(f"\ntraining steps at batch {budget.batch_size}, one thread, native depthwise convolutions, the merge and norm on PyTorch or fused, "
+          f"{args.steps} timed steps x {args.rounds} rounds (median), in turns\n")  # fmt: skip
+    print(reporting.markdown_table(["model", "merge + norm", "s/step", "x PyTorch", "losses rel. diff from PyTorch"], rows))
+    print(idle.line())
+
+
 PICK = {"conditioning.kind": "adaln_zero", "stages[0].channels": 96, "stages[2].depth": 3, "stages[*].block.lambda_init": 2.0}
 
 
@@ -439,7 +629,7 @@ def main() -> None:
     parser.add_argument("--tail-scores", action="store_true", help="with cores: the pick's 400 -> 1600 steps at one thread and at two, scored")
     args = parser.parse_args()
     print(reporting.machine_line("cpu") + " (other jobs may share this machine)")
-    tables = {"precision": precision_table, "inception": inception_table, "cores": cores_table, "chunks": chunks_table, "native": native_table, "start": start_table}
+    tables = {"precision": precision_table, "inception": inception_table, "winograd": winograd_table, "cores": cores_table, "chunks": chunks_table, "native": native_table, "merge_norm": merge_norm_table, "start": start_table}
     for lever in args.only:
         tables[lever](args)
 

@@ -56,7 +56,7 @@ from torch import Tensor
 
 from dicesearch import native
 
-__all__ = ["banded_depthwise_conv2d", "depthwise_conv2d", "native_kernels", "native_note", "takes_banded_path", "takes_native_path", "supports"]
+__all__ = ["banded_depthwise_conv2d", "depthwise_conv2d", "native_kernels", "takes_banded_path", "takes_native_path", "supports"]
 
 
 def supports(x: Tensor, weight: Tensor) -> bool:
@@ -115,14 +115,6 @@ def native_kernels() -> ctypes.CDLL | None:
         function.restype = count
     library.vector_width = library.dw_vector_width()  # channels per vector: asked once, not at every convolution
     return library
-
-
-def native_note(device: torch.device) -> str | None:
-    """One line for a command's start where CPU runs will not have the native kernels, else None."""
-    if device.type != "cpu" or native_kernels() is not None:
-        return None
-    why = native.why_unavailable("depthwise")
-    return f"native depthwise kernels unavailable ({why}): CPU runs use PyTorch's, about 1.2x slower a training step (docs/training.md)"
 
 
 def takes_native_path(channels_out: int, k: int) -> bool:

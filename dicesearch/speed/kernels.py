@@ -22,13 +22,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import torch
 from torch import Tensor, nn
 
+from dicesearch import native
+from dicesearch.ops import depthwise, merge_norm, winograd
 from dicesearch.ops.depthwise import depthwise_conv2d
 from dicesearch.ops.narrow_conv import fold_conv2d, takes_fold_path
 from dicesearch.ops.patchify import patch_conv2d
 
-__all__ = ["DepthwiseConv2d", "NarrowConv2d", "PatchConv2d", "fast_class", "fast_kernels", "uses_fast_kernels"]
+__all__ = ["DepthwiseConv2d", "NarrowConv2d", "PatchConv2d", "fast_class", "fast_kernels", "native_note", "uses_fast_kernels"]
 
 
 class DepthwiseConv2d(nn.Conv2d):
@@ -94,3 +97,22 @@ def fast_kernels(model: nn.Module, enabled: bool = True) -> Iterator[nn.Module]:
     finally:
         for module, _ in swapped:
             module.__class__ = nn.Conv2d
+
+
+def native_note(device: torch.device) -> str | None:
+    """One line for a command's start where CPU runs will go without some native kernels, else None.
+
+    Asking builds them (``dicesearch.native``), so a command that asks before its runs start
+    builds them once, not in every run's process.
+    """
+    if device.type != "cpu":
+        return None
+    kernels = {"depthwise": depthwise.native_kernels, "merge_norm": merge_norm.native_kernels, "winograd": winograd.native_kernels}
+    missing = {name: native.why_unavailable(name) for name, load in kernels.items() if load() is None}
+    if not missing:
+        return None
+    whys = set(missing.values())
+    why = whys.pop() if len(whys) == 1 else "; ".join(f"{name}: {why}" for name, why in missing.items())
+    *others, last = missing
+    names = f"{', '.join(others)} and {last}" if others else last
+    return f"native {names} kernels unavailable ({why}): CPU runs use PyTorch's for them, slower (docs/training.md)"

@@ -41,7 +41,7 @@ def _data_args(space) -> str:
 def print_native_note(console: Console, device: str) -> None:
     """Say so where CPU runs will train without the native kernels (built here, before any run needs them)."""
     from dicesearch.devices import resolve_device
-    from dicesearch.ops.depthwise import native_note
+    from dicesearch.speed.kernels import native_note
 
     note = native_note(resolve_device(device))
     if note is not None:

@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from dicesearch import native
-from dicesearch.ops import depthwise
+from dicesearch.ops import depthwise, merge_norm, winograd
+from dicesearch.speed.kernels import native_note
 
 needs_cc = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler on this machine")
 
@@ -21,11 +22,13 @@ def fresh_loads(monkeypatch, tmp_path):
     """Each test loads anew into its own cache; the process's loads are as before afterwards."""
     monkeypatch.setenv("DICESEARCH_CACHE_DIR", str(tmp_path))
     native.load_library.cache_clear()
-    depthwise.native_kernels.cache_clear()
+    for kernels in (depthwise, merge_norm, winograd):
+        kernels.native_kernels.cache_clear()
     yield
     monkeypatch.undo()
     native.load_library.cache_clear()
-    depthwise.native_kernels.cache_clear()
+    for kernels in (depthwise, merge_norm, winograd):
+        kernels.native_kernels.cache_clear()
     native._why.clear()
 
 
@@ -46,6 +49,18 @@ def test_switched_off_by_the_environment(monkeypatch):
     monkeypatch.setenv("DICESEARCH_NATIVE", "0")
     assert native.load_library("depthwise") is None
     assert native.why_unavailable("depthwise") == "DICESEARCH_NATIVE=0 is set"
+
+
+@needs_cc
+def test_the_environment_may_name_the_libraries_to_use(monkeypatch):
+    """DICESEARCH_NATIVE=depthwise keeps the depthwise kernels and leaves merge_norm to PyTorch."""
+    monkeypatch.setenv("DICESEARCH_NATIVE", "depthwise")
+    assert native.load_library("depthwise") is not None
+    assert native.load_library("merge_norm") is None
+    assert native.why_unavailable("merge_norm") == "DICESEARCH_NATIVE=depthwise does not name merge_norm"
+    native.load_library.cache_clear()
+    monkeypatch.setenv("DICESEARCH_NATIVE", "merge_norm, depthwise")
+    assert native.load_library("merge_norm") is not None and native.load_library("depthwise") is not None
 
 
 def test_no_compiler_says_so(monkeypatch, tmp_path):
@@ -87,10 +102,19 @@ def test_commands_say_when_cpu_runs_go_without_them(monkeypatch):
     console = Console(record=True, width=200)
     print_native_note(console, "cpu")
     assert console.export_text().strip() == (
-        "note: native depthwise kernels unavailable (DICESEARCH_NATIVE=0 is set): CPU runs use PyTorch's, "
-        "about 1.2x slower a training step (docs/training.md)"
+        "note: native depthwise, merge_norm and winograd kernels unavailable (DICESEARCH_NATIVE=0 is set): CPU runs use "
+        "PyTorch's for them, slower (docs/training.md)"
     )
-    assert depthwise.native_note(torch.device("meta")) is None  # not a CPU run: nothing to say
+    assert native_note(torch.device("meta")) is None  # not a CPU run: nothing to say
+
+
+@needs_cc
+def test_the_note_names_only_the_kernels_left_out(monkeypatch):
+    monkeypatch.setenv("DICESEARCH_NATIVE", "depthwise,winograd")
+    assert native_note(torch.device("cpu")) == (
+        "native merge_norm kernels unavailable (DICESEARCH_NATIVE=depthwise,winograd does not name merge_norm): CPU runs use "
+        "PyTorch's for them, slower (docs/training.md)"
+    )
 
 
 @needs_cc
