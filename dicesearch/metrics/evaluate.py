@@ -215,7 +215,7 @@ def reference_stats_from_dataset(
     dataset_id: a stable name for the data (it names the cache file together with n,
         seed, the dataset size and the network fingerprint).
     fast: extract with the eager Inception (``extract_features``); not part of the cache
-        key, as both paths give the same statistics to ~1e-6 relative (``tests/metrics``).
+        key, as both paths give the same statistics to a few 1e-6 relative (``tests/metrics``).
     """
     net = network if network is not None else load_inception()
     size = len(dataset)

@@ -167,7 +167,7 @@ def extract_features(
     progress: tqdm bar on stderr; None shows it when more than one batch is expected.
     classifier: a TorchScript classifier run on the same inputs (logits for the Inception Score).
     fast: run the network as eager channels-last modules (``metrics.inception_eager``: ~2x
-        faster on a CPU, features equal to ~1e-6 relative, and the same bits at every torch
+        faster on a CPU, features equal to a few 1e-6 relative, and the same bits at every torch
         thread count); False: the TorchScript file.
     """
     if n is not None and n < 1:
