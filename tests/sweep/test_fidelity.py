@@ -145,6 +145,61 @@ def test_the_sweeps_end_sends_on_the_best_of_all_that_reach_a_rung_not_the_best_
     assert promotable_paused(StudyView(study.trials), rungs, keep, "minimize", final=True).number == 3
 
 
+def test_the_sweeps_end_waits_for_a_first_rung_that_may_promote_another_to_the_rung():
+    """All drawn, 3 trials paused at rung 400 (the at-least-one rule applies there) while the
+    last configuration still trains its first rung: its score at 100 may make a fourth paused
+    trial promotable to 400 (floor(16/4) = 4), so nothing goes on to the full budget yet, and
+    a trial that scores at 400 meanwhile pauses there. A default sweep, timed otherwise, sent
+    the best of 3 on (108.4) before the fourth reached 400 with 105.1."""
+    from dicesearch.sweep.lifecycle.rungs import by_promotion, promotable_paused
+    from dicesearch.sweep.store.schema import ATTR_STATUS, STATUS_PAUSED
+    from dicesearch.sweep.store.view import StudyView
+
+    study = optuna.create_study()
+    x = optuna.distributions.FloatDistribution(0, 1)
+
+    def paused(values):
+        study.add_trial(optuna.trial.create_trial(state=TrialState.PRUNED, params={"x": len(study.trials) / 100}, distributions={"x": x},
+                                                  intermediate_values=values, user_attrs={ATTR_STATUS: STATUS_PAUSED}))  # fmt: skip
+
+    for score in (109.0, 110.0, 115.0):  # 0-2: went on from 100, paused at 400
+        paused({100: 190.0 + score / 100, 400: score})
+    paused({100: 191.5})  # 3: the fifth best at 100, not yet gone on
+    for k in range(11):  # 4-14: worse at 100
+        paused({100: 200.0 + k})
+    last = study.ask({"x": x})  # 15: the last configuration, training its first rung
+    rungs, keep = [100, 400, 1600], 1 / 4
+    view = StudyView(study.trials)
+    assert view.reaching(400) and view.reaching(100)  # trial 15 has scored nowhere yet
+    assert promotable_paused(view, rungs, keep, "minimize", final=True) is None  # waits: 15 may make 3 promotable
+    last.report(195.0, 100)  # 15 scores at 100: 16 there, floor(16 / 4) = 4 may go on, 3 have
+    last.set_user_attr(ATTR_STATUS, STATUS_PAUSED)
+    study.tell(last, state=TrialState.PRUNED)
+    assert promotable_paused(StudyView(study.trials), rungs, keep, "minimize", final=True).number == 3  # to 400, not 0 to 1600
+
+    # trial 3 goes on and another trial, still below 400, is running: 3's score there pauses it
+    going = study.ask({"x": x})  # 16: continues 3 (its scores taken over)
+    going.report(191.5, 100)
+    other = study.ask({"x": x})  # 17: still on a first rung (a retry, say)
+    going.report(105.1, 400)
+    decision = by_promotion(StudyView(study.trials), going.number, 1, 400, 105.1, keep, "minimize", "fid_128", final=True, lower=[100])
+    assert decision.go_on  # 4 at 400 now: floor(4 / 4) = 1 may go on, the rule's own count: no waiting
+
+    # with only 3 at a rung, a trial scoring there waits for one still below it
+    study2 = optuna.create_study()
+    for score in (109.0, 110.0):
+        study2.add_trial(optuna.trial.create_trial(state=TrialState.PRUNED, params={"x": score / 1000}, distributions={"x": x},
+                                                   intermediate_values={100: 2 * score, 400: score}, user_attrs={ATTR_STATUS: STATUS_PAUSED}))  # fmt: skip
+    scoring, below = study2.ask({"x": x}), study2.ask({"x": x})
+    scoring.report(200.0, 100)
+    scoring.report(101.0, 400)
+    decision = by_promotion(StudyView(study2.trials), scoring.number, 1, 400, 101.0, keep, "minimize", "fid_128", final=True, lower=[100])
+    assert not decision.go_on and decision.status == STATUS_PAUSED  # trial 3 runs below 400
+    study2.tell(below, state=TrialState.FAIL)
+    decision = by_promotion(StudyView(study2.trials), scoring.number, 1, 400, 101.0, keep, "minimize", "fid_128", final=True, lower=[100])
+    assert decision.go_on  # nothing else can reach 400: the best of the 3 goes on
+
+
 def test_a_run_continued_over_rungs_is_the_run_trained_straight_through(tmp_path, registry):
     stages = [{"patch_size": 2, "channels": 16, "depth": 1, "block": {"kind": "dice"}}, {"patch_size": 1, "channels": 16, "depth": 1, "block": {"kind": "convnext"}}]
     spec = parse_spec({"name": "rungs", "input": {"channels": 1, "resolution": 8, "num_classes": 10}, "stages": stages}, registry=registry)

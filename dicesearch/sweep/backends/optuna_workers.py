@@ -217,8 +217,9 @@ class OptunaSweep:
             with self._lock:  # the claims read the same study
                 view = self.session.study.view()
                 decision = rungs.by_promotion(
-                    view, number, index, nominal, score, fidelity.keep, self.session.directions[0], self.config.rung_keys[index], view.all_drawn(self.config.trials)
-                )
+                    view, number, index, nominal, score, fidelity.keep, self.session.directions[0], self.config.rung_keys[index],
+                    view.all_drawn(self.config.trials), lower=fidelity.rungs[:index],
+                )  # fmt: skip
             decisions.append(decision)
             return decision.go_on
 

@@ -20,9 +20,11 @@ goes on if          among the best floor(n * k) not yet         among the best m
                     Alg. 2, its budget capped)
 once all drawn      max(1, floor(n * k)): at least one trial     (no change)
                     reaches the full budget; where floor(n * k)
-                    is 0, only once no running trial is on
-                    its way to the rung (the best of all that
-                    reach it, whatever order they finish in)
+                    is 0, only once no running trial has yet
+                    to score at the rung or a lower one (the
+                    best of all that reach it, whatever order
+                    they finish in: a first rung still running
+                    may make a paused trial promotable to it)
 otherwise           *paused* with its checkpoint; continued     *pruned*: stopped for good
                     by a new trial before any new configuration
                     is drawn if later trials make it promotable
@@ -67,13 +69,18 @@ def no_score(index: int, steps: int, key: str) -> RungDecision:
     return RungDecision(False, "failed", f"failed: no {key} at rung {index + 1} ({steps} steps)")
 
 
-def by_promotion(view, number: int, index: int, steps: int, score: float | None, keep: float, direction: str, key: str, final: bool) -> RungDecision:
+def by_promotion(
+    view, number: int, index: int, steps: int, score: float | None, keep: float, direction: str, key: str, final: bool, lower: Sequence[int] = ()
+) -> RungDecision:
     """The promotion form: trial ``number`` scored ``score`` at rung ``index`` (``steps``);
-    ``view`` is the study read once (:class:`~dicesearch.sweep.store.view.StudyView`) and
-    ``final`` whether the sweep has drawn all its configurations."""
+    ``view`` is the study read once (:class:`~dicesearch.sweep.store.view.StudyView`),
+    ``final`` whether the sweep has drawn all its configurations and ``lower`` the steps of
+    the rungs below this one."""
     if score is None:
         return no_score(index, steps, key)
     entries, promoted = view.entries_at(steps), view.promoted_from(steps, number)
+    if final and promotion_count(len(entries), keep, False) == 0 and others_may_reach(view, steps, lower, keep, direction, final):
+        final = False  # the sweep's end sends one on only once no other trial can reach the rung
     if number in promotable(entries, keep, direction, final, promoted):
         return RungDecision(True)
     return RungDecision(False, STATUS_PAUSED, pause_reason(index, steps, key, score, len(entries), keep, final, len(promoted)))
@@ -104,12 +111,28 @@ def promotable_paused(view, rungs: Sequence[int], keep: float, direction: str, f
     for index in reversed(range(len(rungs) - 1)):
         steps = rungs[index]
         entries = view.entries_at(steps)
-        if final and promotion_count(len(entries), keep, False) == 0 and view.on_the_way_to(steps, rungs[index - 1] if index else None):
+        if final and promotion_count(len(entries), keep, False) == 0 and others_may_reach(view, steps, rungs[:index], keep, direction, final):
             continue  # the sweep's end sends one on from a rung too small for its fraction: the best of all that reach it
         for number in promotable(entries, keep, direction, final, view.promoted_from(steps)):
             if number in paused and max(paused[number].intermediate_values) == steps:
                 return paused[number]
     return None
+
+
+def others_may_reach(view, steps: int, lower: Sequence[int], keep: float, direction: str, final: bool) -> bool:
+    """Whether the rung at ``steps`` may still gain a score: a running trial has not scored there
+    or beyond yet, or a paused trial at a lower rung (``lower``: their steps) may go on now. The
+    sweep's end waits for these before it sends one on from a rung too small for its fraction:
+    otherwise the order in which trials finish decides (a default sweep sent the best of three
+    at 400 steps on while the last first rung ran, which then promoted a fourth that scored better)."""
+    if view.reaching(steps):
+        return True
+    paused = {t.number: t for t in view.paused()}
+    return any(
+        number in paused and max(paused[number].intermediate_values) == low
+        for low in lower
+        for number in promotable(view.entries_at(low), keep, direction, final, view.promoted_from(low))
+    )
 
 
 def take_over(study, number: int, earlier, earlier_run: Path, run_dir: Path, rungs: Sequence[int]) -> int:

@@ -77,11 +77,12 @@ class StudyView:
         """Every counted or running trial's intermediate value at ``step`` (a rung's scores)."""
         return [score for _, score in self.entries_at(step)]
 
-    def on_the_way_to(self, step: int, previous: int | None) -> bool:
-        """Whether a trial still running will score at the rung at ``step``: it went on from
-        the rung before (``previous``; None: ``step`` is the first rung) and scored nothing since."""
+    def reaching(self, step: int) -> bool:
+        """Whether a trial still running has scored nothing at the rung at ``step`` or beyond: it
+        may still score there (on its way from the rung before), or, scoring at a lower rung,
+        make a paused trial there promotable, who then may."""
         return any(
-            (max(t.intermediate_values) if t.intermediate_values else None) == previous
+            not t.intermediate_values or max(t.intermediate_values) < step
             for t in self._at_rungs
             if (t.state == TrialState.RUNNING and t.number not in self._continuations) or t.number in self._stand_ins
         )
