@@ -12,7 +12,9 @@ error), timeout, or crashed (the process died without a word, e.g. killed by the
 On Linux, trial processes are forked from a server process that imported
 torch, diffusers and the objective once (``multiprocessing``'s forkserver, ``PRELOAD``): a
 fresh interpreter per trial spent ~3 CPU s importing them (of a first-rung trial's ~30),
-a forked one ~0.05 s (``benchmarks/sweep_speed.py``). The child is still a fresh process
+a forked one ~0.05 s (``benchmarks/sweep_speed.py``). The server also loads the FID
+Inception network and builds its eager version before it forks (``preload_inception``),
+which each trial process did again for ~1.1 s. The child is still a fresh process
 of its own; it takes the parent's environment as it is when the trial starts, as a spawned
 one would.
 """
@@ -37,7 +39,7 @@ ThreadOffer = Callable[[], int | None]  # threads the trial may use now (None: i
 PRELOAD = (
     "torch", "numpy", "diffusers.schedulers.scheduling_ddim", "diffusers.schedulers.scheduling_ddpm",
     "diffusers.schedulers.scheduling_dpmsolver_multistep", "dicesearch.objective", "dicesearch.train",
-    "dicesearch.metrics", "dicesearch.sweep.lifecycle.messages",
+    "dicesearch.metrics", "dicesearch.sweep.lifecycle.messages", "dicesearch.sweep.lifecycle.preload_inception",
 )  # fmt: skip
 
 
