@@ -53,18 +53,18 @@ def run_sweep(path: str, console: Console, *, trials=None, out_dir=None, storage
     from dicesearch.sweep.results.plots import importance_note, save_plots
     from dicesearch.sweep.results.summary import cost_line, rung_agreement_line
     from dicesearch.sweep.results.table import failure_summary, ranked_table
-    from dicesearch.sweep.space.search_space import load_search_space
+    from dicesearch.sweep.space.search_space import load_search_space, read_sweep_config
     from dicesearch.sweep.store.locations import SweepLocations
     from dicesearch.sweep.store.studies import probe_storage
 
     if not console.is_terminal:  # a log file: lines need not wrap at 80 columns
         console.width = max(console.width, 160)
     quiet_libraries()
-    space = load_search_space(path)
-    if space.config.backend != "ray":
+    if read_sweep_config(path).backend != "ray":
         from dicesearch.sweep.lifecycle.process import start_trial_server
 
-        start_trial_server()  # its imports overlap the checks and stores below
+        start_trial_server()  # its imports and the FID network overlap loading the space, its checks and the stores
+    space = load_search_space(path)
     if trials is not None:
         space.config = space.config.model_copy(update={"trials": trials})
     paths = SweepLocations.for_config(space.config, out_dir, storage, tracking_uri)  # checks --storage; writes nothing

@@ -484,3 +484,26 @@ def test_two_worker_threads_assess_at_once_without_mixing_their_module_trees():
         together = list(pool.map(lambda s: gate.assess(s, MemoryBudget(), 8, warnings.append).metrics, specs * 5))
     assert warnings == []
     assert together == alone * 5
+
+
+def _network_already_loaded(queue) -> None:
+    """In a trial process: whether the FID network and its eager version were there before any call."""
+    from dicesearch.metrics import inception, inception_eager
+
+    queue.put((len(inception._CACHE), inception_eager.eager_inception.cache_info().currsize))
+
+
+def test_trial_processes_fork_with_the_fid_network_loaded():
+    """The preloading server loads the default network and builds its eager version once
+    (``preload_inception``): a trial process finds both in their caches."""
+    from dicesearch.sweep.lifecycle.process import trial_context
+
+    context = trial_context()
+    if context.get_start_method() != "forkserver":
+        pytest.skip("trial processes are spawned here, not forked from a preloading server")
+    queue = context.Queue()
+    child = context.Process(target=_network_already_loaded, args=(queue,))
+    child.start()
+    loaded, built = queue.get(timeout=120)
+    child.join()
+    assert loaded >= 1 and built >= 1

@@ -56,9 +56,9 @@ def trial_context():
 
 
 def start_trial_server() -> None:
-    """Start the preloading server now rather than at the first trial: its imports (~4 s on
-    the 2-core machine) then run on the core the sweep's own single-threaded start (loading
-    the space, its checks, the stores: ~4 s after the space) leaves idle. No-op where trials
+    """Start the preloading server now rather than at the first trial: its imports and the FID
+    network (~4.5 s on the 2-core machine) then run on the core the sweep's own single-threaded
+    start (loading the space, its checks, the stores: ~5.5 s) leaves idle. No-op where trials
     are spawned."""
     if trial_context().get_start_method() == "forkserver":
         import multiprocessing.forkserver

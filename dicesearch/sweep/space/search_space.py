@@ -199,10 +199,8 @@ def _parse_base(base: str | dict, source: Path, registry: Registry, locate):
     return spec
 
 
-def load_search_space(path: str | Path, registry: Registry | None = None) -> SearchSpace:
-    """Read, validate and statically check a search-space file (raises one-line SpecErrors)."""
-    registry = registry or default_registry()
-    path = Path(path)
+def _read_config(path: Path):
+    """(the file's validated SweepConfig, its YAML locator); one-line SpecErrors."""
     if not path.is_file():
         raise SpecError(f"{path}: no such search-space file")
     text = read_text(path, SpecError, "search space")
@@ -211,15 +209,29 @@ def load_search_space(path: str | Path, registry: Registry | None = None) -> Sea
         raise SpecError(f"{path}: expected a mapping with keys such as base, parameters, budget")
     locate = yaml_locator(text)
     try:
-        config = SweepConfig.model_validate(data)
+        return SweepConfig.model_validate(data), locate
     except ValidationError as exc:
         raise validation_error(exc, SweepConfig, str(path), locate) from None
     except DicesearchError as exc:
         raise SpecError(f"{path}: {exc}") from None
+
+
+def read_sweep_config(path: str | Path) -> SweepConfig:
+    """A search-space file's sweep settings, validated, without its base spec or the space's
+    checks (``load_search_space`` does those, the slow part): what a command needs to know
+    before it loads the space, such as its backend."""
+    return _read_config(Path(path))[0]
+
+
+def load_search_space(path: str | Path, registry: Registry | None = None) -> SearchSpace:
+    """Read, validate and statically check a search-space file (raises one-line SpecErrors)."""
+    registry = registry or default_registry()
+    path = Path(path)
+    config, locate = _read_config(path)
     base_spec = _parse_base(config.base, path, registry, locate)
     space = SearchSpace(config, spec_to_dict(base_spec), str(path), registry, locate)
     space.check()
     return space
 
 
-__all__ = ["SearchSpace", "load_search_space"]
+__all__ = ["SearchSpace", "load_search_space", "read_sweep_config"]
