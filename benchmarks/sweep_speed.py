@@ -459,10 +459,7 @@ def _seconds(function, rounds: int) -> float:
 
 def native_table(args) -> None:
     """The depthwise convolutions on PyTorch's kernels against the native ones, then whole training steps."""
-    from unittest import mock
-
     from dicesearch import native
-    from dicesearch.data import load_dataset
     from dicesearch.ops import depthwise
     from dicesearch.speed.allocator import keep_freed_memory
 
@@ -503,26 +500,37 @@ def native_table(args) -> None:
     print(reporting.markdown_table(["shape", "path", "forward ms", "both gradients ms", "forward + backward ms", "x oneDNN", "max diff (rel.)"], rows))
     print(idle.line())
 
+    _steps_with_and_without(args, depthwise, ("oneDNN", "native"), "depthwise", "depthwise convolutions on oneDNN or native")
+
+
+def _steps_with_and_without(args, ops_module, labels: tuple[str, str], column: str, what: str) -> None:
+    """Training steps of the base model and the pick at one thread, ``ops_module.takes_native_path``
+    off and on (rows in turns), with each one's losses' largest relative difference from off."""
+    from unittest import mock
+
+    from dicesearch.data import load_dataset
+
     space, base, data, budget = _space(args)
     dataset = load_dataset(data)
     models = {"base": base, "pick": space.apply(PICK)}
+    native_path = ops_module.takes_native_path
     step, losses = {}, {}
     with _Idle() as idle:
         for _ in range(args.rounds):
             for m, spec in models.items():
-                for native_on in (False, True):
-                    with mock.patch.object(depthwise, "takes_native_path", depthwise.takes_native_path if native_on else (lambda *a: False)):
-                        seconds, losses[m, native_on], _ = _train_steps(spec, data, dataset, budget, args.steps)
-                    step.setdefault((m, native_on), []).append(seconds)
+                for on in (False, True):
+                    with mock.patch.object(ops_module, "takes_native_path", native_path if on else (lambda *a: False)):
+                        seconds, losses[m, on], _ = _train_steps(spec, data, dataset, budget, args.steps)
+                    step.setdefault((m, on), []).append(seconds)
     rows = []
     for m, spec in models.items():
         off = _median(step[m, False])
-        for native_on in (False, True):
-            diff = max(abs(a - b) / abs(b) for a, b in zip(losses[m, native_on], losses[m, False]))
-            rows.append([f"{m} ({spec.name if m == 'base' else 'the pick'})", "native" if native_on else "oneDNN", f"{_median(step[m, native_on]):.4f}",
-                         f"{off / _median(step[m, native_on]):.2f}", "same bits" if diff == 0 else f"{diff:.1e}"])  # fmt: skip
-    print(f"\ntraining steps at batch {budget.batch_size}, one thread, depthwise convolutions on oneDNN or native, {args.steps} timed steps x {args.rounds} rounds (median), in turns\n")
-    print(reporting.markdown_table(["model", "depthwise", "s/step", "x oneDNN", "losses rel. diff from oneDNN"], rows))
+        for on in (False, True):
+            diff = max(abs(a - b) / abs(b) for a, b in zip(losses[m, on], losses[m, False]))
+            rows.append([f"{m} ({spec.name if m == 'base' else 'the pick'})", labels[on], f"{_median(step[m, on]):.4f}",
+                         f"{off / _median(step[m, on]):.2f}", "same bits" if diff == 0 else f"{diff:.1e}"])  # fmt: skip
+    print(f"\ntraining steps at batch {budget.batch_size}, one thread, {what}, {args.steps} timed steps x {args.rounds} rounds (median), in turns\n")
+    print(reporting.markdown_table(["model", column, "s/step", f"x {labels[0]}", f"losses rel. diff from {labels[0]}"], rows))
     print(idle.line())
 
 
@@ -532,10 +540,7 @@ MERGE_NORM_SHAPES = {"stage 3, 16x16": (64, 32, 16), "stage 2, 8x8": (64, 64, 8)
 
 def merge_norm_table(args) -> None:
     """The DICE merge and conditioned LayerNorm as PyTorch's operations against the fused native op, then whole training steps."""
-    from unittest import mock
-
     from dicesearch import native
-    from dicesearch.data import load_dataset
     from dicesearch.ops import merge_norm
     from dicesearch.speed.allocator import keep_freed_memory
 
@@ -580,28 +585,8 @@ def merge_norm_table(args) -> None:
     print(reporting.markdown_table(["block", "path", "forward ms", "backward ms", "forward + backward ms", "x PyTorch", "max diff (rel.)"], rows))
     print(idle.line())
 
-    space, base, data, budget = _space(args)
-    dataset = load_dataset(data)
-    models = {"base": base, "pick": space.apply(PICK)}
-    step, losses = {}, {}
-    with _Idle() as idle:
-        for _ in range(args.rounds):
-            for m, spec in models.items():
-                for fused in (False, True):
-                    with mock.patch.object(merge_norm, "takes_native_path", merge_norm.takes_native_path if fused else (lambda *a: False)):
-                        seconds, losses[m, fused], _ = _train_steps(spec, data, dataset, budget, args.steps)
-                    step.setdefault((m, fused), []).append(seconds)
-    rows = []
-    for m, spec in models.items():
-        off = _median(step[m, False])
-        for fused in (False, True):
-            diff = max(abs(a - b) / abs(b) for a, b in zip(losses[m, fused], losses[m, False]))
-            rows.append([f"{m} ({spec.name if m == 'base' else 'the pick'})", "native (fused)" if fused else "PyTorch", f"{_median(step[m, fused]):.4f}",
-                         f"{off / _median(step[m, fused]):.2f}", "same bits" if diff == 0 else f"{diff:.1e}"])  # fmt: skip
-    print(f"\ntraining steps at batch {budget.batch_size}, one thread, native depthwise convolutions, the merge and norm on PyTorch or fused, "
-          f"{args.steps} timed steps x {args.rounds} rounds (median), in turns\n")  # fmt: skip
-    print(reporting.markdown_table(["model", "merge + norm", "s/step", "x PyTorch", "losses rel. diff from PyTorch"], rows))
-    print(idle.line())
+    _steps_with_and_without(args, merge_norm, ("PyTorch", "native (fused)"), "merge + norm",
+                            "native depthwise convolutions, the merge and norm on PyTorch or fused")
 
 
 PICK = {"conditioning.kind": "adaln_zero", "stages[0].channels": 96, "stages[2].depth": 3, "stages[*].block.lambda_init": 2.0}

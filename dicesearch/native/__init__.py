@@ -8,8 +8,9 @@ the kernels side by side.
 
 The cache is the runs' cache folder's ``native`` (``$DICESEARCH_CACHE_DIR/native``, else
 ``~/.cache/dicesearch/native``): one file per source, flags, compiler and processor (a hash
-of all four in the name), written under a temporary name and renamed into place, so
-processes that build at once never see half a file. Nothing in it comes from a project's
+of all four, and of the headers the sources share, ``vectors.h``, in the name), written
+under a temporary name and renamed into place, so processes that build at once never see
+half a file. Nothing in it comes from a project's
 files: only this package's sources are ever compiled.
 
 Where there is no compiler, a build fails or ``DICESEARCH_NATIVE=0`` is set, ``load_library``
@@ -75,7 +76,8 @@ def load_library(name: str) -> ctypes.CDLL | None:
         return _unavailable(name, f"no C compiler found (looked for {os.environ.get('CC', 'cc')!r}; set CC to one)")
     try:
         source = (SOURCES / f"{name}.c").read_bytes()
-        key = hashlib.sha256(b"\0".join([source, " ".join(FLAGS).encode(), _compiler_version(compiler).encode(),
+        headers = [path.read_bytes() for path in sorted(SOURCES.glob("*.h"))]  # what the sources include
+        key = hashlib.sha256(b"\0".join([source, *headers, " ".join(FLAGS).encode(), _compiler_version(compiler).encode(),
                                          _processor().encode(), platform.machine().encode()])).hexdigest()[:16]  # fmt: skip
         library = cache_dir("native") / f"{name}-{key}.so"
         if not library.exists():

@@ -18,21 +18,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#ifndef VW
-#ifdef __AVX512F__
-#define VW 16 /* channels per vector: one AVX-512 register */
-#else
-#define VW 8  /* channels per vector: one AVX2 register */
-#endif
-#endif
+#include "vectors.h"
+
 #ifndef PW
 #define PW 8  /* output pixels of a grid row per register block */
 #endif
-
-typedef float vf __attribute__((vector_size(VW * sizeof(float))));
-
-static inline vf load(const float *p) { vf v; memcpy(&v, p, sizeof v); return v; }
-static inline void store(float *p, vf v) { memcpy(p, &v, sizeof v); }
 
 int dw_vector_width(void) { return VW; }
 

@@ -28,33 +28,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#ifndef VW
-#ifdef __AVX512F__
-#define VW 16 /* channels per vector: one AVX-512 register */
-#else
-#define VW 8  /* channels per vector: one AVX2 register */
-#endif
-#endif
-
-typedef float vf __attribute__((vector_size(VW * sizeof(float))));
-typedef int vi __attribute__((vector_size(VW * sizeof(int))));
-
-static inline vf load(const float *p) { vf v; memcpy(&v, p, sizeof v); return v; }
-static inline void store(float *p, vf v) { memcpy(p, &v, sizeof v); }
-static inline vf splat(float x) { return (vf){} + x; }
+#include "vectors.h"
 
 int mn_vector_width(void) { return VW; }
-
-/* a where pick is true, else b (per lane) */
-static inline vf select(vi pick, vf a, vf b) {
-    vi ai, bi;
-    memcpy(&ai, &a, sizeof ai);
-    memcpy(&bi, &b, sizeof bi);
-    vi out = (ai & pick) | (bi & ~pick);
-    vf r;
-    memcpy(&r, &out, sizeof r);
-    return r;
-}
 
 /* the sum of a vector's lanes, by halves (log2 VW shuffles and adds) */
 static inline float sum_lanes(vf v) {

@@ -24,31 +24,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#ifndef VW
-#ifdef __AVX512F__
-#define VW 16 /* channels per vector: one AVX-512 register */
-#else
-#define VW 8  /* channels per vector: one AVX2 register */
-#endif
-#endif
+#include "vectors.h"
+
 #define MR 6 /* tiles per register block of the products */
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 
-typedef float vf __attribute__((vector_size(VW * sizeof(float))));
-typedef int vi __attribute__((vector_size(VW * sizeof(int))));
-
-ALWAYS_INLINE vf load(const float *p) { vf v; memcpy(&v, p, sizeof v); return v; }
-ALWAYS_INLINE void store(float *p, vf v) { memcpy(p, &v, sizeof v); }
-ALWAYS_INLINE vf splat(float x) { return (vf){} + x; }
-
-/* max(v, 0) per lane: v's bits where v > 0, else +0 */
-ALWAYS_INLINE vf relu(vf v) {
-    vi bits, positive = v > splat(0.0f);
-    memcpy(&bits, &v, sizeof bits);
-    bits &= positive;
-    memcpy(&v, &bits, sizeof v);
-    return v;
-}
+/* max(v, 0) per lane */
+ALWAYS_INLINE vf relu(vf v) { return select(v > splat(0.0f), v, splat(0.0f)); }
 
 int wg_vector_width(void) { return VW; }
 
@@ -71,15 +53,23 @@ ALWAYS_INLINE void output_1d(const vf m[6], vf y[4]) {
     y[3] = diff12 + splat(8.0f) * diff34 + m[5];
 }
 
+/* the image b and the tile row ty and column tx of tile number tile, th x tw tiles an image */
+ALWAYS_INLINE void locate_tile(long tile, int th, int tw, long *b, int *ty, int *tx) {
+    long per_image = (long)th * tw, within = tile % per_image;
+    *b = tile / per_image;
+    *ty = (int)(within / tw);
+    *tx = (int)(within % tw);
+}
+
 typedef struct {
     int H, W, I, O, pad, Ho, Wo, th, tw; /* tiles: th x tw per image */
 } shape;
 
 /* V[p][t][c0 ..] for tile number tile (image b, tile row ty, column tx), channels c0 .. c0 + VW - 1 */
 static void transform_input(const float *restrict x, const shape *s, long tile, float *restrict V, int t, int NT) {
-    long per_image = (long)s->th * s->tw;
-    long b = tile / per_image;
-    int ty = (int)(tile % per_image) / s->tw, tx = (int)(tile % per_image) % s->tw;
+    long b;
+    int ty, tx;
+    locate_tile(tile, s->th, s->tw, &b, &ty, &tx);
     int y0 = 4 * ty - s->pad, x0 = 4 * tx - s->pad;
     int inside = y0 >= 0 && x0 >= 0 && y0 + 6 <= s->H && x0 + 6 <= s->W;
     const float *image = x + b * s->H * s->W * (long)s->I;
@@ -108,9 +98,9 @@ static void transform_input(const float *restrict x, const shape *s, long tile, 
 /* out rows of tile number tile from M[p][t][..]: A^T M A + bias, ReLU, the parts inside the output */
 static void transform_output(const float *restrict M, const float *restrict bias, const shape *s, long tile, int t, int NT,
                              float *restrict out) {
-    long per_image = (long)s->th * s->tw;
-    long b = tile / per_image;
-    int ty = (int)(tile % per_image) / s->tw, tx = (int)(tile % per_image) % s->tw;
+    long b;
+    int ty, tx;
+    locate_tile(tile, s->th, s->tw, &b, &ty, &tx);
     float *image = out + b * s->Ho * s->Wo * (long)s->O;
     for (int o0 = 0; o0 < s->O; o0 += VW) {
         vf rows[4][6];
@@ -221,9 +211,9 @@ typedef struct {
 
 /* V[a nw + b][t][c0 ..] = (B_h^T d B_w)[a][b] for tile number tile */
 static void transform_input_any(const float *restrict x, const plan *s, long tile, float *restrict V, int t, int NT) {
-    long per_image = (long)s->th * s->tw;
-    long b = tile / per_image;
-    int ty = (int)(tile % per_image) / s->tw, tx = (int)(tile % per_image) % s->tw;
+    long b;
+    int ty, tx;
+    locate_tile(tile, s->th, s->tw, &b, &ty, &tx);
     int y0 = s->mh * ty - s->ph, x0 = s->mw * tx - s->pw;
     const float *image = x + b * s->H * s->W * (long)s->I;
     for (int c0 = 0; c0 < s->I; c0 += VW) {
@@ -251,9 +241,9 @@ static void transform_input_any(const float *restrict x, const plan *s, long til
 /* the outputs of tile number tile: A_h^T M A_w + bias, ReLU, the parts inside the output */
 static void transform_output_any(const float *restrict M, const float *restrict bias, const plan *s, long tile, int t, int NT,
                                  float *restrict out) {
-    long per_image = (long)s->th * s->tw;
-    long b = tile / per_image;
-    int ty = (int)(tile % per_image) / s->tw, tx = (int)(tile % per_image) % s->tw;
+    long b;
+    int ty, tx;
+    locate_tile(tile, s->th, s->tw, &b, &ty, &tx);
     float *image = out + b * s->Ho * s->Wo * (long)s->O;
     for (int o0 = 0; o0 < s->O; o0 += VW) {
         vf m[MAX_POINTS][MAX_POINTS], rows[MAX_POINTS][MAX_POINTS];

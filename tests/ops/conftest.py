@@ -119,3 +119,12 @@ def naive_depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Te
 @pytest.fixture
 def naive_depthwise() -> Callable[..., torch.Tensor]:
     return naive_depthwise_conv2d
+
+
+@pytest.fixture
+def one_thread():
+    """torch at one thread for the test (a trial's; the native kernels are taken only there), as before afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

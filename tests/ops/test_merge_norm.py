@@ -13,16 +13,10 @@ from dicesearch.ops.merge_norm import merged_norm, merged_norm_reference, native
 
 FP32_RTOL = 1e-5  # fp32 against float64: sums over C channels per row and over H W rows per image; measured <= 2e-6
 
-pytestmark = pytest.mark.skipif(native_kernels() is None, reason=f"native kernels unavailable: {native.why_unavailable('merge_norm')}")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The kernels are taken at one torch thread (a trial's), as the dispatcher requires."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = [
+    pytest.mark.usefixtures("one_thread"),  # the kernels are taken at one torch thread (a trial's), as the dispatcher requires
+    pytest.mark.skipif(native_kernels() is None, reason=f"native kernels unavailable: {native.why_unavailable('merge_norm')}"),
+]
 
 
 def _relative(a: torch.Tensor, b: torch.Tensor) -> float:

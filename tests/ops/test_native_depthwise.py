@@ -22,16 +22,10 @@ def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max().clamp(min=1e-30))
 
 
-pytestmark = pytest.mark.skipif(native_kernels() is None, reason=f"native kernels unavailable: {native.why_unavailable('depthwise')}")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The kernels are taken at one torch thread (a trial's), as the dispatcher requires."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = [
+    pytest.mark.usefixtures("one_thread"),  # the kernels are taken at one torch thread (a trial's), as the dispatcher requires
+    pytest.mark.skipif(native_kernels() is None, reason=f"native kernels unavailable: {native.why_unavailable('depthwise')}"),
+]
 
 
 def _native(x, weight, bias):

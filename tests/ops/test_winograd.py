@@ -45,15 +45,8 @@ def test_the_written_out_f4x4_3x3_is_toom_cook_at_its_points():
     assert torch.allclose(y, direct, rtol=0, atol=1e-12)
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # the kernels are taken at one torch thread (a trial's)
 needs_native = pytest.mark.skipif(native_kernels() is None, reason=f"native kernels unavailable: {native.why_unavailable('winograd')}")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @needs_native
