@@ -133,7 +133,7 @@ def check_sweep(argv: list[str], made: set[str], tmp_path: Path) -> None:
             lines.append(line.rstrip())
             if announce.match(line):
                 started = line
-                process.send_signal(signal.SIGINT)  # Ctrl-C: no trial process exists yet
+                process.send_signal(signal.SIGINT)  # Ctrl-C: before the first trial, or just after it started
                 break
             if time.monotonic() > deadline:
                 break
@@ -145,8 +145,9 @@ def check_sweep(argv: list[str], made: set[str], tmp_path: Path) -> None:
     output = "\n".join([*lines, *rest.splitlines()])
     assert started is not None, f"`{shlex.join(argv)}` did not start:\n{output[-3000:]}"
     assert int(announce.match(started).groups()[1]) >= 1
-    # Ctrl-C before the first trial: the one error line; once the runs started: how to resume
-    interrupted = output.splitlines()[-1] == "error: interrupted" or "Finished runs are kept; run the same command to resume" in output
+    # Ctrl-C before the first trial: the one error line; once the trials or runs started: how to resume
+    resume_lines = ("Completed trials are saved; run the same command to resume", "Finished runs are kept; run the same command to resume")
+    interrupted = output.splitlines()[-1] == "error: interrupted" or any(line in output for line in resume_lines)
     assert process.returncode == 130 and interrupted, output[-3000:]
     assert "Traceback" not in output, output[-3000:]
 

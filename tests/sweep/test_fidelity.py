@@ -148,10 +148,10 @@ def test_the_sweeps_end_sends_on_the_best_of_all_that_reach_a_rung_not_the_best_
 def test_the_sweeps_end_waits_for_a_first_rung_that_may_promote_another_to_the_rung():
     """All drawn, 3 trials paused at rung 400 (the at-least-one rule applies there) while the
     last configuration still trains its first rung: its score at 100 may make a fourth paused
-    trial promotable to 400 (floor(16/4) = 4), so nothing goes on to the full budget yet, and
-    a trial that scores at 400 meanwhile pauses there. A default sweep, timed otherwise, sent
+    trial promotable to 400 (floor(16/4) = 4), so no paused trial goes on to the full budget
+    yet, and once it has, that fourth goes to 400 first. A default sweep, timed otherwise, sent
     the best of 3 on (108.4) before the fourth reached 400 with 105.1."""
-    from dicesearch.sweep.lifecycle.rungs import by_promotion, promotable_paused
+    from dicesearch.sweep.lifecycle.rungs import promotable_paused
     from dicesearch.sweep.store.schema import ATTR_STATUS, STATUS_PAUSED
     from dicesearch.sweep.store.view import StudyView
 
@@ -176,28 +176,6 @@ def test_the_sweeps_end_waits_for_a_first_rung_that_may_promote_another_to_the_r
     last.set_user_attr(ATTR_STATUS, STATUS_PAUSED)
     study.tell(last, state=TrialState.PRUNED)
     assert promotable_paused(StudyView(study.trials), rungs, keep, "minimize", final=True).number == 3  # to 400, not 0 to 1600
-
-    # trial 3 goes on and another trial, still below 400, is running: 3's score there pauses it
-    going = study.ask({"x": x})  # 16: continues 3 (its scores taken over)
-    going.report(191.5, 100)
-    other = study.ask({"x": x})  # 17: still on a first rung (a retry, say)
-    going.report(105.1, 400)
-    decision = by_promotion(StudyView(study.trials), going.number, 1, 400, 105.1, keep, "minimize", "fid_128", final=True, lower=[100])
-    assert decision.go_on  # 4 at 400 now: floor(4 / 4) = 1 may go on, the rule's own count: no waiting
-
-    # with only 3 at a rung, a trial scoring there waits for one still below it
-    study2 = optuna.create_study()
-    for score in (109.0, 110.0):
-        study2.add_trial(optuna.trial.create_trial(state=TrialState.PRUNED, params={"x": score / 1000}, distributions={"x": x},
-                                                   intermediate_values={100: 2 * score, 400: score}, user_attrs={ATTR_STATUS: STATUS_PAUSED}))  # fmt: skip
-    scoring, below = study2.ask({"x": x}), study2.ask({"x": x})
-    scoring.report(200.0, 100)
-    scoring.report(101.0, 400)
-    decision = by_promotion(StudyView(study2.trials), scoring.number, 1, 400, 101.0, keep, "minimize", "fid_128", final=True, lower=[100])
-    assert not decision.go_on and decision.status == STATUS_PAUSED  # trial 3 runs below 400
-    study2.tell(below, state=TrialState.FAIL)
-    decision = by_promotion(StudyView(study2.trials), scoring.number, 1, 400, 101.0, keep, "minimize", "fid_128", final=True, lower=[100])
-    assert decision.go_on  # nothing else can reach 400: the best of the 3 goes on
 
 
 def test_a_run_continued_over_rungs_is_the_run_trained_straight_through(tmp_path, registry):
@@ -357,6 +335,33 @@ def test_a_sweep_killed_mid_rung_continues_the_trial_from_its_rung_checkpoint(tm
     (uninterrupted,) = _trials(tmp_path, "straight")
     assert uninterrupted.params == retry.params
     assert uninterrupted.value == pytest.approx(retry.value, rel=1e-9)
+
+
+def test_ctrl_c_to_the_sweep_process_alone_stops_it_mid_trial_and_the_trial_runs_again(tmp_path):
+    """SIGINT to the sweep's own process (not its trial processes: `kill -INT`, or a terminal's
+    Ctrl-C that reaches only it) while a trial trains: the sweep ends at once with exit 130
+    and the resume line, the trial is recorded interrupted and queued again. Before, the
+    main thread waited for its workers, which ran the sweep to its end."""
+    space = _space(tmp_path, "stop", rungs="[4, 400]", keep="1/2", trials=1)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-c", "from dicesearch.cli import main; main()", "sweep", str(space)]
+    proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 240
+    scored = None
+    while time.monotonic() < deadline and scored is None and proc.poll() is None:
+        time.sleep(0.5)
+        try:
+            scored = next((t for t in _trials(tmp_path, "stop") if 4 in t.intermediate_values), None)
+        except Exception:
+            continue
+    assert scored is not None and proc.poll() is None, "the trial did not reach its first rung"
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, output
+    assert "Completed trials are saved; run the same command to resume" in output and "Traceback" not in output, output
+    trials = sorted(_trials(tmp_path, "stop"), key=lambda t: t.number)
+    assert trials[0].user_attrs["status"] == "interrupted", [t.user_attrs.get("status") for t in trials]
+    assert any(t.state == TrialState.WAITING and t.user_attrs.get("retry_of") == 0 for t in trials)
 
 
 def test_the_live_line_shows_step_rung_loss_and_time_left(monkeypatch):

@@ -23,6 +23,7 @@ exactly (a model against itself ties), and more threads may change a run's round
 
 from __future__ import annotations
 
+import multiprocessing
 import shutil
 import threading
 import time
@@ -55,6 +56,7 @@ class OptunaSweep:
         self._lock = threading.Lock()
         self._active = 0  # trials this process is running
         self._idle: set[int] = set()  # workers (thread ids) with nothing to claim: their cores are free
+        self._stopping = threading.Event()  # Ctrl-C reached the sweep process: workers end their trials and claim no more
 
     @property
     def mirror(self):
@@ -68,16 +70,31 @@ class OptunaSweep:
         pruner = make_pruner(config.pruner, config.objective.directions, steps, config.budget.report_every)
         result = self.session.open(sweep_params(config), pruner)
         self._enqueue_fixed()
+        pool = ThreadPoolExecutor(max_workers=config.parallelism)
         try:
-            with ThreadPoolExecutor(max_workers=config.parallelism) as pool:
-                list(pool.map(lambda _: self._worker_loop(), range(config.parallelism)))
+            for worker in [pool.submit(self._worker_loop) for _ in range(config.parallelism)]:
+                worker.result()
         except KeyboardInterrupt:
+            self._stop_workers(pool)
             self.session.stopped("KILLED")
             raise
+        finally:
+            pool.shutdown(wait=True)
         if config.fidelity:
             for trial in self.session.study.view().paused():  # never continued: their checkpoints are spent
                 shutil.rmtree(self.locations.trial_dir(trial.number) / "run", ignore_errors=True)
         return self.session.finish(result)
+
+    def _stop_workers(self, pool: ThreadPoolExecutor) -> None:
+        """Ctrl-C in the sweep process (the main thread; its worker threads never see it): the
+        workers claim nothing more, their trial processes are ended, and each worker records its
+        trial as interrupted and queues it again (the same as a trial process that got the Ctrl-C
+        itself), so that a resumed sweep runs it. Without this the main thread waited for the
+        workers, which ran the sweep to its end."""
+        self._stopping.set()
+        for child in multiprocessing.active_children():  # this process's trial processes
+            child.terminate()
+        pool.shutdown(wait=True)
 
     def _enqueue_fixed(self) -> None:
         """A comparison's configurations that the study holds neither finished nor waiting."""
@@ -132,7 +149,7 @@ class OptunaSweep:
 
     def _worker_loop(self) -> None:
         me = threading.get_ident()
-        while True:
+        while not self._stopping.is_set():
             trial = self._claim()
             if trial is None:
                 with self._lock:
@@ -166,10 +183,14 @@ class OptunaSweep:
     def _run(self, trial: optuna.trial.Trial, candidate: Candidate) -> TrialOutcome:
         """The lifecycle's run step: a trial process, under the pruner or the promotion rule."""
         if self.config.fidelity is None:
-            return self.session.trials.run(
+            outcome = self.session.trials.run(
                 trial.number, candidate, self.locations.trial_dir(trial.number), should_prune=self._pruner(trial), threads=self._spare_threads
             )
-        return self._run_with_rungs(trial, candidate)
+        else:
+            outcome = self._run_with_rungs(trial, candidate)
+        if self._stopping.is_set():  # its process was ended by Ctrl-C (_stop_workers): interrupted, not failed
+            raise KeyboardInterrupt
+        return outcome
 
     def _spare_threads(self) -> int | None:
         """Threads a running trial may use now: its own plus its share of the idle workers'
@@ -217,9 +238,8 @@ class OptunaSweep:
             with self._lock:  # the claims read the same study
                 view = self.session.study.view()
                 decision = rungs.by_promotion(
-                    view, number, index, nominal, score, fidelity.keep, self.session.directions[0], self.config.rung_keys[index],
-                    view.all_drawn(self.config.trials), lower=fidelity.rungs[:index],
-                )  # fmt: skip
+                    view, number, index, nominal, score, fidelity.keep, self.session.directions[0], self.config.rung_keys[index], view.all_drawn(self.config.trials)
+                )
             decisions.append(decision)
             return decision.go_on
 

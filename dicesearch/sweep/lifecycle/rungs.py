@@ -20,11 +20,12 @@ goes on if          among the best floor(n * k) not yet         among the best m
                     Alg. 2, its budget capped)
 once all drawn      max(1, floor(n * k)): at least one trial     (no change)
                     reaches the full budget; where floor(n * k)
-                    is 0, only once no running trial has yet
-                    to score at the rung or a lower one (the
-                    best of all that reach it, whatever order
-                    they finish in: a first rung still running
-                    may make a paused trial promotable to it)
+                    is 0, a paused trial only once no running
+                    trial has yet to score at the rung or a
+                    lower one and no lower rung's paused trial
+                    may go on (a first rung still running may
+                    make one promotable to the rung); a trial
+                    scoring there as the best goes straight on
 otherwise           *paused* with its checkpoint; continued     *pruned*: stopped for good
                     by a new trial before any new configuration
                     is drawn if later trials make it promotable
@@ -69,18 +70,13 @@ def no_score(index: int, steps: int, key: str) -> RungDecision:
     return RungDecision(False, "failed", f"failed: no {key} at rung {index + 1} ({steps} steps)")
 
 
-def by_promotion(
-    view, number: int, index: int, steps: int, score: float | None, keep: float, direction: str, key: str, final: bool, lower: Sequence[int] = ()
-) -> RungDecision:
+def by_promotion(view, number: int, index: int, steps: int, score: float | None, keep: float, direction: str, key: str, final: bool) -> RungDecision:
     """The promotion form: trial ``number`` scored ``score`` at rung ``index`` (``steps``);
-    ``view`` is the study read once (:class:`~dicesearch.sweep.store.view.StudyView`),
-    ``final`` whether the sweep has drawn all its configurations and ``lower`` the steps of
-    the rungs below this one."""
+    ``view`` is the study read once (:class:`~dicesearch.sweep.store.view.StudyView`) and
+    ``final`` whether the sweep has drawn all its configurations."""
     if score is None:
         return no_score(index, steps, key)
     entries, promoted = view.entries_at(steps), view.promoted_from(steps, number)
-    if final and promotion_count(len(entries), keep, False) == 0 and others_may_reach(view, steps, lower, keep, direction, final):
-        final = False  # the sweep's end sends one on only once no other trial can reach the rung
     if number in promotable(entries, keep, direction, final, promoted):
         return RungDecision(True)
     return RungDecision(False, STATUS_PAUSED, pause_reason(index, steps, key, score, len(entries), keep, final, len(promoted)))
