@@ -35,7 +35,7 @@ from pathlib import Path
 
 from dicesearch.files import cache_dir, give_ordinary_mode
 
-__all__ = ["FLAGS", "load_library", "why_unavailable"]
+__all__ = ["FLAGS", "call", "load_library", "why_unavailable"]
 
 FLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-std=c11", "-shared", "-fPIC")  # contract: fused multiply-adds
 SOURCES = Path(__file__).parent
@@ -86,6 +86,15 @@ def load_library(name: str) -> ctypes.CDLL | None:
     except (OSError, subprocess.SubprocessError) as exc:
         detail = getattr(exc, "stderr", None) or str(exc)
         return _unavailable(name, f"building {name}.c failed: {detail.strip().splitlines()[-1] if detail.strip() else exc}")
+
+
+def call(function, *args, what: str) -> None:
+    """Call a kernel of a loaded library, tensors passed as pointers to their data; its nonzero
+    status (it could not allocate its buffers) raises MemoryError naming ``what``."""
+    import torch
+
+    if function(*(ctypes.c_void_p(a.data_ptr()) if isinstance(a, torch.Tensor) else a for a in args)) != 0:
+        raise MemoryError(f"{what}: {function.__name__} could not allocate its buffers")
 
 
 def _build(compiler: str, source: Path, library: Path) -> None:

@@ -99,6 +99,7 @@ def banded_depthwise_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None) -> T
 
 
 NATIVE_KERNEL_SIZES = (3, 5, 7)
+WHAT = "native depthwise convolution"  # names it in a failed call's MemoryError
 
 
 @functools.cache
@@ -132,12 +133,6 @@ def _rows(t: Tensor) -> Tensor:
     return t.permute(0, 2, 3, 1).contiguous()
 
 
-def _call(function, *args) -> None:
-    pointers = [ctypes.c_void_p(a.data_ptr()) if isinstance(a, Tensor) else a for a in args]
-    if function(*pointers) != 0:
-        raise MemoryError(f"native depthwise convolution: {function.__name__} could not allocate its buffer")
-
-
 class _NativeDepthwise(torch.autograd.Function):
     """Forward and both gradients from ``dicesearch/native/depthwise.c`` (module docstring)."""
 
@@ -153,7 +148,7 @@ class _NativeDepthwise(torch.autograd.Function):
         taps = weight.reshape(cm, k * k).t().contiguous()  # (k k, C m)
         out = x.new_empty(b, h, w, cm)  # (B, H, W, C m)
         bias_arg = bias.contiguous() if bias is not None else None
-        _call(native_kernels().dw_forward, rows, taps, bias_arg, out, b, h, w, c, cm // c, k)
+        native.call(native_kernels().dw_forward, rows, taps, bias_arg, out, b, h, w, c, cm // c, k, what=WHAT)
         return out.permute(0, 3, 1, 2)  # (B, C m, H, W), channels-last memory
 
     @staticmethod
@@ -167,11 +162,11 @@ class _NativeDepthwise(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             flipped = weight.flip(-2, -1).reshape(cm, k * k).t().contiguous()  # (k k, C m)
             grad_x = rows.new_empty(b, h, w, c)
-            _call(native_kernels().dw_input_grad, grad_rows, flipped, grad_x, b, h, w, c, cm // c, k)
+            native.call(native_kernels().dw_input_grad, grad_rows, flipped, grad_x, b, h, w, c, cm // c, k, what=WHAT)
             grad_x = grad_x.permute(0, 3, 1, 2)  # (B, C, H, W), channels-last
         if ctx.needs_input_grad[1]:
             taps = rows.new_empty(k * k, cm)
-            _call(native_kernels().dw_weight_grad, rows, grad_rows, taps, b, h, w, c, cm // c, k)
+            native.call(native_kernels().dw_weight_grad, rows, grad_rows, taps, b, h, w, c, cm // c, k, what=WHAT)
             grad_w = taps.t().reshape(cm, 1, k, k)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = grad_rows.sum((0, 1, 2))  # (C m,)

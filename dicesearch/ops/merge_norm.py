@@ -36,6 +36,8 @@ from dicesearch.ops.signal_merge import merge_pairs
 
 __all__ = ["merged_norm", "merged_norm_reference", "native_kernels", "takes_native_path"]
 
+WHAT = "native merge and norm"  # names it in a failed call's MemoryError
+
 
 @functools.cache
 def native_kernels() -> ctypes.CDLL | None:
@@ -92,12 +94,6 @@ def merged_norm(pair: Tensor, lam: Tensor, multiplier: Tensor, offset: Tensor, e
     return _MergedNorm.apply(pair, lam_c, multiplier, offset, float(eps))
 
 
-def _call(function, *args) -> None:
-    pointers = [ctypes.c_void_p(a.data_ptr()) if isinstance(a, Tensor) else a for a in args]
-    if function(*pointers) != 0:
-        raise MemoryError(f"native merge and norm: {function.__name__} could not allocate its scratch row")
-
-
 class _MergedNorm(torch.autograd.Function):
     """Forward and backward from ``dicesearch/native/merge_norm.c`` (module docstring)."""
 
@@ -107,7 +103,7 @@ class _MergedNorm(torch.autograd.Function):
         rows = pair.permute(0, 2, 3, 1).contiguous()  # (B, H, W, 2C); a no-op for the native convolution's output
         out = pair.new_empty(b, h, w, c2 // 2)  # (B, H, W, C)
         stats = pair.new_empty(b * h * w, 2)  # each row's mean and 1 / deviation
-        _call(native_kernels().mn_forward, rows, lam, multiplier, offset, out, stats, b * h * w, h * w, c2 // 2, eps)
+        native.call(native_kernels().mn_forward, rows, lam, multiplier, offset, out, stats, b * h * w, h * w, c2 // 2, eps, what=WHAT)
         ctx.save_for_backward(rows, lam, multiplier, stats)
         return out
 
@@ -120,7 +116,7 @@ class _MergedNorm(torch.autograd.Function):
         grad = grad.contiguous()  # (B, H, W, C)
         grad_rows = torch.empty_like(rows)  # (B, H, W, 2C)
         per_image = rows.new_zeros(3, b, c)  # the sums for lambda, the multiplier and the offset, per image
-        _call(native_kernels().mn_backward, rows, lam, multiplier, stats, grad, grad_rows,
-              per_image[0], per_image[1], per_image[2], b * h * w, h * w, c)  # fmt: skip
+        native.call(native_kernels().mn_backward, rows, lam, multiplier, stats, grad, grad_rows,
+                    per_image[0], per_image[1], per_image[2], b * h * w, h * w, c, what=WHAT)  # fmt: skip
         grad_lam = per_image[0].sum(0) if ctx.needs_input_grad[1] else None  # (C,)
         return grad_rows.permute(0, 3, 1, 2), grad_lam, per_image[1], per_image[2], None

@@ -179,12 +179,9 @@ def conv_relu(x: Tensor, plan: WinogradPlan, bias: Tensor) -> Tensor:
     (kh, kw), (ph, pw) = plan.kernel, plan.padding
     rows = x.permute(0, 2, 3, 1).contiguous()  # (B, H, W, I); a no-op for channels-last memory
     out = x.new_empty(b, h + 2 * ph - kh + 1, w + 2 * pw - kw + 1, o)  # (B, Ho, Wo, O)
-    pointers = [ctypes.c_void_p(t.data_ptr()) for t in (rows, plan.filters, bias, out)]
-    library = native_kernels()
+    library, what = native_kernels(), "native Winograd convolution"
     if plan.written_out:
-        status = library.wg_conv3x3(*pointers, b, h, w, i, o, ph)
+        native.call(library.wg_conv3x3, rows, plan.filters, bias, out, b, h, w, i, o, ph, what=what)
     else:
-        status = library.wg_conv(*pointers, b, h, w, i, o, kh, kw, ph, pw, *plan.outputs, *(ctypes.c_void_p(t.data_ptr()) for t in plan.transforms))
-    if status != 0:
-        raise MemoryError("native Winograd convolution: could not allocate its buffers")
+        native.call(library.wg_conv, rows, plan.filters, bias, out, b, h, w, i, o, kh, kw, ph, pw, *plan.outputs, *plan.transforms, what=what)
     return out.permute(0, 3, 1, 2)
