@@ -61,16 +61,21 @@ ALWAYS_INLINE void locate_tile(long tile, int th, int tw, long *b, int *ty, int 
     *tx = (int)(within % tw);
 }
 
+#define MAX_POINTS 10 /* per axis */
+
+/* one convolution: its sizes, its tiles (th x tw an image) and each axis's algorithm */
 typedef struct {
-    int H, W, I, O, pad, Ho, Wo, th, tw; /* tiles: th x tw per image */
-} shape;
+    int H, W, I, O, ph, pw, Ho, Wo, th, tw;
+    int kh, kw, mh, mw, nh, nw; /* kernel, outputs and inputs of a tile, per axis */
+    const float *bth, *ath, *btw, *atw; /* B^T (n x n) and A^T (m x n) of each axis, row-major; unused by F(4x4, 3x3)'s code */
+} plan;
 
 /* V[p][t][c0 ..] for tile number tile (image b, tile row ty, column tx), channels c0 .. c0 + VW - 1 */
-static void transform_input(const float *restrict x, const shape *s, long tile, float *restrict V, int t, int NT) {
+static void transform_input(const float *restrict x, const plan *s, long tile, float *restrict V, int t, int NT) {
     long b;
     int ty, tx;
     locate_tile(tile, s->th, s->tw, &b, &ty, &tx);
-    int y0 = 4 * ty - s->pad, x0 = 4 * tx - s->pad;
+    int y0 = 4 * ty - s->ph, x0 = 4 * tx - s->pw;
     int inside = y0 >= 0 && x0 >= 0 && y0 + 6 <= s->H && x0 + 6 <= s->W;
     const float *image = x + b * s->H * s->W * (long)s->I;
     for (int c0 = 0; c0 < s->I; c0 += VW) {
@@ -96,7 +101,7 @@ static void transform_input(const float *restrict x, const shape *s, long tile, 
 }
 
 /* out rows of tile number tile from M[p][t][..]: A^T M A + bias, ReLU, the parts inside the output */
-static void transform_output(const float *restrict M, const float *restrict bias, const shape *s, long tile, int t, int NT,
+static void transform_output(const float *restrict M, const float *restrict bias, const plan *s, long tile, int t, int NT,
                              float *restrict out) {
     long b;
     int ty, tx;
@@ -175,14 +180,21 @@ static int block_tiles(int P, int I, int O, long tiles) {
     return (int)nt;
 }
 
-int wg_conv3x3(const float *x, const float *U, const float *bias, float *out, int B, int H, int W, int I, int O, int pad) {
-    shape s = {H, W, I, O, pad, H + 2 * pad - 2, W + 2 * pad - 2, 0, 0};
-    s.th = (s.Ho + 3) / 4;
-    s.tw = (s.Wo + 3) / 4;
-    long tiles = (long)B * s.th * s.tw;
-    int NT = block_tiles(36, I, O, tiles);
-    float *V = aligned_alloc(64, ((size_t)36 * NT * I * sizeof(float) + 63) / 64 * 64);
-    float *M = aligned_alloc(64, ((size_t)36 * NT * O * sizeof(float) + 63) / 64 * 64);
+/* the _any transforms, defined below with wg_conv */
+static void transform_input_any(const float *restrict x, const plan *s, long tile, float *restrict V, int t, int NT);
+static void transform_output_any(const float *restrict M, const float *restrict bias, const plan *s, long tile, int t, int NT,
+                                 float *restrict out);
+
+/* out from x by the plan, in blocks of tiles: inputs transformed (``written_out``: F(4x4, 3x3)'s
+ * own code, else the plan's matrices), multiplied point by point, transformed back */
+static int convolve(const float *x, const float *U, const float *bias, float *out, plan *s, int B, int written_out) {
+    s->th = (s->Ho + s->mh - 1) / s->mh;
+    s->tw = (s->Wo + s->mw - 1) / s->mw;
+    int P = s->nh * s->nw;
+    long tiles = (long)B * s->th * s->tw;
+    int NT = block_tiles(P, s->I, s->O, tiles);
+    float *V = aligned_alloc(64, ((size_t)P * NT * s->I * sizeof(float) + 63) / 64 * 64);
+    float *M = aligned_alloc(64, ((size_t)P * NT * s->O * sizeof(float) + 63) / 64 * 64);
     if (V == NULL || M == NULL) {
         free(V);
         free(M);
@@ -190,24 +202,32 @@ int wg_conv3x3(const float *x, const float *U, const float *bias, float *out, in
     }
     for (long first = 0; first < tiles; first += NT) {
         int n = tiles - first < NT ? (int)(tiles - first) : NT;
-        for (int t = 0; t < n; t++) transform_input(x, &s, first + t, V, t, NT);
-        products(V, U, M, 36, n, NT, I, O);
-        for (int t = 0; t < n; t++) transform_output(M, bias, &s, first + t, t, NT, out);
+        for (int t = 0; t < n; t++) {
+            if (written_out)
+                transform_input(x, s, first + t, V, t, NT);
+            else
+                transform_input_any(x, s, first + t, V, t, NT);
+        }
+        products(V, U, M, P, n, NT, s->I, s->O);
+        for (int t = 0; t < n; t++) {
+            if (written_out)
+                transform_output(M, bias, s, first + t, t, NT, out);
+            else
+                transform_output_any(M, bias, s, first + t, t, NT, out);
+        }
     }
     free(V);
     free(M);
     return 0;
 }
 
+int wg_conv3x3(const float *x, const float *U, const float *bias, float *out, int B, int H, int W, int I, int O, int pad) {
+    plan s = {H, W, I, O, pad, pad, H + 2 * pad - 2, W + 2 * pad - 2, 0, 0, 3, 3, 4, 4, 6, 6, NULL, NULL, NULL, NULL};
+    return convolve(x, U, bias, out, &s, B, 1);
+}
+
 /* ---- any kernel size, one or both axes: F(mh x mw, kh x kw) with the caller's transforms ---- */
 
-#define MAX_POINTS 10 /* per axis */
-
-typedef struct {
-    int H, W, I, O, ph, pw, Ho, Wo, th, tw;
-    int kh, kw, mh, mw, nh, nw; /* kernel, outputs and inputs of a tile, per axis */
-    const float *bth, *ath, *btw, *atw; /* B^T (n x n) and A^T (m x n) of each axis, row-major */
-} plan;
 
 /* V[a nw + b][t][c0 ..] = (B_h^T d B_w)[a][b] for tile number tile */
 static void transform_input_any(const float *restrict x, const plan *s, long tile, float *restrict V, int t, int NT) {
@@ -277,25 +297,5 @@ int wg_conv(const float *x, const float *U, const float *bias, float *out, int B
             int pw, int mh, int mw, const float *bth, const float *ath, const float *btw, const float *atw) {
     plan s = {H, W, I, O, ph, pw, H + 2 * ph - kh + 1, W + 2 * pw - kw + 1, 0, 0, kh, kw, mh, mw, mh + kh - 1, mw + kw - 1, bth, ath, btw, atw};
     if (s.nh > MAX_POINTS || s.nw > MAX_POINTS) return 2;
-    s.th = (s.Ho + mh - 1) / mh;
-    s.tw = (s.Wo + mw - 1) / mw;
-    int P = s.nh * s.nw;
-    long tiles = (long)B * s.th * s.tw;
-    int NT = block_tiles(P, I, O, tiles);
-    float *V = aligned_alloc(64, ((size_t)P * NT * I * sizeof(float) + 63) / 64 * 64);
-    float *M = aligned_alloc(64, ((size_t)P * NT * O * sizeof(float) + 63) / 64 * 64);
-    if (V == NULL || M == NULL) {
-        free(V);
-        free(M);
-        return 1;
-    }
-    for (long first = 0; first < tiles; first += NT) {
-        int n = tiles - first < NT ? (int)(tiles - first) : NT;
-        for (int t = 0; t < n; t++) transform_input_any(x, &s, first + t, V, t, NT);
-        products(V, U, M, P, n, NT, I, O);
-        for (int t = 0; t < n; t++) transform_output_any(M, bias, &s, first + t, t, NT, out);
-    }
-    free(V);
-    free(M);
-    return 0;
+    return convolve(x, U, bias, out, &s, B, 0);
 }
