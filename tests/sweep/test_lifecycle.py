@@ -99,6 +99,26 @@ def test_a_trial_process_whose_sweep_is_gone_ends_quietly_at_its_next_message(sp
     assert not (tmp_path / "trial-0" / "samples.png").exists()  # it stopped at the first report, before sampling
 
 
+def test_a_trial_process_ended_while_the_sweep_answers_its_message_is_a_crash_not_an_error(spec, tmp_path):
+    # Ctrl-C to the sweep ends its trial processes (OptunaSweep._stop_workers) while a worker
+    # may be answering one's report or rung: the answer then meets a closed pipe. That is the
+    # trial dying, recorded as such (the sweep then records it interrupted), not an exception
+    # that escapes the worker and leaves the trial without a record
+    import multiprocessing
+
+    digits = spec.model_copy(update={"input": spec.input.model_copy(update={"channels": 1, "num_classes": 10})})
+
+    def end_the_trial_process(step, loss):
+        for child in multiprocessing.active_children():
+            child.terminate()
+            child.join(timeout=10)
+        return False
+
+    outcome = run_trial(_request(digits, tmp_path), on_report=end_the_trial_process, time_limit_s=300)
+    assert outcome.status == "crashed", outcome
+    assert outcome.loss_curve and outcome.loss_curve[0][0] == 1  # it died after its first report
+
+
 def test_a_trial_process_takes_its_sweeps_environment_and_folder_as_they_are_when_the_trial_starts(spec, tmp_path, monkeypatch):
     # trial processes fork from a server started with the first trial (process.PRELOAD); an
     # environment variable set later (handed over by run_trial), and a later working folder

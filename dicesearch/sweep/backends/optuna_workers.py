@@ -164,7 +164,10 @@ class OptunaSweep:
                 self._active += 1
             try:
                 self._run_one(trial)
-            except KeyboardInterrupt:
+            except BaseException as error:
+                # Ctrl-C: its own, or its process ended under it (whatever that raised on the way)
+                if not (isinstance(error, KeyboardInterrupt) or self._stopping.is_set()):
+                    raise
                 self.session.interrupt(trial.number, "interrupted: the sweep was stopped (Ctrl-C) during this trial")
                 if trial.params:
                     self.session.study.study.enqueue_trial(trial.params, user_attrs={ATTR_RETRY_OF: trial.number})

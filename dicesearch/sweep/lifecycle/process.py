@@ -196,12 +196,14 @@ def run_trial(
                     _, step, loss = message
                     curve.append((step, loss))
                     verdict = PRUNE if on_report(step, loss) else CONTINUE
-                    parent_conn.send((verdict, threads() if threads is not None and verdict == CONTINUE else None))
-                    continue
+                    if _answer(parent_conn, (verdict, threads() if threads is not None and verdict == CONTINUE else None)):
+                        continue
+                    break
                 if kind == "rung":
                     _, index, steps, metrics = message
-                    parent_conn.send(CONTINUE if on_rung is None or on_rung(index, steps, metrics) else PRUNE)
-                    continue
+                    if _answer(parent_conn, CONTINUE if on_rung is None or on_rung(index, steps, metrics) else PRUNE):
+                        continue
+                    break
                 process.join(timeout=30)
                 if kind == "result":
                     evaluation = message[1]
@@ -219,6 +221,17 @@ def run_trial(
         raise
     finally:
         parent_conn.close()
+
+
+def _answer(conn, reply) -> bool:
+    """Send the trial process its answer; False if it has died meanwhile (ended while the sweep
+    weighed its report or rung, e.g. by Ctrl-C to the sweep): then it crashed, like a process
+    that dies while the sweep waits for it."""
+    try:
+        conn.send(reply)
+    except (BrokenPipeError, ConnectionResetError):
+        return False
+    return True
 
 
 def _stop(process) -> None:
