@@ -1,7 +1,7 @@
 """A faster sweep: each lever of issue 22 beside its baseline, measured in the same run, and what it changes in the scores.
 
     PYTHONPATH=. python benchmarks/sweep_speed.py [--space search_spaces/cascade.yaml] [--rounds 3]
-        [--only precision inception winograd cores chunks native merge_norm start] [--tail-scores]
+        [--only precision inception winograd cores chunks sampling native merge_norm start] [--tail-scores]
 
 Every table takes its rows in turns (round 1 of every row, then round 2, ...), so that the
 machine's load falls on each alike, and shows the median round. The load average and the
@@ -30,6 +30,11 @@ mean something only where a core is free.
   other at every op), or the batch in two chunks on two worker threads of one intra-op thread
   each (``TrainConfig.thread_chunks``, what a trial process does with an idle worker's core,
   ``dicesearch.speed.chunks``), beside one thread; the losses' largest relative difference.
+* ``sampling``: two threads for a trial's sampling two ways, ``fid_samples`` images x
+  ``sampling_steps`` of the budget's sampler, base model and the default sweep's pick (weights
+  moved off their initialisation): torch's intra-op threads, or the batch in two parts on two
+  worker threads of one intra-op thread each (``dicesearch.train.sampling``), beside one thread;
+  the samples' largest difference from one thread's.
 * ``native``: the depthwise convolutions at one thread, PyTorch's oneDNN path (with the
   channel repeat and the flipped-filter input gradient of ``dicesearch.ops.depthwise``)
   against the native kernels (``dicesearch/native/depthwise.c``): forward, input gradient
@@ -62,7 +67,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/reporting.py, however this file is loaded
 import reporting  # noqa: E402
 
-LEVERS = ("precision", "inception", "winograd", "cores", "chunks", "native", "merge_norm", "start")
+LEVERS = ("precision", "inception", "winograd", "cores", "chunks", "sampling", "native", "merge_norm", "start")
 
 
 class _Idle:
@@ -443,6 +448,51 @@ def chunks_table(args) -> None:
     print(idle.line())
 
 
+def sampling_table(args) -> None:
+    """Two threads for a trial's sampling two ways: torch's intra-op threads, or the batch in two
+    parts on two worker threads (``dicesearch.train.sampling``), beside one thread."""
+    from dicesearch.model import build_model
+    from dicesearch.train import SamplingConfig
+    from dicesearch.train import sampling as module
+
+    space, base, data, budget = _space(args)
+    models = {}
+    for name, spec in {"base": base, "pick": space.apply(PICK)}.items():
+        torch.manual_seed(0)
+        model = build_model(spec).eval()
+        with torch.no_grad():  # off the zero-initialised gates, so that the samples depend on the weights
+            for p in model.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+        models[name] = (spec, model)
+    n = budget.fid_samples
+    config = SamplingConfig(sampler=budget.sampler, steps=budget.sampling_steps, num_samples=n, seed=42, batch_size=min(n, 250))
+    parts = module._thread_parts
+    ways = {"1 thread": (1, parts), "2 intra-op threads": (2, lambda indices, device: [indices]), "2 parts (2 worker threads)": (2, parts)}
+    seconds = {(m, w): [] for m in models for w in ways}
+    samples = {}
+    with _Idle() as idle:
+        for r in range(args.rounds):
+            for m, (spec, model) in models.items():
+                for w, (threads, split) in ways.items():
+                    torch.set_num_threads(threads)
+                    module._thread_parts = split
+                    start = time.perf_counter()
+                    samples[m, w] = module.sample_images(model, spec, data, config, device="cpu")
+                    seconds[m, w].append(time.perf_counter() - start)
+            print(f"  round {r + 1}: " + "; ".join(f"{m} {w} {seconds[m, w][-1]:.2f} s" for m in models for w in ways), flush=True)
+    module._thread_parts = parts
+    torch.set_num_threads(1)
+    rows = []
+    for m in models:
+        one = _median(seconds[m, "1 thread"])
+        for w in ways:
+            diff = float((samples[m, w] - samples[m, "1 thread"]).abs().max())
+            rows.append([m, w, f"{_median(seconds[m, w]):.2f}", f"{one / _median(seconds[m, w]):.2f}", "same bits" if diff == 0 else f"{diff:.1e}"])
+    print(f"\ntwo threads for a trial's sampling: {n} images x {budget.sampling_steps} {budget.sampler} steps, {args.rounds} rounds (median), in turns\n")
+    print(reporting.markdown_table(["model", "threads", "s", "x 1 thread", "largest sample difference from 1 thread"], rows))
+    print(idle.line())
+
+
 # (batch, input channels, multiplier, grid): the depthwise convolutions of the default space's models
 DEPTHWISE_SHAPES = {"DICE's pair, 16x16": (64, 32, 2, 16), "DICE's pair, 8x8": (64, 64, 2, 8), "ConvNeXt's 7x7, 16x16": (64, 32, 1, 16)}
 
@@ -645,7 +695,7 @@ def main() -> None:
     parser.add_argument("--tail-scores", action="store_true", help="with cores: the pick's 400 -> 1600 steps at one thread and at two, scored")
     args = parser.parse_args()
     print(reporting.machine_line("cpu") + " (other jobs may share this machine)")
-    tables = {"precision": precision_table, "inception": inception_table, "winograd": winograd_table, "cores": cores_table, "chunks": chunks_table, "native": native_table, "merge_norm": merge_norm_table, "start": start_table}
+    tables = {"precision": precision_table, "inception": inception_table, "winograd": winograd_table, "cores": cores_table, "chunks": chunks_table, "sampling": sampling_table, "native": native_table, "merge_norm": merge_norm_table, "start": start_table}
     for lever in args.only:
         tables[lever](args)
 

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import functools
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import torch.nn.functional as F
@@ -56,7 +55,7 @@ from dicesearch.metrics.inception import (
     spatial_layers,
 )
 from dicesearch.ops import winograd
-from dicesearch.speed.worker_threads import one_intra_op_thread
+from dicesearch.speed.worker_threads import each_on_one_thread
 
 __all__ = ["CPU_MICRO_BATCH", "EagerInception", "MAX_RELATIVE_ERROR", "cpu_workers", "eager_inception"]
 
@@ -246,11 +245,7 @@ class EagerInception:
             with torch.inference_mode():  # grad modes are per thread
                 return self._forward(chunk, spatial)
 
-        with one_intra_op_thread():
-            if workers == 1:
-                return [self._forward(chunk, spatial) for chunk in chunks]
-            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="inception") as pool:
-                return list(pool.map(forward, chunks))
+        return each_on_one_thread(forward, chunks, workers, "inception")
 
 
 def cpu_workers() -> int:

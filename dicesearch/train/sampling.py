@@ -24,6 +24,12 @@ Determinism: sample i draws its initial noise and every noise DDPM adds from a C
 seeded by (config.seed, i), and its label is ``labels[i]`` (default i mod num_classes, every
 class equally often), so a sample does not depend on the batch size or the device (up to
 floating-point differences between kernels).
+
+On a CPU at k > 1 torch threads, a batch is sampled as k contiguous parts of at least
+``MIN_CHUNK`` samples, each on its own worker thread at one intra-op thread
+(``dicesearch.speed.worker_threads``): the model's ops are too small for torch's intra-op
+threads to pay (``dicesearch.speed.chunks``), and by the rule above the parts draw the
+samples the whole batch would.
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ from torch import nn
 from dicesearch.data import DataSpec
 from dicesearch.errors import DataError, DicesearchError
 from dicesearch.speed import fast_kernels
+from dicesearch.speed.chunks import chunk_count
+from dicesearch.speed.worker_threads import each_on_one_thread
 from dicesearch.train.config import SamplingConfig
 from dicesearch.train.precision import MixedPrecision, resolve_precision
 from dicesearch.train.seeding import sample_generator
@@ -163,22 +171,35 @@ pixels, false for latents; ``sample_images`` picks it from the data spec).
         raise DicesearchError(f"cfg_scale {config.cfg_scale}: the model {spec.name!r} is unconditional; use cfg_scale 1.0")
     precision = resolve_precision(config.precision, device)
     model.eval()
+    batches = [_thread_parts(range(begin, min(begin + config.batch_size, n)), device) for begin in range(0, n, config.batch_size)]
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=-(-n // config.batch_size) * config.steps, desc=f"sample {config.sampler}", unit="step", dynamic_ncols=True)
+        bar = tqdm(total=sum(map(len, batches)) * config.steps, desc=f"sample {config.sampler}", unit="step", dynamic_ncols=True)
+
+    def sample_part(indices: range) -> torch.Tensor:
+        with torch.no_grad():  # grad modes are per thread
+            part_labels = None if labels is None else labels[indices.start : indices.stop]
+            return _sample_batch(model, spec, config, indices, part_labels, clip_denoised, device, precision, bar.update if bar else None)
+
     try:
         with fast_kernels(model, config.fast_kernels):
             out = []
-            for begin in range(0, n, config.batch_size):
-                indices = range(begin, min(begin + config.batch_size, n))
-                batch_labels = None if labels is None else labels[indices.start : indices.stop]
-                out.append(_sample_batch(model, spec, config, indices, batch_labels, clip_denoised, device, precision, bar.update if bar else None))
+            for parts in batches:
+                out += each_on_one_thread(sample_part, parts, len(parts), "sample") if len(parts) > 1 else [sample_part(parts[0])]
     finally:
         if bar is not None:
             bar.close()
     return torch.cat(out)  # (N, C, H, W)
+
+
+def _thread_parts(indices: range, device: torch.device) -> list[range]:
+    """A batch's samples as contiguous parts, one per CPU worker thread (module docstring); one
+    part on a GPU, at one torch thread, or for a batch too small to split."""
+    parts = chunk_count(torch.get_num_threads(), len(indices)) if device.type == "cpu" else 1
+    bounds = [indices.start + len(indices) * p // parts for p in range(parts + 1)]
+    return [range(a, b) for a, b in zip(bounds, bounds[1:])]
 
 
 def check_decodable(data_spec: DataSpec) -> None:

@@ -40,6 +40,53 @@ def test_a_sample_does_not_depend_on_the_batch_size(model, spec, sampler):
     assert not torch.allclose(one_batch, other_seed)
 
 
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+def test_at_two_cpu_threads_a_batch_is_sampled_in_two_parts_on_worker_threads_as_the_same_samples(model, spec, sampler, monkeypatch):
+    import threading
+
+    import dicesearch.train.sampling as sampling
+
+    config = SamplingConfig(sampler=sampler, steps=3, num_samples=40, batch_size=40)
+    threads_before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one_thread = sample(model, spec, config, clip_denoised=True)
+        torch.set_num_threads(2)
+        seen: list[tuple[str, int, int]] = []
+        part = sampling._sample_batch
+
+        def recorded(model, spec, config, indices, *args):
+            seen.append((threading.current_thread().name, indices.start, torch.get_num_threads()))
+            return part(model, spec, config, indices, *args)
+
+        monkeypatch.setattr(sampling, "_sample_batch", recorded)
+        two_parts = sample(model, spec, config, clip_denoised=True)
+        assert torch.get_num_threads() == 2  # restored after the parts
+    finally:
+        torch.set_num_threads(threads_before)
+    # two parts of 20 (at least MIN_CHUNK each), each on its own worker thread at one intra-op thread
+    assert sorted(start for _, start, _ in seen) == [0, 20]
+    assert all(name.startswith("sample") for name, _, _ in seen) and len({name for name, _, _ in seen}) == 2
+    assert all(count == 1 for _, _, count in seen)
+    torch.testing.assert_close(two_parts, one_thread, rtol=1e-5, atol=1e-5)  # each sample draws its own noise
+
+
+def test_a_batch_below_two_minimum_parts_is_sampled_whole():
+    from dicesearch.speed.chunks import MIN_CHUNK
+    from dicesearch.train.sampling import _thread_parts
+
+    cpu = torch.device("cpu")
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(4)
+        assert _thread_parts(range(0, 2 * MIN_CHUNK - 1), cpu) == [range(0, 2 * MIN_CHUNK - 1)]
+        assert _thread_parts(range(10, 10 + 3 * MIN_CHUNK), cpu) == [range(10 + MIN_CHUNK * k, 10 + MIN_CHUNK * (k + 1)) for k in range(3)]
+        assert _thread_parts(range(0, 100), cpu) == [range(0, 25), range(25, 50), range(50, 75), range(75, 100)]
+        assert _thread_parts(range(0, 100), torch.device("meta")) == [range(0, 100)]  # not a CPU: one batch
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_guidance_scale_one_is_the_conditional_model_and_scales_linearly(model):
     g = torch.Generator().manual_seed(0)
     x, t, y = torch.randn(3, 1, 16, 16, generator=g), torch.tensor([10, 500, 990]), torch.tensor([1, 2, 3])
