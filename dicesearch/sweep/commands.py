@@ -50,6 +50,7 @@ def print_native_note(console: Console, device: str) -> None:
 
 def run_sweep(path: str, console: Console, *, trials=None, out_dir=None, storage=None, tracking_uri=None, device="auto") -> None:
     from dicesearch.sweep.prechecks import check_budget_reachable, check_data, check_trial_memory
+    from dicesearch.sweep.results.ahead import PlotsAhead
     from dicesearch.sweep.results.plots import importance_note, save_plots
     from dicesearch.sweep.results.summary import cost_line, rung_agreement_line
     from dicesearch.sweep.results.table import failure_summary, ranked_table
@@ -91,12 +92,21 @@ def run_sweep(path: str, console: Console, *, trials=None, out_dir=None, storage
         from dicesearch.sweep.backends.optuna_workers import OptunaSweep
 
         runner = OptunaSweep(space, paths, console, device)
+    ahead = PlotsAhead.for_sweep(config, paths.out_dir / "plots")
+    if ahead is not None:
+        ahead.start()
+        runner.session.after_open.append(ahead.watch)
     started, clock = datetime.datetime.now(), time.monotonic()
     try:
         result = runner.run()
-    except KeyboardInterrupt:
-        console.print(f"\n[yellow]interrupted.[/] Completed trials are saved; run the same command to resume:\n  dicesearch sweep {path}")
-        raise SystemExit(130) from None
+    except BaseException as error:
+        if ahead is not None:
+            ahead.close()
+        if isinstance(error, KeyboardInterrupt):
+            console.print(f"\n[yellow]interrupted.[/] Completed trials are saved; run the same command to resume:\n  dicesearch sweep {path}")
+            raise SystemExit(130) from None
+        raise
+    drawn = ahead.take(result.study) if ahead is not None else None  # the score plots, if drawn while the last trials ran
     keys = config.metric_keys
     rungs = len(config.fidelity.rungs) if config.fidelity else None
     console.print(ranked_table(result.study, keys, rungs=rungs, rung_keys=config.rung_keys))
@@ -105,7 +115,7 @@ def run_sweep(path: str, console: Console, *, trials=None, out_dir=None, storage
         runner.mirror.end_sweep("FAILED")
         raise SweepFailed(f"{failed}; fix what the reasons say and run the same command again")
     first_rung = config.fidelity.rungs[0] if config.fidelity else None
-    plots = save_plots(result.study, paths.out_dir / "plots", [config.rung_keys[0]] if config.fidelity else keys, first_rung)
+    plots = save_plots(result.study, paths.out_dir / "plots", [config.rung_keys[0]] if config.fidelity else keys, first_rung, score_plots=drawn)
     lines = [importance_note(result.study, first_rung), cost_line(result.study, started, time.monotonic() - clock)]
     if config.fidelity:
         lines.append(rung_agreement_line(result.study, config.rung_keys, config.fidelity.rungs))

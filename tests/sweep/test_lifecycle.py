@@ -5,6 +5,7 @@ process. The end-to-end sweeps on both backends are in test_optuna_sweep.py,
 test_ray_sweep.py and tests/faults/.
 """
 
+import os
 import pickle
 import socket
 import subprocess
@@ -489,6 +490,41 @@ def test_a_trials_whole_life_runs_without_either_backend(spec, tmp_path, monkeyp
     third, rejected, ran = drive({"width": 48}, budget_gb=1e-6)
     assert not ran and rejected.status == "rejected" and rejected.reason.startswith("rejected: estimated peak training memory")
     assert study.trial(third).state == TrialState.COMPLETE and study.trial(third).constraints[CONSTRAINT] > 0  # infeasible, for the sampler
+
+
+def test_the_lifecycle_counts_a_spec_once_and_judges_it_against_the_budget_every_time(spec, tmp_path, monkeypatch):
+    """A continuation (the paused trial's own spec) is not counted again by the gate: its FLOPs
+    and memory are the earlier count's. Whether it fits is judged against the budget as it is."""
+    from rich.console import Console
+
+    from dicesearch.sweep.lifecycle.progress import TrialProgress
+    from dicesearch.sweep.lifecycle.trial import TrialLifecycle
+    from dicesearch.sweep.space.proposal import Proposal
+
+    counted = []
+    monkeypatch.setattr(gate, "static_metrics_or_empty", lambda spec, warn: {"params": 10.0})
+    monkeypatch.setattr(gate, "estimate_memory", lambda spec, memory, batch: counted.append(spec) or {"memory_estimated_gb": 2.0})
+    study = SweepStudy.open("count", f"sqlite:///{tmp_path}/optuna.db", ["minimize"], seed=0)
+    console = Console(file=open(os.devnull, "w"))
+    budget = Budget(train_steps=3, batch_size=4, fid_samples=4, sampling_steps=2, report_every=1)
+    settings = TrialSettings(data=DigitsSpec(resolution=8), budget=budget, memory=MemoryBudget(budget_gb=24), memory_batch=4, seed=7, metric_keys=("fid_4",))
+    life = TrialLifecycle(study, MlflowMirror(f"sqlite:///{tmp_path}/mlflow.db", "count", "space.yaml"), console, TrialProgress(console, 3), settings, registry=None)
+    narrow = spec.model_copy(update={"input": spec.input.model_copy(update={"channels": 1, "num_classes": 10})})
+
+    def prepared(model_spec):
+        return life.prepare(lambda: Proposal(model_spec, {"width": 1}), number=0, check_duplicate=False)
+
+    first, again = prepared(narrow), prepared(narrow)
+    assert len(counted) == 1 and again.metrics == first.metrics == {"params": 10.0, "memory_estimated_gb": 2.0}
+    assert first.outcome is None and again.outcome is None
+    life.settings = settings.model_copy(update={"memory": MemoryBudget(budget_gb=1.0)})
+    judged = prepared(narrow)  # the same count, a smaller budget: rejected now
+    assert len(counted) == 1 and judged.outcome.status == "rejected" and "2.0 GB" in judged.outcome.reason
+    life.settings = settings.model_copy(update={"memory_batch": 8})
+    prepared(narrow)  # another batch: counted anew
+    other = narrow.model_copy(update={"name": "another-model"})
+    prepared(other)
+    assert len(counted) == 3
 
 
 def test_two_worker_threads_assess_at_once_without_mixing_their_module_trees():

@@ -60,7 +60,9 @@ def over_budget_reason(metrics: dict[str, float], memory: MemoryBudget, batch_si
     )
 
 
-def assess(spec, memory: MemoryBudget, batch_size: int, warn: Callable[[str], object]) -> Assessment:
-    """Count ``spec``, estimate its memory at ``batch_size`` and judge it against ``memory``."""
-    metrics = {**static_metrics_or_empty(spec, warn), **estimate_memory(spec, memory, batch_size)}
-    return Assessment(metrics, over_budget_reason(metrics, memory, batch_size))
+def assess(spec, memory: MemoryBudget, batch_size: int, warn: Callable[[str], object], counted: dict[str, float] | None = None) -> Assessment:
+    """Count ``spec``, estimate its memory at ``batch_size`` and judge it against ``memory``.
+    ``counted``: what an earlier assessment of the same spec, memory settings and batch found
+    (then nothing is counted again)."""
+    metrics = counted if counted is not None else {**static_metrics_or_empty(spec, warn), **estimate_memory(spec, memory, batch_size)}
+    return Assessment(dict(metrics), over_budget_reason(metrics, memory, batch_size))

@@ -8,6 +8,7 @@ records, mirrors and prints every trial the same way whichever backend ran it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,7 @@ class SweepSession:
         self.mirror = MlflowMirror(locations.tracking_uri, self.name, space.source)
         self.study: SweepStudy | None = None
         self.trials: TrialLifecycle | None = None
+        self.after_open: list[Callable[[optuna.Study], None]] = []  # called with the study once open (the plots drawn ahead)
         rungs = self.config.fidelity.rungs if self.config.fidelity else None
         self.progress = TrialProgress(self.console, self.config.budget.train_steps, self.config.replicates, rungs)
 
@@ -85,6 +87,8 @@ class SweepSession:
             self.console.print(f"resuming study '{self.name}': {done} of {config.trials} trials already finished")
         self.mirror.start_sweep(params, self._space_text())
         self.reconcile()
+        for call in self.after_open:
+            call(self.study.study)
         return result
 
     def attach(self, params: dict[str, Any]) -> None:

@@ -37,13 +37,21 @@ GALLERY_MIN_WIDTH = 480  # pixels a grid is scaled up to, at least
 
 def importance_needs(study: optuna.Study, first_rung: int | None = None) -> int:
     """Scored trials a parameter-importance estimate needs for this study's parameters."""
-    varied = {name for t in _plotted(study, first_rung) for name in t.params}
+    return _importance_needs(plotted_trials(study, first_rung))
+
+
+def _importance_needs(plotted: list) -> int:
+    varied = {name for t in plotted for name in t.params}
     return max(IMPORTANCE_MIN_TRIALS, IMPORTANCE_TRIALS_PER_PARAM * len(varied))
 
 
 def importance_note(study: optuna.Study, first_rung: int | None = None) -> str | None:
     """Why parameter importance is omitted, or None when there are enough scored trials."""
-    have, need = len(_plotted(study, first_rung)), importance_needs(study, first_rung)
+    return _importance_note(plotted_trials(study, first_rung))
+
+
+def _importance_note(plotted: list) -> str | None:
+    have, need = len(plotted), _importance_needs(plotted)
     if have >= need:
         return None
     return (
@@ -52,7 +60,7 @@ def importance_note(study: optuna.Study, first_rung: int | None = None) -> str |
     )
 
 
-def _plotted(study: optuna.Study, first_rung: int | None = None) -> list:
+def plotted_trials(study: optuna.Study, first_rung: int | None = None) -> list:
     """The trials the plots draw: the scored ones, or with ``first_rung`` (steps; one objective)
     every configuration scored there, as a complete trial valued at that score."""
     trials = study.get_trials(deepcopy=False)
@@ -65,31 +73,44 @@ def _plotted(study: optuna.Study, first_rung: int | None = None) -> list:
     ]
 
 
-def _scored_study(study: optuna.Study, first_rung: int | None = None) -> optuna.Study:
-    """An in-memory copy of ``study`` holding only what the plots draw."""
+def _scored_study(plotted: list, name: str, directions) -> optuna.Study:
+    """An in-memory study holding only what the plots draw."""
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        copy = optuna.create_study(study_name=study.study_name, directions=study.directions)
+        copy = optuna.create_study(study_name=name, directions=directions)
     finally:
         optuna.logging.set_verbosity(verbosity)
-    copy.add_trials(_plotted(study, first_rung))
+    copy.add_trials(plotted)
     return copy
 
 
-def save_plots(study: optuna.Study, out_dir: Path, target_names: list[str], first_rung: int | None = None) -> list[Path]:
+def save_plots(
+    study: optuna.Study, out_dir: Path, target_names: list[str], first_rung: int | None = None, score_plots: list[Path] | None = None
+) -> list[Path]:
     """Write the plots of the module docstring into ``out_dir``; returns the files written.
-    ``first_rung``: a multi-fidelity sweep's first rung (steps)."""
+    ``first_rung``: a multi-fidelity sweep's first rung (steps). ``score_plots``: the score
+    plots, already drawn from the study as it is (:mod:`dicesearch.sweep.results.ahead`)."""
+    if score_plots is None:
+        score_plots = save_score_plots(plotted_trials(study, first_rung), study.study_name, study.directions, out_dir, target_names, first_rung)
+    written = score_plots
+    gallery = save_best_samples(study, out_dir / "best_samples.png", target_names[0])
+    return written + ([gallery] if gallery else [])
+
+
+def save_score_plots(plotted: list, study_name: str, directions, out_dir: Path, target_names: list[str], first_rung: int | None = None) -> list[Path]:
+    """The plots of the scores (all but ``best_samples.png``) of the trials ``plotted``
+    (:func:`plotted_trials`) of study ``study_name``, into ``out_dir``; returns the files written."""
     import matplotlib
 
     matplotlib.use("Agg")
     from optuna.visualization import matplotlib as ovm
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    scored = _scored_study(study, first_rung)
+    scored = _scored_study(plotted, study_name, directions)
     count = len(scored.trials)
     plots: list[tuple[str, Callable]] = []
-    single = len(study.directions) == 1
+    single = len(directions) == 1
     name = f"{target_names[0]} at {first_rung} steps" if first_rung is not None and single else target_names[0]
     first = {"target": (lambda t: t.values[0]) if not single else None, "target_name": name}
     if single:
@@ -102,11 +123,10 @@ def save_plots(study: optuna.Study, out_dir: Path, target_names: list[str], firs
     if count >= 1:
         plots.append(("slice.png", lambda: ovm.plot_slice(scored, **first)))
     written = [path for name, make in plots if (path := _save_figure(make, out_dir / name)) is not None]
-    if count >= 2 and importance_note(study, first_rung) is None:
+    if count >= 2 and _importance_note(plotted) is None:
         path = _save_importances(scored, name, first["target"], out_dir / "param_importances.png")
         written += [path] if path is not None else []
-    gallery = save_best_samples(study, out_dir / "best_samples.png", target_names[0])
-    return written + ([gallery] if gallery else [])
+    return written
 
 
 def _save_figure(make: Callable, path: Path) -> Path | None:
