@@ -49,22 +49,36 @@ def print_native_note(console: Console, device: str) -> None:
 
 
 def run_sweep(path: str, console: Console, *, trials=None, out_dir=None, storage=None, tracking_uri=None, device="auto") -> None:
-    from dicesearch.sweep.prechecks import check_budget_reachable, check_data, check_trial_memory
     from dicesearch.sweep.results.ahead import PlotsAhead
-    from dicesearch.sweep.results.plots import importance_note, save_plots
-    from dicesearch.sweep.results.summary import cost_line, rung_agreement_line
-    from dicesearch.sweep.results.table import failure_summary, ranked_table
-    from dicesearch.sweep.space.search_space import load_search_space, read_sweep_config
-    from dicesearch.sweep.store.locations import SweepLocations
-    from dicesearch.sweep.store.studies import probe_storage
+    from dicesearch.sweep.space.search_space import read_sweep_config
 
     if not console.is_terminal:  # a log file: lines need not wrap at 80 columns
         console.width = max(console.width, 160)
     quiet_libraries()
-    if read_sweep_config(path).backend != "ray":
+    sweep_config = read_sweep_config(path)
+    if sweep_config.backend != "ray":
         from dicesearch.sweep.lifecycle.process import start_trial_server
 
         start_trial_server()  # its imports and the FID network overlap loading the space, its checks and the stores
+    ahead = PlotsAhead.for_sweep(sweep_config)
+    if ahead is not None:
+        ahead.start()  # its imports too, at the lowest priority
+    try:
+        _run_sweep(path, console, ahead, trials=trials, out_dir=out_dir, storage=storage, tracking_uri=tracking_uri, device=device)
+    finally:
+        if ahead is not None:
+            ahead.close()
+
+
+def _run_sweep(path: str, console: Console, ahead, *, trials, out_dir, storage, tracking_uri, device) -> None:
+    from dicesearch.sweep.prechecks import check_budget_reachable, check_data, check_trial_memory
+    from dicesearch.sweep.results.plots import importance_note, save_plots
+    from dicesearch.sweep.results.summary import cost_line, rung_agreement_line
+    from dicesearch.sweep.results.table import failure_summary, ranked_table
+    from dicesearch.sweep.space.search_space import load_search_space
+    from dicesearch.sweep.store.locations import SweepLocations
+    from dicesearch.sweep.store.studies import probe_storage
+
     space = load_search_space(path)
     if trials is not None:
         space.config = space.config.model_copy(update={"trials": trials})
@@ -92,20 +106,16 @@ def run_sweep(path: str, console: Console, *, trials=None, out_dir=None, storage
         from dicesearch.sweep.backends.optuna_workers import OptunaSweep
 
         runner = OptunaSweep(space, paths, console, device)
-    ahead = PlotsAhead.for_sweep(config, paths.out_dir / "plots")
     if ahead is not None:
-        ahead.start()
-        runner.session.after_open.append(ahead.watch)
+        runner.session.after_open.append(lambda study: ahead.watch(study, paths.out_dir / "plots", config.trials))
     started, clock = datetime.datetime.now(), time.monotonic()
     try:
         result = runner.run()
-    except BaseException as error:
+    except KeyboardInterrupt:
         if ahead is not None:
             ahead.close()
-        if isinstance(error, KeyboardInterrupt):
-            console.print(f"\n[yellow]interrupted.[/] Completed trials are saved; run the same command to resume:\n  dicesearch sweep {path}")
-            raise SystemExit(130) from None
-        raise
+        console.print(f"\n[yellow]interrupted.[/] Completed trials are saved; run the same command to resume:\n  dicesearch sweep {path}")
+        raise SystemExit(130) from None
     drawn = ahead.take(result.study) if ahead is not None else None  # the score plots, if drawn while the last trials ran
     keys = config.metric_keys
     rungs = len(config.fidelity.rungs) if config.fidelity else None

@@ -60,11 +60,11 @@ def test_the_child_draws_once_every_configuration_has_its_first_rung_and_the_end
     study = optuna.create_study(study_name="ahead")
     for i in range(2):
         _paused_at_first_rung(study, 0.1 * (i + 1), "ab"[i % 2], 200.0 - i)
-    ahead = PlotsAhead(tmp_path / "plots", ["fid_8"], first_rung=10, configurations=3)
+    ahead = PlotsAhead(["fid_8"], first_rung=10)
     ahead.start()
     try:
         assert _until(lambda: os.getpriority(os.PRIO_PROCESS, ahead._child.pid) == module.LOWEST_PRIORITY, 30)  # noqa: SLF001
-        ahead.watch(study)
+        ahead.watch(study, tmp_path / "plots", configurations=3)
         time.sleep(0.5)
         assert ahead._sent is None  # noqa: SLF001 - two of three configurations: not yet
         _paused_at_first_rung(study, 0.7, "a", 190.0)  # the last configuration's first rung
@@ -85,10 +85,10 @@ def test_the_end_draws_the_plots_itself_if_the_trials_changed_after_they_were_se
     study = optuna.create_study(study_name="ahead")
     for i in range(2):
         _paused_at_first_rung(study, 0.1 * (i + 1), "a", 200.0 - i)
-    ahead = PlotsAhead(tmp_path / "plots", ["fid_8"], first_rung=10, configurations=2)
+    ahead = PlotsAhead(["fid_8"], first_rung=10)
     ahead.start()
     try:
-        ahead.watch(study)
+        ahead.watch(study, tmp_path / "plots", configurations=2)
         assert _until(lambda: ahead._sent is not None)  # noqa: SLF001
         _paused_at_first_rung(study, 0.9, "b", 150.0)  # a configuration more (say, an interrupted one run again)
         assert ahead.take(study) is None
@@ -99,24 +99,24 @@ def test_the_end_draws_the_plots_itself_if_the_trials_changed_after_they_were_se
 def test_a_child_sent_nothing_ends_with_the_sweep_and_draws_nothing(tmp_path, quick_watch):
     study = optuna.create_study(study_name="ahead")
     _paused_at_first_rung(study, 0.5, "a", 200.0)
-    ahead = PlotsAhead(tmp_path / "plots", ["fid_8"], first_rung=10, configurations=5)  # never all in
+    ahead = PlotsAhead(["fid_8"], first_rung=10)
     ahead.start()
     child = ahead._child  # noqa: SLF001
-    ahead.watch(study)
+    ahead.watch(study, tmp_path / "plots", configurations=5)  # never all in
     start = time.monotonic()
     assert ahead.take(study) is None
     assert time.monotonic() - start < 15 and child.poll() is not None
     assert not (tmp_path / "plots").exists()
 
 
-def test_only_sweeps_with_rungs_and_one_objective_draw_ahead(tmp_path):
+def test_only_sweeps_with_rungs_and_one_objective_draw_ahead():
     from types import SimpleNamespace
 
     def config(fidelity, directions):
-        return SimpleNamespace(fidelity=fidelity, objective=SimpleNamespace(directions=directions), rung_keys=("fid_64", "fid_128"), trials=18)
+        return SimpleNamespace(fidelity=fidelity, objective=SimpleNamespace(directions=directions), rung_keys=("fid_64", "fid_128"))
 
     rungs = SimpleNamespace(rungs=(100, 400))
-    made = PlotsAhead.for_sweep(config(rungs, ["minimize"]), tmp_path)
-    assert (made.first_rung, made.target_names, made.configurations) == (100, ["fid_64"], 18)
-    assert PlotsAhead.for_sweep(config(None, ["minimize"]), tmp_path) is None
-    assert PlotsAhead.for_sweep(config(rungs, ["minimize", "minimize"]), tmp_path) is None
+    made = PlotsAhead.for_sweep(config(rungs, ["minimize"]))
+    assert (made.first_rung, made.target_names) == (100, ["fid_64"])
+    assert PlotsAhead.for_sweep(config(None, ["minimize"])) is None
+    assert PlotsAhead.for_sweep(config(rungs, ["minimize", "minimize"])) is None

@@ -64,22 +64,25 @@ def decode_trials(encoded: list[dict]) -> list:
 class PlotsAhead:
     """The first-rung plots of one sweep, drawn by a low-priority child once they are known (module docstring)."""
 
-    def __init__(self, out_dir: Path, target_names: list[str], first_rung: int, configurations: int):
-        self.out_dir, self.target_names, self.first_rung, self.configurations = Path(out_dir), target_names, first_rung, configurations
+    def __init__(self, target_names: list[str], first_rung: int):
+        self.target_names, self.first_rung = target_names, first_rung
+        self.out_dir: Path | None = None
+        self.configurations = 0
         self._child: subprocess.Popen | None = None
         self._sent: list[dict] | None = None
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
 
     @classmethod
-    def for_sweep(cls, config, out_dir: Path) -> PlotsAhead | None:
+    def for_sweep(cls, config) -> PlotsAhead | None:
         """For a sweep with rungs and one objective, on POSIX; None otherwise."""
         if config.fidelity is None or len(config.objective.directions) != 1 or os.name != "posix":
             return None
-        return cls(out_dir, [config.rung_keys[0]], config.fidelity.rungs[0], config.trials)
+        return cls([config.rung_keys[0]], config.fidelity.rungs[0])
 
     def start(self) -> None:
-        """Start the child: it lowers its priority, does its imports and waits for the trials."""
+        """Start the child: it lowers its priority, does its imports (while the sweep process
+        loads the space and a core is still free) and waits for the trials."""
         one_thread = {name: "1" for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
         try:
             self._child = subprocess.Popen(
@@ -89,8 +92,10 @@ class PlotsAhead:
         except OSError:
             self._child = None  # the end draws them
 
-    def watch(self, study: optuna.Study) -> None:
-        """Watch ``study`` (the sweep's, now open) on a thread; send the trials once all are in."""
+    def watch(self, study: optuna.Study, out_dir: Path, configurations: int) -> None:
+        """Watch ``study`` (the sweep's, now open) on a thread; send the trials into ``out_dir``
+        once ``configurations`` configurations have their first-rung scores."""
+        self.out_dir, self.configurations = Path(out_dir), configurations
         if self._child is None:
             return
         self._watcher = threading.Thread(target=self._watch, args=(study,), name="plots-ahead", daemon=True)

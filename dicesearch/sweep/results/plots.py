@@ -25,7 +25,6 @@ from pathlib import Path
 
 import optuna
 
-from dicesearch.metrics.score import Score
 from dicesearch.sweep.store.queries import is_scored, ranked_trials, stopped_at_rung, sweep_configurations
 from dicesearch.sweep.store.schema import ATTR_DUPLICATE_OF, ATTR_METRICS, ATTR_SAMPLES
 
@@ -162,6 +161,8 @@ def _save_importances(scored: optuna.Study, target_name: str, target, path: Path
 def save_best_samples(study: optuna.Study, path: Path, key: str, count: int = GALLERY_TRIALS) -> Path | None:
     """The best ``count`` scored trials' sample grids side by side, scaled up; None if none has one."""
     from PIL import Image, ImageDraw, ImageFont
+
+    from dicesearch.metrics.score import Score
 
     chosen = []
     for trial in ranked_trials(study):  # the furthest rung first
