@@ -11,7 +11,9 @@ pieces hand it over:
 * the trial process (:class:`ThreadOffers`) takes an offer only where the cores are idle in
   fact: its own steps timed at its own threads over a report window, and over that window
   the machine's idle time (``/proc/stat``, the CPUs this process may run on: :class:`IdleCores`)
-  at least the offered extra threads less ``IDLE_SLACK``. Where another job holds the core
+  at least the offered extra threads less ``IDLE_SLACK`` (or, where the window was busier, a
+  probe of ``PROBE_S`` at the report says they are idle now: the neighbour may have ended within
+  the window, and a rung's scoring may follow the report). Where another job holds the core
   the sweep thinks idle, intra-op threads wait for each other at every op: on the 2-core
   machine at load average 5, two threads took 5.1 s a step against one thread's 0.28 s.
   Then it times the steps at the offered count over the next window and keeps them only if
@@ -23,9 +25,10 @@ With more threads a trial trains its batch as that many chunks, one per worker t
 intra-op thread (``dicesearch.speed.chunks``; torch's own intra-op threads wait for each other
 at every op: on the 2-core VM, for the default sweep's pick, they gave 1.2x to 1.5x one
 thread's steps per second from one hour to the next, the chunks 1.4x to 1.7x,
-``benchmarks/sweep_speed.py --only chunks``, ``docs/benchmarks.md``), samples on
-torch's intra-op threads, and extracts Inception features on as many worker threads of one
-intra-op thread each (``dicesearch.metrics.inception_eager``: the same bits; 1.9x). The chunks
+``benchmarks/sweep_speed.py --only chunks``, ``docs/benchmarks.md``), samples its batch as
+as many parts on worker threads of one intra-op thread each (``dicesearch.train.sampling``:
+the same bits; 2.0x for the default sweep's pick, ``--only sampling``), and extracts Inception
+features on as many worker threads (``dicesearch.metrics.inception_eager``: the same bits; 1.9x). The chunks
 sum the batch's gradient in another order (``tests/speed/test_chunks.py``: to float rounding
 of one thread's): like the fast kernels, a trial's scores may differ from a one-thread run by
 what rounding grows into.
@@ -39,10 +42,11 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["IDLE_SLACK", "KEEP_RATIO", "IdleCores", "ThreadOffers", "offered_threads"]
+__all__ = ["IDLE_SLACK", "KEEP_RATIO", "PROBE_S", "IdleCores", "ThreadOffers", "idle_now", "offered_threads"]
 
 KEEP_RATIO = 0.9  # an offer is kept only if a step takes at most this fraction of the own-threads step
 IDLE_SLACK = 0.25  # taking k extra threads needs at least k - IDLE_SLACK cores idle over the last window
+PROBE_S = 0.05  # a window busier than that: the cores idle over this long at the report decide
 
 
 def offered_threads(base: int, running: int, idle_workers: int) -> int:
@@ -86,6 +90,13 @@ class IdleCores:
         return (idle, total, cpus) if cpus else None
 
 
+def idle_now(seconds: float = PROBE_S) -> float | None:
+    """Cores idle over the next ``seconds`` (:class:`IdleCores`); None where unknown."""
+    cores = IdleCores()
+    time.sleep(seconds)
+    return cores()
+
+
 class ThreadOffers:
     """In a trial process: take the thread counts the sweep offers at each report, keep them
     only while its steps are measured faster (module docstring)."""
@@ -97,9 +108,10 @@ class ThreadOffers:
         clock: Callable[[], float] = time.perf_counter,
         idle_cores: Callable[[], float | None] | None = None,
         keep_ratio: float = KEEP_RATIO,
+        probe: Callable[[], float | None] = idle_now,
     ):
         self.base, self.current, self.most = base, base, base
-        self._set_threads, self._clock, self._keep_ratio = set_threads, clock, keep_ratio
+        self._set_threads, self._clock, self._keep_ratio, self._probe = set_threads, clock, keep_ratio, probe
         self._idle_cores = idle_cores if idle_cores is not None else IdleCores()
         self.seconds_per_step: dict[int, float] = {}  # threads -> the last window's seconds per step
         self.declined: set[int] = set()  # counts measured no faster than the own threads
@@ -124,10 +136,15 @@ class ThreadOffers:
 
     def _may_take(self, threads: int, idle: float | None) -> bool:
         """More threads than now: never a count measured not to pay, only after an own-threads
-        window, and only where that window left the extra cores idle (unknown: try it)."""
+        window, and only where that window left the extra cores idle (unknown: try it) or, if
+        it was busier, they are idle now (the neighbour ended within the window)."""
         if threads in self.declined or self.base not in self.seconds_per_step:
             return False
-        return idle is None or idle >= threads - self.current - IDLE_SLACK
+        extra = threads - self.current - IDLE_SLACK
+        if idle is None or idle >= extra:
+            return True
+        now = self._probe()
+        return now is not None and now >= extra
 
     def gap(self) -> None:
         """Something other than training steps ran since the last report (a rung's sampling and

@@ -34,10 +34,14 @@ class _Machine:
     """A fake clock, idle-core reading and thread setter for ThreadOffers."""
 
     def __init__(self):
-        self.now, self.idle, self.set = 0.0, 1.0, []
+        self.now, self.idle, self.idle_now, self.set, self.probes = 0.0, 1.0, None, [], 0
 
     def offers(self, base: int = 1) -> ThreadOffers:
-        return ThreadOffers(base, set_threads=self.set.append, clock=lambda: self.now, idle_cores=lambda: self.idle)
+        return ThreadOffers(base, set_threads=self.set.append, clock=lambda: self.now, idle_cores=lambda: self.idle, probe=self._probe)
+
+    def _probe(self) -> float | None:
+        self.probes += 1
+        return self.idle if self.idle_now is None else self.idle_now
 
     def steps(self, offers: ThreadOffers, start: int, windows: int, seconds_per_step: float, offered: int | None, every: int = 25) -> None:
         for k in range(1, windows + 1):
@@ -80,6 +84,39 @@ def test_no_offer_is_taken_where_the_cores_are_not_idle_in_fact():
     m.idle = 1.0
     m.steps(offers, 125, 1, 0.10, offered=2)
     assert offers.current == 2
+
+
+def test_a_neighbour_that_ended_within_the_window_gives_its_core_at_the_report_if_it_is_idle_now():
+    # the window saw the core idle for a third of its time (the neighbour ended within it); a
+    # probe at the report finds it idle now: taken at once, not a window later (a rung's scoring
+    # may follow this report and would run on one thread beside an idle core)
+    m = _Machine()
+    offers = m.offers()
+    offers.at_report(25, 1)
+    m.steps(offers, 25, 1, 0.10, offered=1)  # own threads measured
+    m.idle, m.idle_now = 0.33, 1.0
+    m.steps(offers, 50, 1, 0.10, offered=2)
+    assert offers.current == 2 and m.set == [2] and m.probes == 1
+    # the same window with the core still busy at the report (another job): not taken
+    m = _Machine()
+    offers = m.offers()
+    offers.at_report(25, 1)
+    m.steps(offers, 25, 1, 0.10, offered=1)
+    m.idle, m.idle_now = 0.33, 0.1
+    m.steps(offers, 50, 2, 0.10, offered=2)
+    assert offers.current == 1 and m.set == [] and m.probes == 2
+    m.steps(offers, 100, 1, 0.10, offered=1)  # no offer beyond its own: no probe either
+    assert m.probes == 2
+
+
+def test_the_probe_reads_the_idle_cores_over_its_interval(monkeypatch):
+    from dicesearch.speed import cores
+
+    readings = iter([(100, 400, 2), (180, 500, 2)])  # 80 idle ticks of 100 over two CPUs: 1.6 cores idle
+    monkeypatch.setattr(cores.IdleCores, "_read", lambda self: next(readings))
+    slept = []
+    monkeypatch.setattr(cores.time, "sleep", slept.append)
+    assert cores.idle_now(0.05) == pytest.approx(1.6) and slept == [0.05]
 
 
 def test_a_window_with_a_rung_in_it_times_nothing_and_takes_nothing():
