@@ -15,7 +15,7 @@ from PIL import Image
 from dicesearch.sweep.results import ahead as module
 from dicesearch.sweep.results.ahead import PlotsAhead, decode_trials, encode_trials
 from dicesearch.sweep.results.plots import plotted_trials, save_score_plots
-from dicesearch.sweep.store.schema import ATTR_RUNGS, ATTR_STATUS
+from dicesearch.sweep.store.schema import ATTR_CONTINUES, ATTR_RUNGS, ATTR_STATUS
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="the child lowers its priority with os.nice")
 
@@ -26,6 +26,16 @@ def _paused_at_first_rung(study, x: float, kind: str, score: float) -> None:
     study.add_trial(create_trial(
         params={"x": x, "kind": kind}, distributions=_SPACE, state=TrialState.PRUNED, intermediate_values={10: score},
         user_attrs={ATTR_RUNGS: [{"rung": 0, "steps": 10, "fid_8": score}], ATTR_STATUS: "paused"},
+    ))  # fmt: skip
+
+
+def _continued_to_second_rung(study, continues: int) -> None:
+    paused = study.trials[continues]
+    first = paused.intermediate_values[10]
+    study.add_trial(create_trial(
+        params=paused.params, distributions=_SPACE, state=TrialState.PRUNED, intermediate_values={10: first, 20: first - 50},
+        user_attrs={ATTR_RUNGS: [{"rung": 0, "steps": 10, "fid_8": first}, {"rung": 1, "steps": 20, "fid_8": first - 50}], ATTR_STATUS: "paused",
+                    ATTR_CONTINUES: continues},
     ))  # fmt: skip
 
 
@@ -56,6 +66,17 @@ def test_trials_cross_to_the_child_exactly():
     assert [(t.params, t.distributions, t.value) for t in again] == [(t.params, t.distributions, t.value) for t in plotted]
 
 
+def test_a_continuation_is_plotted_in_its_paused_trials_place():
+    study = optuna.create_study()
+    for i, score in enumerate((200.0, 190.0, 210.0)):
+        _paused_at_first_rung(study, 0.1 * (i + 1), "a", score)
+    before = encode_trials(plotted_trials(study, 10))
+    _continued_to_second_rung(study, continues=0)  # trial 3 stands for trial 0 now
+    _continued_to_second_rung(study, continues=3)  # and trial 4 for trial 3
+    assert encode_trials(plotted_trials(study, 10)) == before
+    assert [t.value for t in plotted_trials(study, 10)] == [200.0, 190.0, 210.0]
+
+
 def test_the_child_draws_once_every_configuration_has_its_first_rung_and_the_end_takes_its_plots(tmp_path, quick_watch):
     study = optuna.create_study(study_name="ahead")
     for i in range(2):
@@ -69,7 +90,10 @@ def test_the_child_draws_once_every_configuration_has_its_first_rung_and_the_end
         assert ahead._sent is None  # noqa: SLF001 - two of three configurations: not yet
         _paused_at_first_rung(study, 0.7, "a", 190.0)  # the last configuration's first rung
         assert _until(lambda: ahead._sent is not None)  # noqa: SLF001
-        study.tell(study.ask(), 180.0)  # trials later than the first rungs change nothing the plots draw
+        # later trials change nothing the plots draw: a continuation of trial 1 (which now stands
+        # for it, in its place), then a trial scored at the last rung
+        _continued_to_second_rung(study, continues=1)
+        study.tell(study.ask(), 180.0)
         drawn = ahead.take(study)
     finally:
         ahead.close()

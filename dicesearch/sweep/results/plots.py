@@ -26,7 +26,7 @@ from pathlib import Path
 import optuna
 
 from dicesearch.sweep.store.queries import is_scored, ranked_trials, stopped_at_rung, sweep_configurations
-from dicesearch.sweep.store.schema import ATTR_DUPLICATE_OF, ATTR_METRICS, ATTR_SAMPLES
+from dicesearch.sweep.store.schema import ATTR_CONTINUES, ATTR_DUPLICATE_OF, ATTR_METRICS, ATTR_SAMPLES
 
 IMPORTANCE_MIN_TRIALS = 16
 IMPORTANCE_TRIALS_PER_PARAM = 4
@@ -61,15 +61,21 @@ def _importance_note(plotted: list) -> str | None:
 
 def plotted_trials(study: optuna.Study, first_rung: int | None = None) -> list:
     """The trials the plots draw: the scored ones, or with ``first_rung`` (steps; one objective)
-    every configuration scored there, as a complete trial valued at that score."""
+    every configuration scored there, as a complete trial valued at that score, in the order
+    the configurations were first scored there (a trial that continues a paused one takes that
+    one's place: the score is the paused trial's, and a continuation begun later moves nothing)."""
     trials = study.get_trials(deepcopy=False)
     if first_rung is None or len(study.directions) > 1:
         return [t for t in trials if is_scored(t)]
-    return [
-        optuna.trial.create_trial(params=t.params, distributions=t.distributions, value=t.intermediate_values[first_rung])
-        for t in sweep_configurations(trials)
-        if first_rung in t.intermediate_values
-    ]
+    continues = {t.number: t.user_attrs[ATTR_CONTINUES] for t in trials if ATTR_CONTINUES in t.user_attrs}
+
+    def first_of(number: int) -> int:  # the configuration's first trial, along a chain of continuations
+        while number in continues:
+            number = continues[number]
+        return number
+
+    configurations = sorted((t for t in sweep_configurations(trials) if first_rung in t.intermediate_values), key=lambda t: first_of(t.number))
+    return [optuna.trial.create_trial(params=t.params, distributions=t.distributions, value=t.intermediate_values[first_rung]) for t in configurations]
 
 
 def _scored_study(plotted: list, name: str, directions) -> optuna.Study:
