@@ -466,7 +466,7 @@ def sampling_table(args) -> None:
         models[name] = (spec, model)
     n = budget.fid_samples
     config = SamplingConfig(sampler=budget.sampler, steps=budget.sampling_steps, num_samples=n, seed=42, batch_size=min(n, 250))
-    parts = module._thread_parts
+    parts = module.thread_parts
     ways = {"1 thread": (1, parts), "2 intra-op threads": (2, lambda indices, device: [indices]), "2 parts (2 worker threads)": (2, parts)}
     seconds = {(m, w): [] for m in models for w in ways}
     samples = {}
@@ -475,12 +475,12 @@ def sampling_table(args) -> None:
             for m, (spec, model) in models.items():
                 for w, (threads, split) in ways.items():
                     torch.set_num_threads(threads)
-                    module._thread_parts = split
+                    module.thread_parts = split
                     start = time.perf_counter()
                     samples[m, w] = module.sample_images(model, spec, data, config, device="cpu")
                     seconds[m, w].append(time.perf_counter() - start)
             print(f"  round {r + 1}: " + "; ".join(f"{m} {w} {seconds[m, w][-1]:.2f} s" for m in models for w in ways), flush=True)
-    module._thread_parts = parts
+    module.thread_parts = parts
     torch.set_num_threads(1)
     rows = []
     for m in models:

@@ -48,7 +48,7 @@ from dicesearch.train.config import SamplingConfig
 from dicesearch.train.precision import MixedPrecision, resolve_precision
 from dicesearch.train.seeding import sample_generator
 
-__all__ = ["check_decodable", "default_labels", "guided_prediction", "make_scheduler", "sample", "sample_images", "to_images"]
+__all__ = ["check_decodable", "default_labels", "guided_prediction", "make_scheduler", "sample", "sample_images", "thread_parts", "to_images"]
 
 _TRAINING_SCHEDULE = dict(
     num_train_timesteps=1000, beta_start=1e-4, beta_end=2e-2, beta_schedule="linear", prediction_type="epsilon"
@@ -171,7 +171,7 @@ pixels, false for latents; ``sample_images`` picks it from the data spec).
         raise DicesearchError(f"cfg_scale {config.cfg_scale}: the model {spec.name!r} is unconditional; use cfg_scale 1.0")
     precision = resolve_precision(config.precision, device)
     model.eval()
-    batches = [_thread_parts(range(begin, min(begin + config.batch_size, n)), device) for begin in range(0, n, config.batch_size)]
+    batches = [thread_parts(range(begin, min(begin + config.batch_size, n)), device) for begin in range(0, n, config.batch_size)]
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -194,7 +194,7 @@ pixels, false for latents; ``sample_images`` picks it from the data spec).
     return torch.cat(out)  # (N, C, H, W)
 
 
-def _thread_parts(indices: range, device: torch.device) -> list[range]:
+def thread_parts(indices: range, device: torch.device) -> list[range]:
     """A batch's samples as contiguous parts, one per CPU worker thread (module docstring); one
     part on a GPU, at one torch thread, or for a batch too small to split."""
     parts = chunk_count(torch.get_num_threads(), len(indices)) if device.type == "cpu" else 1

@@ -73,16 +73,16 @@ def test_at_two_cpu_threads_a_batch_is_sampled_in_two_parts_on_worker_threads_as
 
 def test_a_batch_below_two_minimum_parts_is_sampled_whole():
     from dicesearch.speed.chunks import MIN_CHUNK
-    from dicesearch.train.sampling import _thread_parts
+    from dicesearch.train.sampling import thread_parts
 
     cpu = torch.device("cpu")
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(4)
-        assert _thread_parts(range(0, 2 * MIN_CHUNK - 1), cpu) == [range(0, 2 * MIN_CHUNK - 1)]
-        assert _thread_parts(range(10, 10 + 3 * MIN_CHUNK), cpu) == [range(10 + MIN_CHUNK * k, 10 + MIN_CHUNK * (k + 1)) for k in range(3)]
-        assert _thread_parts(range(0, 100), cpu) == [range(0, 25), range(25, 50), range(50, 75), range(75, 100)]
-        assert _thread_parts(range(0, 100), torch.device("meta")) == [range(0, 100)]  # not a CPU: one batch
+        assert thread_parts(range(0, 2 * MIN_CHUNK - 1), cpu) == [range(0, 2 * MIN_CHUNK - 1)]
+        assert thread_parts(range(10, 10 + 3 * MIN_CHUNK), cpu) == [range(10 + MIN_CHUNK * k, 10 + MIN_CHUNK * (k + 1)) for k in range(3)]
+        assert thread_parts(range(0, 100), cpu) == [range(0, 25), range(25, 50), range(50, 75), range(75, 100)]
+        assert thread_parts(range(0, 100), torch.device("meta")) == [range(0, 100)]  # not a CPU: one batch
     finally:
         torch.set_num_threads(before)
 
