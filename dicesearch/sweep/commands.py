@@ -111,9 +111,7 @@ def _run_sweep(path: str, console: Console, ahead, *, trials, out_dir, storage, 
     started, clock = datetime.datetime.now(), time.monotonic()
     try:
         result = runner.run()
-    except KeyboardInterrupt:
-        if ahead is not None:
-            ahead.close()
+    except KeyboardInterrupt:  # (run_sweep ends the plots child)
         console.print(f"\n[yellow]interrupted.[/] Completed trials are saved; run the same command to resume:\n  dicesearch sweep {path}")
         raise SystemExit(130) from None
     drawn = ahead.take(result.study) if ahead is not None else None  # the score plots, if drawn while the last trials ran

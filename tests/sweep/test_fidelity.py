@@ -300,21 +300,29 @@ def test_paused_trials_are_continued_once_promotable_and_every_configuration_is_
     assert not list((tmp_path / "runs" / "promote").glob("trial-*/run"))  # spent checkpoints are gone, paused ones' too
 
 
-def test_a_sweep_killed_mid_rung_continues_the_trial_from_its_rung_checkpoint(tmp_path):
-    # 396 steps after the first rung: ~4 s on an idle machine, so the kill 1.5 s after rung 1's
-    # score lands mid-training (at 120 steps the trial could reach its last checkpoint first)
-    space = _space(tmp_path, "resume", rungs="[4, 400]", keep="1/2", trials=1)
+def _sweep_until_its_first_rung(tmp_path, study: str):
+    """Start `dicesearch sweep` of one trial with rungs [4, 400] in a process of its own and wait
+    (up to 240 s) until the trial has its first-rung score: (command, env, process, that trial or
+    None if the sweep ended or the time ran out first)."""
+    space = _space(tmp_path, study, rungs="[4, 400]", keep="1/2", trials=1)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-c", "from dicesearch.cli import main; main()", "sweep", str(space)]
-    proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 240
     scored = None
     while time.monotonic() < deadline and scored is None and proc.poll() is None:
         time.sleep(0.5)
         try:
-            scored = next((t for t in _trials(tmp_path, "resume") if 4 in t.intermediate_values), None)
-        except Exception:
+            scored = next((t for t in _trials(tmp_path, study) if 4 in t.intermediate_values), None)
+        except Exception:  # the study is not written yet
             continue
+    return command, env, proc, scored
+
+
+def test_a_sweep_killed_mid_rung_continues_the_trial_from_its_rung_checkpoint(tmp_path):
+    # 396 steps after the first rung: ~4 s on an idle machine, so the kill 1.5 s after rung 1's
+    # score lands mid-training (at 120 steps the trial could reach its last checkpoint first)
+    command, env, proc, scored = _sweep_until_its_first_rung(tmp_path, "resume")
     time.sleep(1.0)  # into the second rung
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -342,18 +350,7 @@ def test_ctrl_c_to_the_sweep_process_alone_stops_it_mid_trial_and_the_trial_runs
     Ctrl-C that reaches only it) while a trial trains: the sweep ends at once with exit 130
     and the resume line, the trial is recorded interrupted and queued again. Before, the
     main thread waited for its workers, which ran the sweep to its end."""
-    space = _space(tmp_path, "stop", rungs="[4, 400]", keep="1/2", trials=1)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-c", "from dicesearch.cli import main; main()", "sweep", str(space)]
-    proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 240
-    scored = None
-    while time.monotonic() < deadline and scored is None and proc.poll() is None:
-        time.sleep(0.5)
-        try:
-            scored = next((t for t in _trials(tmp_path, "stop") if 4 in t.intermediate_values), None)
-        except Exception:
-            continue
+    _, _, proc, scored = _sweep_until_its_first_rung(tmp_path, "stop")
     assert scored is not None and proc.poll() is None, "the trial did not reach its first rung"
     proc.send_signal(signal.SIGINT)
     output, _ = proc.communicate(timeout=60)

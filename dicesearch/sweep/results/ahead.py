@@ -66,8 +66,6 @@ class PlotsAhead:
 
     def __init__(self, target_names: list[str], first_rung: int):
         self.target_names, self.first_rung = target_names, first_rung
-        self.out_dir: Path | None = None
-        self.configurations = 0
         self._child: subprocess.Popen | None = None
         self._sent: list[dict] | None = None
         self._stop = threading.Event()
@@ -95,26 +93,25 @@ class PlotsAhead:
     def watch(self, study: optuna.Study, out_dir: Path, configurations: int) -> None:
         """Watch ``study`` (the sweep's, now open) on a thread; send the trials into ``out_dir``
         once ``configurations`` configurations have their first-rung scores."""
-        self.out_dir, self.configurations = Path(out_dir), configurations
         if self._child is None:
             return
-        self._watcher = threading.Thread(target=self._watch, args=(study,), name="plots-ahead", daemon=True)
+        self._watcher = threading.Thread(target=self._watch, args=(study, Path(out_dir), configurations), name="plots-ahead", daemon=True)
         self._watcher.start()
 
-    def _watch(self, study: optuna.Study) -> None:
+    def _watch(self, study: optuna.Study, out_dir: Path, configurations: int) -> None:
         while not self._stop.wait(WATCH_S):
             try:
                 plotted = plotted_trials(study, self.first_rung)
             except Exception:  # noqa: BLE001 - a busy database: look again at the next turn
                 continue
-            if len(plotted) >= self.configurations:
-                self._send(study, plotted)
+            if len(plotted) >= configurations:
+                self._send(study, plotted, out_dir)
                 return
 
-    def _send(self, study: optuna.Study, plotted: list) -> None:
+    def _send(self, study: optuna.Study, plotted: list, out_dir: Path) -> None:
         trials = encode_trials(plotted)
         message = {
-            "study": study.study_name, "directions": [d.name.lower() for d in study.directions], "out_dir": str(self.out_dir),
+            "study": study.study_name, "directions": [d.name.lower() for d in study.directions], "out_dir": str(out_dir),
             "targets": self.target_names, "first_rung": self.first_rung, "trials": trials,
         }  # fmt: skip
         try:
@@ -134,8 +131,7 @@ class PlotsAhead:
         if self._child is None:
             return None
         try:
-            if self._sent is None:
-                self.close()
+            if self._sent is None:  # never all in: the child, still waiting, is ended below
                 return None
             output, _ = self._child.communicate(timeout=TAKE_WAIT_S)
             if self._child.returncode != 0 or encode_trials(plotted_trials(study, self.first_rung)) != self._sent:

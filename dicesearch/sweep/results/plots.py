@@ -98,9 +98,8 @@ def save_plots(
     plots, already drawn from the study as it is (:mod:`dicesearch.sweep.results.ahead`)."""
     if score_plots is None:
         score_plots = save_score_plots(plotted_trials(study, first_rung), study.study_name, study.directions, out_dir, target_names, first_rung)
-    written = score_plots
     gallery = save_best_samples(study, out_dir / "best_samples.png", target_names[0])
-    return written + ([gallery] if gallery else [])
+    return score_plots + ([gallery] if gallery else [])
 
 
 def save_score_plots(plotted: list, study_name: str, directions, out_dir: Path, target_names: list[str], first_rung: int | None = None) -> list[Path]:
