@@ -25,11 +25,13 @@ mean something only where a core is free.
   Inception features, every score) at 1 and 2 threads, with every score of both.
   ``--tail-scores`` adds what two threads change in a trial's score: the default sweep's pick
   trained 400 steps, then on to 1600 at one thread and at two, both scored.
-* ``chunks``: two threads for one trial two ways, training steps of the base model and of the
-  default sweep's pick: torch's intra-op threads (the ops split two ways, which wait for each
-  other at every op), or the batch in two chunks on two worker threads of one intra-op thread
-  each (``TrainConfig.thread_chunks``, what a trial process does with an idle worker's core,
-  ``dicesearch.speed.chunks``), beside one thread; the losses' largest relative difference.
+* ``chunks``: two threads for one trial, training steps of the base model and of the default
+  sweep's pick, each row in a process forked as a trial's is: torch's intra-op threads (the
+  ops split two ways, which wait for each other at every op), or the batch in two chunks on
+  two worker threads of one intra-op thread each (``TrainConfig.thread_chunks``, what a trial
+  process does with an idle worker's core, ``dicesearch.speed.chunks``) with the step's other
+  ops on two intra-op threads (the version before) or at one thread (now), beside one thread;
+  the losses' largest relative difference.
 * ``sampling``: two threads for a trial's sampling two ways, ``fid_samples`` images x
   ``sampling_steps`` of the budget's sampler, base model and the default sweep's pick (weights
   moved off their initialisation): torch's intra-op threads, or the batch in two parts on two
@@ -100,8 +102,9 @@ def _space(args):
 
 
 class _Clock:
-    def __init__(self):
+    def __init__(self, threads_after_first: int | None = None):
         self.marks, self.losses = [], []
+        self.threads_after_first = threads_after_first
 
     # the trainer's callback protocol (only what is used)
     def on_train_start(self, start): ...
@@ -113,13 +116,16 @@ class _Clock:
     def on_step(self, step, loss):
         self.marks.append(time.perf_counter())
         self.losses.append(loss)
+        if step == 1 and self.threads_after_first is not None:  # as a trial process takes an idle worker's core at a report
+            torch.set_num_threads(self.threads_after_first)
 
 
-def _train_steps(spec, data, dataset, budget, steps: int, **config):
-    """(seconds per step over ``steps`` steps after the first, losses, result)."""
+def _train_steps(spec, data, dataset, budget, steps: int, threads_after_first: int | None = None, **config):
+    """(seconds per step over ``steps`` steps after the first, losses, result); the steps after
+    the first at ``threads_after_first`` torch threads where given."""
     from dicesearch.train import TrainConfig, train
 
-    clock = _Clock()
+    clock = _Clock(threads_after_first)
     base = TrainConfig(steps=steps + 1, batch_size=budget.batch_size, lr=budget.lr, warmup_steps=budget.warmup_steps, seed=42, checkpoint_every=10**9)
     result = train(spec, data, base.model_copy(update=config), callbacks=[clock], dataset=dataset, device="cpu")
     return (clock.marks[-1] - clock.marks[0]) / steps, clock.losses, result
@@ -416,23 +422,64 @@ def tail_scores(args, space, data, dataset, budget) -> None:
     print(f"difference {results[2][1][key] - results[1][1][key]:+.4f} (the pick's seed-to-seed sd: 3.5); {idle.line()}")
 
 
-def chunks_table(args) -> None:
-    """Two threads for one trial two ways: torch's intra-op threads, or two chunks of the batch on
-    two worker threads (``TrainConfig.thread_chunks``, ``dicesearch.speed.chunks``), beside one thread."""
-    from dicesearch.data import load_dataset
+def _in_a_trial_process(function, *args):
+    """``function(*args)`` in a process forked from the preloading server, as a trial's is
+    (``dicesearch.sweep.lifecycle.process.trial_context``): its own threads only."""
+    from dicesearch.sweep.lifecycle.process import trial_context
 
+    context = trial_context()
+    here, there = context.Pipe()
+    process = context.Process(target=_send_result, args=(there, function, args))
+    process.start()
+    there.close()
+    result = here.recv()
+    process.join()
+    return result
+
+
+def _send_result(conn, function, args) -> None:
+    conn.send(function(*args))
+    conn.close()
+
+
+def _chunks_row(args, model: str, threads: int, chunking: dict) -> tuple[float, list[float]]:
+    """A trial process's training steps of ``model`` (base or pick): the first at one thread, as
+    a trial starts, the timed ones at ``threads``, as after the sweep offered it a core."""
+    import contextlib
+
+    from dicesearch.data import load_dataset
+    from dicesearch.train import trainer
+
+    torch.set_num_threads(1)
+    if chunking.pop("step_on_threads", False):  # the version before: only the chunks at one intra-op thread
+        trainer.one_intra_op_thread = contextlib.nullcontext
     space, base, data, budget = _space(args)
-    dataset = load_dataset(data)
+    spec = base if model == "base" else space.apply(PICK)
+    seconds, losses, _ = _train_steps(spec, data, load_dataset(data), budget, args.steps, threads_after_first=threads, **chunking)
+    return seconds, losses
+
+
+def chunks_table(args) -> None:
+    """Two threads for one trial: torch's intra-op threads, or two chunks of the batch on two
+    worker threads (``TrainConfig.thread_chunks``, ``dicesearch.speed.chunks``) with the step's
+    other ops (optimiser, EMA) on two intra-op threads as before or at one thread as now, beside
+    one thread. Each row in its own process forked as a trial's is, its first step at one
+    thread and the timed ones after it at the row's."""
+    space, base, data, budget = _space(args)
     models = {"base": base, "pick": space.apply(PICK)}
-    ways = {"1 thread": (1, False), "2 intra-op threads": (2, False), "2 chunks (2 worker threads)": (2, True)}
+    ways = {
+        "1 thread": (1, {}),
+        "2 intra-op threads": (2, {}),
+        "2 chunks, the step's other ops on 2 intra-op threads (before)": (2, {"thread_chunks": True, "step_on_threads": True}),
+        "2 chunks (2 worker threads), the step at 1 thread": (2, {"thread_chunks": True}),
+    }  # fmt: skip
     step = {(m, w): [] for m in models for w in ways}
     losses = {}
     with _Idle() as idle:
         for r in range(args.rounds):
             for m, spec in models.items():
-                for w, (threads, chunks) in ways.items():
-                    torch.set_num_threads(threads)
-                    seconds, losses[m, w], _ = _train_steps(spec, data, dataset, budget, args.steps, thread_chunks=chunks)
+                for w, (threads, chunking) in ways.items():
+                    seconds, losses[m, w] = _in_a_trial_process(_chunks_row, args, m, threads, chunking)
                     step[m, w].append(seconds)
             print(f"  round {r + 1}: " + "; ".join(f"{m} {w} {step[m, w][-1]:.4f} s/step" for m in models for w in ways), flush=True)
     torch.set_num_threads(1)

@@ -7,7 +7,12 @@ sweep's pick at two intra-op threads took 0.082 s a step in one table and 0.104 
 a few minutes later, against 0.126 s at one thread, and as two chunks 0.078 s and 0.091 s
 (``benchmarks/sweep_speed.py --only chunks``, ``docs/benchmarks.md``). Here each of k worker threads runs the
 forward and backward of its own chunk of the batch at one intra-op thread, and they meet once
-a step, when every chunk's gradient is in.
+a step, when every chunk's gradient is in. The rest of a chunked step (the batch's draws, the
+optimiser, the EMA) runs at one intra-op thread too (``dicesearch.train.trainer``): those ops
+are small, and on two intra-op threads OpenMP's worker, which spins a while after each op
+before it sleeps, likely takes a core from the chunks' workers as the next step begins. Measured on the 2-core VM, in turns in processes forked as trials are: the pick's chunked step
+took 0.061 s with the rest at one thread against 0.069 s with it on two threads (the base
+model: 0.054 s and 0.053 s).
 
 The gradient is the batch's: the training loss is a mean over the batch (each stage's ε-MSE,
 the VLB), so for chunks of n_c of the B samples ∇L = Σ_c (n_c / B) ∇L_c, and each chunk's

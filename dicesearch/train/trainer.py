@@ -39,6 +39,7 @@ from dicesearch.speed import fast_kernels
 from dicesearch.speed.chunks import ThreadChunks, batch_independent, chunk_count
 from dicesearch.speed.compile import CompileDecision, decide_compile
 from dicesearch.speed.precision import decide_precision
+from dicesearch.speed.worker_threads import one_intra_op_thread
 from dicesearch.train.callbacks import Callback, EvalEvent, LogEvent, ProgressBar, StartEvent, StopTraining
 from dicesearch.train.checkpoint import checkpoint_path, load_checkpoint, prune_checkpoints, remove_partial_files, save_checkpoint
 from dicesearch.train.config import TrainConfig
@@ -242,6 +243,13 @@ class _Loop:
 
     def step(self, step: int, x0: torch.Tensor, y: torch.Tensor):
         """One optimiser step; returns (loss, its LossTerms, grad norm or None)."""
+        chunks = 1 if self.thread_chunks is None else chunk_count(torch.get_num_threads(), x0.shape[0])
+        if chunks > 1:  # the whole step at one intra-op thread (dicesearch.speed.chunks: the optimiser's threads would spin beside the chunks')
+            with one_intra_op_thread():
+                return self._step(step, x0, y, chunks)
+        return self._step(step, x0, y, chunks)
+
+    def _step(self, step: int, x0: torch.Tensor, y: torch.Tensor, chunks: int):
         config, index = self.config, step - 1
         draws = step_draws(config.seed, index, x0.shape[0], tuple(x0.shape[1:]), self.schedule.num_timesteps, config.class_dropout)
         x0 = x0.to(self.device, non_blocking=True)  # (B, C, H, W)
@@ -250,7 +258,6 @@ class _Loop:
         labels = None
         if self.null_label:
             labels = torch.where(draws.drop, torch.full_like(y, self.null_label), y).to(self.device)  # (B,)
-        chunks = 1 if self.thread_chunks is None else chunk_count(torch.get_num_threads(), x0.shape[0])
 
         def loss_of(rows: slice = slice(None)):
             return training_loss(

@@ -145,3 +145,24 @@ def test_at_one_thread_the_chunked_setting_trains_the_same_bits(threads):
     assert plain.losses == chunked.losses
     for a, b in zip(plain.model.parameters(), chunked.model.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_a_chunked_step_runs_its_other_ops_at_one_thread_and_puts_the_count_back(threads, monkeypatch):
+    """The optimiser and the EMA of a chunked step at one intra-op thread: torch's threads
+    would spin beside the chunks' worker threads (``benchmarks/sweep_speed.py --only chunks``)."""
+    from dicesearch.train import trainer
+
+    seen: list[int] = []
+    update_ema = trainer.update_ema
+
+    def recorded(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return update_ema(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "update_ema", recorded)
+    config = TrainConfig(steps=3, batch_size=32, lr=4e-3, seed=3, checkpoint_every=10**9, thread_chunks=True)
+    _train(config, 2)
+    assert seen == [1, 1, 1] and torch.get_num_threads() == 2
+    seen.clear()
+    _train(config.model_copy(update={"thread_chunks": False}), 2)  # not chunked: torch's own threads, as before
+    assert seen == [2, 2, 2]
