@@ -10,9 +10,10 @@ forward and backward of its own chunk of the batch at one intra-op thread, and t
 a step, when every chunk's gradient is in. The rest of a chunked step (the batch's draws, the
 optimiser, the EMA) runs at one intra-op thread too (``dicesearch.train.trainer``): those ops
 are small, and on two intra-op threads OpenMP's worker, which spins a while after each op
-before it sleeps, likely takes a core from the chunks' workers as the next step begins. Measured on the 2-core VM, in turns in processes forked as trials are: the pick's chunked step
-took 0.061 s with the rest at one thread against 0.069 s with it on two threads (the base
-model: 0.054 s and 0.053 s).
+before it sleeps, likely takes a core from the chunks' workers as the next step begins.
+Measured on the 2-core VM, in turns in processes forked as trials are: the pick's chunked
+step took 0.061 s with the rest at one thread against 0.069 s with it on two threads (the
+base model: 0.054 s and 0.053 s).
 
 The gradient is the batch's: the training loss is a mean over the batch (each stage's ε-MSE,
 the VLB), so for chunks of n_c of the B samples ∇L = Σ_c (n_c / B) ∇L_c, and each chunk's

@@ -244,7 +244,7 @@ class _Loop:
     def step(self, step: int, x0: torch.Tensor, y: torch.Tensor):
         """One optimiser step; returns (loss, its LossTerms, grad norm or None)."""
         chunks = 1 if self.thread_chunks is None else chunk_count(torch.get_num_threads(), x0.shape[0])
-        if chunks > 1:  # the whole step at one intra-op thread (dicesearch.speed.chunks: the optimiser's threads would spin beside the chunks')
+        if chunks > 1:  # the whole chunked step at one intra-op thread, its optimiser and EMA too (dicesearch.speed.chunks)
             with one_intra_op_thread():
                 return self._step(step, x0, y, chunks)
         return self._step(step, x0, y, chunks)
