@@ -451,11 +451,12 @@ def _chunks_row(args, model: str, threads: int, chunking: dict) -> tuple[float, 
     from dicesearch.train import trainer
 
     torch.set_num_threads(1)
-    if chunking.pop("step_on_threads", False):  # the version before: only the chunks at one intra-op thread
+    config = {key: value for key, value in chunking.items() if key != "step_on_threads"}  # the row's own dict stays as it is
+    if chunking.get("step_on_threads"):  # the version before: only the chunks at one intra-op thread
         trainer.one_intra_op_thread = contextlib.nullcontext
     space, base, data, budget = _space(args)
     spec = base if model == "base" else space.apply(PICK)
-    seconds, losses, _ = _train_steps(spec, data, load_dataset(data), budget, args.steps, threads_after_first=threads, **chunking)
+    seconds, losses, _ = _train_steps(spec, data, load_dataset(data), budget, args.steps, threads_after_first=threads, **config)
     return seconds, losses
 
 

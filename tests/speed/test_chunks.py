@@ -148,8 +148,8 @@ def test_at_one_thread_the_chunked_setting_trains_the_same_bits(threads):
 
 
 def test_a_chunked_step_runs_its_other_ops_at_one_thread_and_puts_the_count_back(threads, monkeypatch):
-    """The optimiser and the EMA of a chunked step at one intra-op thread: torch's threads
-    would spin beside the chunks' worker threads (``benchmarks/sweep_speed.py --only chunks``)."""
+    """The optimiser and the EMA of a chunked step at one intra-op thread, like its chunks
+    (faster for the pick: ``benchmarks/sweep_speed.py --only chunks``)."""
     from dicesearch.train import trainer
 
     seen: list[int] = []
