@@ -235,8 +235,7 @@ class _Replicate:
 
     def _score(self, ema, workdir, n: int) -> tuple[dict[str, float], str | None]:
         """Sample the first ``n`` images and score them against the budget's N-image reference statistics."""
-        from dicesearch.data.images import ImageView
-        from dicesearch.metrics import image_scores, reference_stats_from_dataset
+        from dicesearch.metrics import image_scores
         from dicesearch.metrics.inception_score import load_logits_network, logits_network_path
         from dicesearch.train import SamplingConfig, save_grid
         from dicesearch.train.sampling import sample_images
@@ -251,10 +250,7 @@ class _Replicate:
         sampling_seconds = time.perf_counter() - start
         self.seconds["sampling_seconds"] += sampling_seconds
         start = time.perf_counter()
-        reference = reference_stats_from_dataset(
-            ImageView(self.dataset, self.data), budget.fid_samples, self.dataset.fingerprint, seed=self.reference_seed, progress=self.progress_bar,
-            fast=budget.fast_kernels,
-        )
+        reference = budget_reference(self.dataset, self.data, budget, self.reference_seed, progress=self.progress_bar)
         classifier_path = logits_network_path()
         classifier = load_logits_network(classifier_path) if classifier_path else None
         scores = image_scores(images, reference, n, classifier=classifier, seed=self.seed, progress=self.progress_bar, fast=budget.fast_kernels)
@@ -265,3 +261,15 @@ class _Replicate:
             Path(workdir).mkdir(parents=True, exist_ok=True)
             samples_png = str(save_grid(images[:64], Path(workdir) / "samples.png"))
         return scores, samples_png
+
+
+def budget_reference(dataset, data, budget: Budget, reference_seed: int, progress: bool = False):
+    """The statistics every score of a run is measured against: ``budget.fid_samples`` real
+    images of ``dataset`` drawn with ``reference_seed``, from the cache or computed into it
+    (:mod:`dicesearch.metrics.reference`)."""
+    from dicesearch.data.images import ImageView
+    from dicesearch.metrics import reference_stats_from_dataset
+
+    return reference_stats_from_dataset(
+        ImageView(dataset, data), budget.fid_samples, dataset.fingerprint, seed=reference_seed, progress=progress, fast=budget.fast_kernels
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import time
 from pathlib import Path
@@ -63,14 +64,13 @@ def run_sweep(path: str, console: Console, *, trials=None, out_dir=None, storage
     ahead = PlotsAhead.for_sweep(sweep_config)
     if ahead is not None:
         ahead.start()  # its imports too, at the lowest priority
-    try:
-        _run_sweep(path, console, ahead, trials=trials, out_dir=out_dir, storage=storage, tracking_uri=tracking_uri, device=device)
-    finally:
+    with contextlib.ExitStack() as beside:  # the processes that run beside the sweep end with it
         if ahead is not None:
-            ahead.close()
+            beside.callback(ahead.close)
+        _run_sweep(path, console, ahead, beside, trials=trials, out_dir=out_dir, storage=storage, tracking_uri=tracking_uri, device=device)
 
 
-def _run_sweep(path: str, console: Console, ahead, *, trials, out_dir, storage, tracking_uri, device) -> None:
+def _run_sweep(path: str, console: Console, ahead, beside: contextlib.ExitStack, *, trials, out_dir, storage, tracking_uri, device) -> None:
     from dicesearch.sweep.prechecks import check_budget_reachable, check_data, check_trial_memory
     from dicesearch.sweep.results.plots import importance_note, save_plots
     from dicesearch.sweep.results.summary import cost_line, rung_agreement_line
@@ -88,6 +88,12 @@ def _run_sweep(path: str, console: Console, ahead, *, trials, out_dir, storage, 
     check_trial_memory(space, device)
     probe_storage(paths.storage_url)
     config = space.config
+    if config.backend != "ray":  # the trials' FID reference statistics, computed beside the sweep's start
+        from dicesearch.sweep.lifecycle.reference_ahead import ReferenceAhead
+
+        reference = ReferenceAhead.start(config.data, config.budget, [config.seed], device)
+        if reference is not None:
+            beside.callback(reference.close)
     console.print(
         f"sweep [bold]{config.resolved_study_name}[/]: {config.trials} trials ({config.backend}), objective "
         f"{', '.join(config.objective.metrics)}; study in {paths.storage_url}, MLflow in {paths.tracking_uri}",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import time
 import warnings
 
 import numpy as np
@@ -108,7 +110,7 @@ def test_interrupted_write_leaves_no_cache_file(tmp_path, monkeypatch):
     monkeypatch.setattr(np, "savez", crash)
     with pytest.raises(KeyboardInterrupt):
         cached_reference_stats(_key(), CountingCompute(10), tmp_path)
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == []  # the empty lock file stays
 
 
 def test_reference_without_spatial_round_trips(tmp_path):
@@ -127,3 +129,55 @@ def test_cache_dir_follows_env_var(tmp_path, monkeypatch):
     monkeypatch.setenv("DICESEARCH_CACHE_DIR", str(tmp_path))
     cached_reference_stats(_key(), compute, None)
     assert len(list((tmp_path / "fid").glob("*.npz"))) == 1
+
+
+class _SlowCompute(CountingCompute):
+    """Computes slowly and leaves one file in ``marks`` per call, visible across processes."""
+
+    def __init__(self, n: int, marks) -> None:
+        super().__init__(n)
+        self.marks = marks
+
+    def __call__(self) -> InceptionFeatures:
+        (self.marks / f"computed-by-{os.getpid()}").touch()
+        time.sleep(0.5)  # long enough that every process misses the cache before the first writes it
+        return super().__call__()
+
+
+def _load_or_compute(cache, marks, out) -> None:
+    stats = cached_reference_stats(_key(), _SlowCompute(10, marks), cache)
+    np.save(out, stats.pool.sigma)
+
+
+def test_processes_that_miss_at_once_compute_it_once(tmp_path):
+    """A sweep's first trials all find the cache empty: one computes, the others wait for its file."""
+    cache, marks = tmp_path / "cache", tmp_path / "marks"
+    marks.mkdir()
+    context = multiprocessing.get_context("spawn")
+    outs = [tmp_path / f"sigma-{i}.npy" for i in range(3)]
+    processes = [context.Process(target=_load_or_compute, args=(cache, marks, out)) for out in outs]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=120)
+        assert process.exitcode == 0
+    assert len(list(marks.iterdir())) == 1  # computed by one process only
+    expected = gaussian_stats(CountingCompute(10)().pool).sigma
+    for out in outs:
+        np.testing.assert_array_equal(np.load(out), expected)
+    assert len(list(cache.glob("*.npz"))) == 1
+
+
+def test_a_folder_that_cannot_hold_the_lock_still_computes(tmp_path, monkeypatch):
+    """Where no lock file can be made, the statistics are computed without one (and the cache,
+    which cannot be written there either, warns as before)."""
+    from filelock import FileLock
+
+    def refuse(self, *args, **kwargs):
+        raise PermissionError("read-only folder")
+
+    monkeypatch.setattr(FileLock, "acquire", refuse)
+    compute = CountingCompute(10)
+    stats = cached_reference_stats(_key(), compute, tmp_path)
+    assert compute.calls == 1
+    np.testing.assert_array_equal(stats.pool.mu, gaussian_stats(CountingCompute(10)().pool).mu)
