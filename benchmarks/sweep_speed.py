@@ -53,6 +53,13 @@ mean something only where a core is free.
 * ``start``: a trial process from start to its imports done (torch, diffusers, the objective,
   the metrics), spawned as before or forked from the preloading server (``process.PRELOAD``):
   wall seconds and the child's CPU seconds.
+* ``reference``: a sweep's first two trials on a machine that has never scored its data (an
+  empty FID cache): two trial-like processes at once, each training the base model to the
+  first rung at one thread and scoring it, as the default sweep's first trials do. Each trial
+  computing the reference statistics itself (before), the cache's lock (one computes, the
+  other waits), and the statistics computed beside them by the process a sweep starts
+  (``dicesearch.sweep.lifecycle.reference_ahead``, now): the wall until both are scored,
+  each trial's scoring seconds, and whether their scores are the same bits every way.
 """
 
 from __future__ import annotations
@@ -62,6 +69,7 @@ import multiprocessing
 import os
 import statistics
 import sys
+import tempfile
 import time
 
 import torch
@@ -69,7 +77,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/reporting.py, however this file is loaded
 import reporting  # noqa: E402
 
-LEVERS = ("precision", "inception", "winograd", "cores", "chunks", "sampling", "native", "merge_norm", "start")
+LEVERS = ("precision", "inception", "winograd", "cores", "chunks", "sampling", "native", "merge_norm", "start", "reference")
 
 
 class _Idle:
@@ -732,6 +740,74 @@ def start_table(args) -> None:
     print(idle.line())
 
 
+def _first_rung(conn, args, cache: str, locked: bool) -> None:
+    """A trial-like process: the space's base model to the first rung at one thread, scored
+    against the budget's reference statistics in ``cache``; sends (wall s, scoring s, scores)."""
+    import contextlib
+
+    start = time.perf_counter()
+    os.environ["DICESEARCH_CACHE_DIR"] = cache
+    if not locked:  # the version before: every process that misses the cache computes it
+        from dicesearch.metrics import reference
+
+        reference._computing = lambda path: contextlib.nullcontext()
+    from dicesearch.objective import evaluate
+
+    torch.set_num_threads(1)
+    space, base, data, budget = _space(args)
+    fidelity = space.config.fidelity
+    with tempfile.TemporaryDirectory() as scratch:
+        evaluation = evaluate(
+            base, data, budget, seed=space.config.seed, run_dir=scratch, rungs=fidelity.rungs, rung_samples=fidelity.samples,
+            on_rung=lambda index, steps, metrics: False, device="cpu", count_static=False,
+        )  # fmt: skip
+    metrics = evaluation.metrics
+    conn.send((time.perf_counter() - start, metrics["fid_seconds"], {k: v for k, v in metrics.items() if k.startswith(("fid_", "kid_", "sfid_", "precision_", "recall_")) and not k.endswith("_seconds")}))
+    conn.close()
+
+
+def reference_table(args) -> None:
+    """A sweep's first two trials on an empty FID cache, three ways (module docstring)."""
+    from dicesearch.sweep.lifecycle.process import start_trial_server, trial_context
+    from dicesearch.sweep.lifecycle.reference_ahead import ReferenceAhead
+
+    space, _, data, budget = _space(args)
+    context = trial_context()
+    start_trial_server()  # up before the first row, as it is before a sweep's first trial
+    _in_a_trial_process(os.getpid)
+    ways = ("each trial computes it (before)", "the lock: one computes, the other waits", "computed beside them (now)")
+    wall, scoring, scores = {w: [] for w in ways}, {w: [] for w in ways}, {}
+    with _Idle() as idle:
+        for r in range(args.rounds):
+            for way in ways:
+                with tempfile.TemporaryDirectory() as cache:
+                    os.environ["DICESEARCH_CACHE_DIR"] = cache  # what the reference process takes
+                    start = time.perf_counter()
+                    ahead = ReferenceAhead.start(data, budget, [space.config.seed], "cpu") if way == ways[2] else None
+                    pipes = []
+                    for _ in range(2):
+                        here, there = context.Pipe()
+                        context.Process(target=_first_rung, args=(there, args, cache, way != ways[0])).start()
+                        there.close()
+                        pipes.append(here)
+                    results = [pipe.recv() for pipe in pipes]
+                    wall[way].append(time.perf_counter() - start)
+                    if ahead is not None:
+                        ahead.close()
+                    scoring[way].append(max(seconds for _, seconds, _ in results))
+                    scores[way] = [s for _, _, s in results]
+                    del os.environ["DICESEARCH_CACHE_DIR"]
+            print(f"  round {r + 1}: " + "; ".join(f"{w} {wall[w][-1]:.1f} s" for w in ways), flush=True)
+    key = space.config.rung_keys[0]
+    rows = []
+    for way in ways:
+        same = all(a == b for a, b in zip(scores[way], scores[ways[0]]))
+        rows.append([way, f"{_median(wall[way]):.1f}", f"{_median(scoring[way]):.1f}", f"{scores[way][0][key]:.4f}", "same bits" if same else "differ"])
+    print(f"\nthe first two trials on an empty FID cache: the base model to {space.config.fidelity.rungs[0]} steps, {key}, two at once, {args.rounds} rounds (median)\n")
+    print(reporting.markdown_table(["reference statistics", "wall s, both scored", "the slower trial's scoring s", key, "scores vs before"], rows))
+    print(idle.line())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--space", default="search_spaces/cascade.yaml")
@@ -743,7 +819,7 @@ def main() -> None:
     parser.add_argument("--tail-scores", action="store_true", help="with cores: the pick's 400 -> 1600 steps at one thread and at two, scored")
     args = parser.parse_args()
     print(reporting.machine_line("cpu") + " (other jobs may share this machine)")
-    tables = {"precision": precision_table, "inception": inception_table, "winograd": winograd_table, "cores": cores_table, "chunks": chunks_table, "sampling": sampling_table, "native": native_table, "merge_norm": merge_norm_table, "start": start_table}
+    tables = {"precision": precision_table, "inception": inception_table, "winograd": winograd_table, "cores": cores_table, "chunks": chunks_table, "sampling": sampling_table, "native": native_table, "merge_norm": merge_norm_table, "start": start_table, "reference": reference_table}
     for lever in args.only:
         tables[lever](args)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -55,12 +56,19 @@ def run_comparison(
         from dicesearch.sweep.backends.optuna_workers import OptunaSweep
 
         runner = OptunaSweep(plan, locations, console, device)
-    try:
-        result = runner.run()
-    except KeyboardInterrupt:
-        again = " ".join(arguments)
-        console.print(f"\n[yellow]interrupted.[/] Finished runs are kept; run the same command to resume:\n  dicesearch compare {again}")
-        raise SystemExit(130) from None
+    with contextlib.ExitStack() as beside:
+        if config.backend != "ray":  # each seed's FID reference statistics, computed beside the first runs
+            from dicesearch.sweep.lifecycle.reference_ahead import ReferenceAhead
+
+            reference = ReferenceAhead.start(plan.config.data, plan.config.budget, plan.seeds, device)
+            if reference is not None:
+                beside.callback(reference.close)
+        try:
+            result = runner.run()
+        except KeyboardInterrupt:
+            again = " ".join(arguments)
+            console.print(f"\n[yellow]interrupted.[/] Finished runs are kept; run the same command to resume:\n  dicesearch compare {again}")
+            raise SystemExit(130) from None
     return report(result.study, plan, out / "report", runner.mirror, console)
 
 
