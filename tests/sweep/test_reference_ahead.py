@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import time
 
 import numpy as np
 import pytest
@@ -28,8 +29,7 @@ def test_it_writes_the_statistics_the_trials_then_read_without_computing(tmp_pat
     monkeypatch.setenv("DICESEARCH_CACHE_DIR", str(tmp_path / "cache"))  # set after the server started: the child must see it
     ahead = ReferenceAhead.start(DATA, BUDGET, [7, 7], "cpu")
     assert ahead is not None
-    ahead.process.join(timeout=120)
-    assert ahead.process.exitcode == 0
+    assert ahead.wait(timeout=120) == 0
     (written,) = (tmp_path / "cache" / "fid").glob("*.npz")  # one seed, asked for twice: one file
     assert "-n6-seed7-" in written.name
 
@@ -69,8 +69,11 @@ def test_not_started_where_trials_are_spawned_or_on_a_gpu(monkeypatch):
 def test_close_ends_a_process_still_computing():
     _forked_here()
     context = trial_context()
-    ahead = ReferenceAhead(context.Process(target=_sleep, daemon=True))
-    ahead.process.start()
+    ahead = ReferenceAhead(context.Process(target=_sleep, daemon=True))  # started from a thread
+    deadline = time.monotonic() + 120
+    while ahead.process.pid is None and time.monotonic() < deadline:  # the server may still be starting
+        time.sleep(0.05)
+    assert ahead.wait(timeout=0.5) is None  # still running
     ahead.close()
     assert not ahead.process.is_alive() and ahead.process.exitcode is not None and ahead.process.exitcode < 0
 
@@ -87,6 +90,4 @@ def test_a_failure_in_the_process_is_left_for_the_trials(tmp_path):
 
 
 def _sleep() -> None:
-    import time
-
     time.sleep(60)

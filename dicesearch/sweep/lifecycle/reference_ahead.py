@@ -19,6 +19,7 @@ goes wrong here is left for the trials to meet and report: the process never fai
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterable
 
 
@@ -43,10 +44,16 @@ def _compute(data, budget, seeds: tuple[int, ...], environment: dict[str, str]) 
 
 
 class ReferenceAhead:
-    """The process computing a sweep's reference statistics; :meth:`close` ends it."""
+    """The process computing a sweep's reference statistics; :meth:`close` ends it.
+
+    It is started from a thread of its own: a process forked from the preloading server starts
+    only once the server has done its imports (up to about 2 s after the sweep's checks on the
+    2-core machine), and the sweep's start goes on meanwhile."""
 
     def __init__(self, process) -> None:
         self.process = process
+        self._starting = threading.Thread(target=process.start, name="reference-ahead", daemon=True)
+        self._starting.start()
 
     @classmethod
     def start(cls, data, budget, seeds: Iterable[int], device: str = "auto") -> ReferenceAhead | None:
@@ -59,12 +66,22 @@ class ReferenceAhead:
         if context.get_start_method() != "forkserver" or resolve_device(device).type != "cpu":
             return None
         process = context.Process(target=_compute, args=(data, budget, tuple(dict.fromkeys(seeds)), dict(os.environ)), daemon=True)
-        process.start()
         return cls(process)
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Wait for the process to end; its exit code (None: still running after ``timeout``)."""
+        self._starting.join(timeout)
+        if self.process.pid is None:
+            return None
+        self.process.join(timeout)
+        return self.process.exitcode
 
     def close(self) -> None:
         """End the process if it is still running (the sweep stopped early: the cache's file is
         written under another name and renamed into place, so nothing is left half-written)."""
+        self._starting.join()
+        if self.process.pid is None:  # its start failed: nothing to end
+            return
         if self.process.is_alive():
             self.process.terminate()
         self.process.join(timeout=10)
