@@ -56,6 +56,9 @@ class DicesearchGroup(click.Group):
     plugin (any ``LineWarning``) is one ``warning:`` line."""
 
     def invoke(self, ctx: click.Context):
+        from dicesearch.speed import collector
+
+        collector.freeze_at_exit()  # the interpreter's teardown without collector passes (dicesearch.speed.collector)
         with warnings.catch_warnings():
             warnings.showwarning = _plugin_warnings_as_lines(warnings.showwarning)
             try:

@@ -25,38 +25,39 @@ def run_comparison(
 ) -> Path:
     """Run (or resume) a comparison; returns the folder of its report."""
     from dicesearch.registry import default_registry
+    from dicesearch.speed import collector
     from dicesearch.sweep.commands import print_native_note, quiet_libraries
     from dicesearch.sweep.store.locations import SweepLocations
     from dicesearch.sweep.store.studies import probe_storage
 
     if not console.is_terminal:
         console.width = max(console.width, 160)
-    quiet_libraries()
-    registry = default_registry()
-    config, source, relative_to, _ = load_comparison(arguments, overrides)
-    out = out_folder(config, out_dir)
-    planned = plan_comparison(config, source, relative_to, out, registry, device, console)
-    plan = build_plan(config, planned, out, registry)
-    locations = SweepLocations.for_config(plan.config, out, storage, tracking_uri)
-    probe_storage(locations.storage_url)
-    console.print(plan_table(plan))
-    console.print(
-        f"compare [bold]{config.name}[/]: {len(planned)} models x {len(plan.seeds)} seeds = {plan.config.trials} runs "
-        f"({config.backend}, {config.parallelism} at once), baseline {plan.baseline}; study in {locations.storage_url}, "
-        f"MLflow in {locations.tracking_uri}",
-        highlight=False,
-    )
-    print_native_note(console, device)
-    write_plan(Path(plan.source), config, planned)
-    if config.backend == "ray":
-        from dicesearch.sweep.backends.ray_tune.sweep import RaySweep
+    with collector.paused(), contextlib.ExitStack() as beside:  # no collector until the workers begin (dicesearch.speed.collector)
+        quiet_libraries()
+        registry = default_registry()
+        config, source, relative_to, _ = load_comparison(arguments, overrides)
+        out = out_folder(config, out_dir)
+        planned = plan_comparison(config, source, relative_to, out, registry, device, console)
+        plan = build_plan(config, planned, out, registry)
+        locations = SweepLocations.for_config(plan.config, out, storage, tracking_uri)
+        probe_storage(locations.storage_url)
+        console.print(plan_table(plan))
+        console.print(
+            f"compare [bold]{config.name}[/]: {len(planned)} models x {len(plan.seeds)} seeds = {plan.config.trials} runs "
+            f"({config.backend}, {config.parallelism} at once), baseline {plan.baseline}; study in {locations.storage_url}, "
+            f"MLflow in {locations.tracking_uri}",
+            highlight=False,
+        )
+        print_native_note(console, device)
+        write_plan(Path(plan.source), config, planned)
+        if config.backend == "ray":
+            from dicesearch.sweep.backends.ray_tune.sweep import RaySweep
 
-        runner = RaySweep(plan, locations, console, device, load=load_plan)
-    else:
-        from dicesearch.sweep.backends.optuna_workers import OptunaSweep
+            runner = RaySweep(plan, locations, console, device, load=load_plan)
+        else:
+            from dicesearch.sweep.backends.optuna_workers import OptunaSweep
 
-        runner = OptunaSweep(plan, locations, console, device)
-    with contextlib.ExitStack() as beside:
+            runner = OptunaSweep(plan, locations, console, device)
         if config.backend != "ray":  # each seed's FID reference statistics, computed beside the first runs
             from dicesearch.sweep.lifecycle.reference_ahead import ReferenceAhead
 

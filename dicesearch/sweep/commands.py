@@ -50,22 +50,22 @@ def print_native_note(console: Console, device: str) -> None:
 
 
 def run_sweep(path: str, console: Console, *, trials=None, out_dir=None, storage=None, tracking_uri=None, device="auto") -> None:
+    from dicesearch.speed import collector
     from dicesearch.sweep.results.ahead import PlotsAhead
     from dicesearch.sweep.space.search_space import read_sweep_config
 
     if not console.is_terminal:  # a log file: lines need not wrap at 80 columns
         console.width = max(console.width, 160)
-    quiet_libraries()
-    sweep_config = read_sweep_config(path)
-    if sweep_config.backend != "ray":
-        from dicesearch.sweep.lifecycle.process import start_trial_server
+    with collector.paused(), contextlib.ExitStack() as beside:  # no collector until the workers begin; the processes beside the sweep end with it
+        quiet_libraries()
+        sweep_config = read_sweep_config(path)
+        if sweep_config.backend != "ray":
+            from dicesearch.sweep.lifecycle.process import start_trial_server
 
-        start_trial_server()  # its imports and the FID network overlap loading the space, its checks and the stores
-    ahead = PlotsAhead.for_sweep(sweep_config)
-    if ahead is not None:
-        ahead.start()  # its imports too, at the lowest priority
-    with contextlib.ExitStack() as beside:  # the processes that run beside the sweep end with it
+            start_trial_server()  # its imports and the FID network overlap loading the space, its checks and the stores
+        ahead = PlotsAhead.for_sweep(sweep_config)
         if ahead is not None:
+            ahead.start()  # its imports too, at the lowest priority
             beside.callback(ahead.close)
         _run_sweep(path, console, ahead, beside, trials=trials, out_dir=out_dir, storage=storage, tracking_uri=tracking_uri, device=device)
 

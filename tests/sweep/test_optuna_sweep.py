@@ -113,3 +113,27 @@ def test_idle_workers_lend_their_cores_only_where_the_sweep_says_share(sweep_kit
         assert set(offered) == {None}
     else:
         assert all(isinstance(n, int) and n >= 1 for n in offered)
+
+
+def test_the_garbage_collector_is_back_on_when_the_trials_begin_and_after_a_bad_space(sweep_kit, monkeypatch):
+    """The sweep's start runs without it (dicesearch.speed.collector); nothing after that does."""
+    import gc
+
+    import dicesearch.sweep.lifecycle.trial as trial
+
+    seen = []
+    real = trial.run_trial
+
+    def run_trial(*args, **kwargs):
+        seen.append(gc.isenabled())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trial, "run_trial", run_trial)
+    gc.enable()
+    result = sweep_kit.run(sweep_kit.space(trials=1))
+    assert result.exit_code == 0, result.output
+    assert seen == [True] and gc.isenabled()
+    bad = sweep_kit.space(name="bad", parameters="  stages[0].no_such_field: {int: [16, 32]}")
+    result = sweep_kit.run(bad)
+    assert result.exit_code == 2 and gc.isenabled()
+    gc.unfreeze()

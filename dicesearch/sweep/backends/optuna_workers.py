@@ -32,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 import optuna
 from rich.console import Console
 
+from dicesearch.speed import collector
 from dicesearch.speed.cores import offered_threads
 from dicesearch.sweep.lifecycle import rungs
 from dicesearch.sweep.lifecycle.messages import Candidate, TrialOutcome, TrialSettings
@@ -69,6 +70,7 @@ class OptunaSweep:
         steps = config.budget.train_steps * config.replicates  # replicate r reports as r * train_steps + step
         pruner = make_pruner(config.pruner, config.objective.directions, steps, config.budget.report_every)
         result = self.session.open(sweep_params(config), pruner)
+        collector.resume()  # the start is over (dicesearch.speed.collector)
         self._enqueue_fixed()
         pool = ThreadPoolExecutor(max_workers=config.parallelism)
         try:

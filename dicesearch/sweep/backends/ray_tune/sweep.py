@@ -41,6 +41,7 @@ from rich.console import Console
 from dicesearch.errors import SpecError
 from dicesearch.files import inside
 from dicesearch.numbers import finite
+from dicesearch.speed import collector
 from dicesearch.sweep.backends.ray_tune import cluster as ray_cluster
 from dicesearch.sweep.backends.ray_tune.results import RayResults, ResultsRecorder
 from dicesearch.sweep.backends.ray_tune.trainable import KEY, SampledConfig, TrialReport, run_ray_trial, rung_root
@@ -93,6 +94,7 @@ class RaySweep:
 
     def _run(self, started: dict[str, int] | None) -> SweepResult:
         result = self.session.open(self._sweep_params(), requeue=False)
+        collector.resume()  # the start is over (dicesearch.speed.collector)
         done = len(self.session.study.view().counted())
         try:
             # a restored experiment runs what it was started with; a new one what the study still lacks
