@@ -61,6 +61,11 @@ mean something only where a core is free.
   (``dicesearch.sweep.lifecycle.reference_ahead``, now), the trials started 2 s after the
   sweep's checks as in the sweep (its stores and first gates): the wall until both are scored,
   each trial's scoring seconds, and whether their scores are the same bits every way.
+* ``collector``: a sweep's start (the imports, loading and checking the default space, the
+  stores opened) in a fresh interpreter, with Python's cyclic garbage collector on as before
+  or off until the stores are open, then frozen (``dicesearch.speed.collector``, now); and the
+  interpreter's teardown after its last atexit function, without and with every object frozen
+  first: seconds, the rows taking turns.
 """
 
 from __future__ import annotations
@@ -78,7 +83,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # benchmarks/reporting.py, however this file is loaded
 import reporting  # noqa: E402
 
-LEVERS = ("precision", "inception", "winograd", "cores", "chunks", "sampling", "native", "merge_norm", "start", "reference")
+LEVERS = ("precision", "inception", "winograd", "cores", "chunks", "sampling", "native", "merge_norm", "start", "reference", "collector")
 
 
 class _Idle:
@@ -814,6 +819,54 @@ def reference_table(args) -> None:
     print(idle.line())
 
 
+_START_PROBE = """
+import atexit, gc, os, sys, time
+begun = time.perf_counter()
+atexit.register(lambda: open("exit-begins", "w").write(repr(time.time())))  # registered first: the last atexit function
+from dicesearch.speed import collector
+paused = sys.argv[2] == "now"
+if paused:
+    collector.pause()
+    collector.freeze_at_exit()
+from rich.console import Console
+from dicesearch.sweep.commands import quiet_libraries
+quiet_libraries()
+from dicesearch.sweep.backends.optuna_workers import OptunaSweep
+from dicesearch.sweep.lifecycle.session import sweep_params
+from dicesearch.sweep.prechecks import check_budget_reachable, check_data, check_trial_memory
+from dicesearch.sweep.space.search_space import load_search_space
+from dicesearch.sweep.store.locations import SweepLocations
+space = load_search_space(sys.argv[1])
+check_data(space)
+check_budget_reachable(space)
+check_trial_memory(space, "cpu")
+OptunaSweep(space, SweepLocations.for_config(space.config), Console(quiet=True), "cpu").session.open(sweep_params(space.config), None)
+collector.resume()
+print(time.perf_counter() - begun)
+"""
+
+
+def collector_table(args) -> None:
+    """A sweep's start and the interpreter's teardown, the cyclic collector as before and as now."""
+    import subprocess
+
+    space = os.path.abspath(args.space)
+    ways = {"before": "the collector on throughout (before)", "now": "off for the start, then frozen; frozen at exit (now)"}
+    start, teardown = {w: [] for w in ways}, {w: [] for w in ways}
+    with _Idle() as idle:
+        for _ in range(args.rounds):
+            for way in ways:
+                with tempfile.TemporaryDirectory() as scratch:  # the stores are new each time, as in a first sweep
+                    out = subprocess.run([sys.executable, "-c", _START_PROBE, space, way], cwd=scratch, capture_output=True, text=True, check=True)
+                    ended = time.time()
+                    start[way].append(float(out.stdout.split()[-1]))
+                    teardown[way].append(ended - float(open(os.path.join(scratch, "exit-begins")).read()))
+    rows = [[label, f"{_median(start[w]):.2f}", f"{_median(teardown[w]):.2f}"] for w, label in ways.items()]
+    print(f"\na sweep's start (imports, the space loaded and checked, the stores opened) and the teardown, fresh interpreters, {args.rounds} rounds (median)\n")
+    print(reporting.markdown_table(["cyclic garbage collector", "start s", "teardown after the last atexit function s"], rows))
+    print(idle.line())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--space", default="search_spaces/cascade.yaml")
@@ -825,7 +878,7 @@ def main() -> None:
     parser.add_argument("--tail-scores", action="store_true", help="with cores: the pick's 400 -> 1600 steps at one thread and at two, scored")
     args = parser.parse_args()
     print(reporting.machine_line("cpu") + " (other jobs may share this machine)")
-    tables = {"precision": precision_table, "inception": inception_table, "winograd": winograd_table, "cores": cores_table, "chunks": chunks_table, "sampling": sampling_table, "native": native_table, "merge_norm": merge_norm_table, "start": start_table, "reference": reference_table}
+    tables = {"precision": precision_table, "inception": inception_table, "winograd": winograd_table, "cores": cores_table, "chunks": chunks_table, "sampling": sampling_table, "native": native_table, "merge_norm": merge_norm_table, "start": start_table, "reference": reference_table, "collector": collector_table}
     for lever in args.only:
         tables[lever](args)
 

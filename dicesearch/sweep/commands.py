@@ -57,12 +57,12 @@ def run_sweep(path: str, console: Console, *, trials=None, out_dir=None, storage
     if not console.is_terminal:  # a log file: lines need not wrap at 80 columns
         console.width = max(console.width, 160)
     with collector.paused(), contextlib.ExitStack() as beside:  # no collector until the workers begin; the processes beside the sweep end with it
-        quiet_libraries()
         sweep_config = read_sweep_config(path)
         if sweep_config.backend != "ray":
             from dicesearch.sweep.lifecycle.process import start_trial_server
 
-            start_trial_server()  # its imports and the FID network overlap loading the space, its checks and the stores
+            start_trial_server()  # its imports and the FID network overlap this process's imports, the space, its checks and the stores
+        quiet_libraries()
         ahead = PlotsAhead.for_sweep(sweep_config)
         if ahead is not None:
             ahead.start()  # its imports too, at the lowest priority

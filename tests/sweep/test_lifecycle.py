@@ -563,3 +563,27 @@ def test_trial_processes_fork_with_the_fid_network_loaded():
     loaded, built = queue.get(timeout=120)
     child.join()
     assert loaded >= 1 and built >= 1
+
+
+def _collector_state(queue) -> None:
+    import gc
+
+    queue.put((gc.isenabled(), gc.get_freeze_count()))
+
+
+def test_trial_processes_fork_with_the_servers_objects_frozen_and_the_collector_on():
+    """The server imports with the cyclic collector off (``preload_begins``), then freezes what it
+    made and turns it back on (``preload_inception``): a forked process collects as ever, and its
+    collections skip the server's objects."""
+    from dicesearch.sweep.lifecycle.process import trial_context
+
+    context = trial_context()
+    if context.get_start_method() != "forkserver":
+        pytest.skip("trial processes are spawned here, not forked from a preloading server")
+    queue = context.Queue()
+    child = context.Process(target=_collector_state, args=(queue,))
+    child.start()
+    enabled, frozen = queue.get(timeout=120)
+    child.join()
+    assert enabled
+    assert frozen > 100_000  # torch, diffusers, the objective and the network: out of the child's collections

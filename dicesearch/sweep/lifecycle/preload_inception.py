@@ -11,6 +11,9 @@ so a trial told to use another file loads that one).
 Only the default network on the CPU, with torch at one thread while it runs, so that no
 OpenMP thread pool exists in the server when it forks. Whatever goes wrong here is left for
 the trials to meet and report as they always did: this import never fails.
+
+Imported last, it also ends what ``preload_begins`` began: what the server made is frozen
+out of the cyclic collector's passes, and the collector is on again, before any fork.
 """
 
 from __future__ import annotations
@@ -33,4 +36,9 @@ def _warm() -> None:
         torch.set_num_threads(threads)
 
 
-_warm()
+try:
+    _warm()
+finally:
+    from dicesearch.speed import collector
+
+    collector.resume()  # preload_begins paused it

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import multiprocessing
 import os
 import sys
@@ -37,6 +38,7 @@ CONTINUE, PRUNE = "continue", "prune"
 ThreadOffer = Callable[[], int | None]  # threads the trial may use now (None: its own)
 # what every trial process imports, once in the forkserver (module docstring)
 PRELOAD = (
+    "dicesearch.sweep.lifecycle.preload_begins",  # the collector off while the server imports (it is back on before any fork)
     "torch", "numpy", "diffusers.schedulers.scheduling_ddim", "diffusers.schedulers.scheduling_ddpm",
     "diffusers.schedulers.scheduling_dpmsolver_multistep", "dicesearch.objective", "dicesearch.train",
     "dicesearch.metrics", "dicesearch.sweep.lifecycle.messages", "dicesearch.sweep.lifecycle.preload_inception",
@@ -108,6 +110,7 @@ def trial_child(conn, request: TrialRequest, environment: dict[str, str] | None 
     if environment is not None:
         os.environ.clear()
         os.environ.update(environment)
+    gc.enable()  # whatever the server's preload left (preload_begins)
     try:
         import warnings
 

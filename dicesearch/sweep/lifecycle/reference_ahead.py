@@ -18,6 +18,7 @@ goes wrong here is left for the trials to meet and report: the process never fai
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 from collections.abc import Iterable
@@ -29,6 +30,7 @@ def _compute(data, budget, seeds: tuple[int, ...], environment: dict[str, str]) 
     have been set since)."""
     os.environ.clear()
     os.environ.update(environment)
+    gc.enable()  # whatever the server's preload left (preload_begins)
     try:
         import torch
 
