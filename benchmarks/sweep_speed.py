@@ -65,7 +65,8 @@ mean something only where a core is free.
   stores opened) in a fresh interpreter, with Python's cyclic garbage collector on as before
   or off until the stores are open, then frozen (``dicesearch.speed.collector``, now); and the
   interpreter's teardown after its last atexit function, without and with every object frozen
-  first: seconds, the rows taking turns.
+  first; and the preloading server's imports and FID network (``process.PRELOAD``), the
+  collector on or off until they are done (``preload_begins``): seconds, the rows taking turns.
 """
 
 from __future__ import annotations
@@ -846,13 +847,23 @@ print(time.perf_counter() - begun)
 """
 
 
+_SERVER_PROBE = """
+import importlib, sys, time
+begun = time.perf_counter()
+from dicesearch.sweep.lifecycle.process import PRELOAD
+for module in PRELOAD if sys.argv[1] == "now" else [m for m in PRELOAD if not m.endswith("preload_begins")]:
+    importlib.import_module(module)
+print(time.perf_counter() - begun)
+"""
+
+
 def collector_table(args) -> None:
     """A sweep's start and the interpreter's teardown, the cyclic collector as before and as now."""
     import subprocess
 
     space = os.path.abspath(args.space)
     ways = {"before": "the collector on throughout (before)", "now": "off for the start, then frozen; frozen at exit (now)"}
-    start, teardown = {w: [] for w in ways}, {w: [] for w in ways}
+    start, teardown, server = {w: [] for w in ways}, {w: [] for w in ways}, {w: [] for w in ways}
     with _Idle() as idle:
         for _ in range(args.rounds):
             for way in ways:
@@ -861,9 +872,11 @@ def collector_table(args) -> None:
                     ended = time.time()
                     start[way].append(float(out.stdout.split()[-1]))
                     teardown[way].append(ended - float(open(os.path.join(scratch, "exit-begins")).read()))
-    rows = [[label, f"{_median(start[w]):.2f}", f"{_median(teardown[w]):.2f}"] for w, label in ways.items()]
-    print(f"\na sweep's start (imports, the space loaded and checked, the stores opened) and the teardown, fresh interpreters, {args.rounds} rounds (median)\n")
-    print(reporting.markdown_table(["cyclic garbage collector", "start s", "teardown after the last atexit function s"], rows))
+                out = subprocess.run([sys.executable, "-c", _SERVER_PROBE, way], capture_output=True, text=True, check=True)
+                server[way].append(float(out.stdout.split()[-1]))
+    rows = [[label, f"{_median(start[w]):.2f}", f"{_median(teardown[w]):.2f}", f"{_median(server[w]):.2f}"] for w, label in ways.items()]
+    print(f"\na sweep's start (imports, the space loaded and checked, the stores opened), its teardown, and the preloading server's imports and network, fresh interpreters, {args.rounds} rounds (median)\n")
+    print(reporting.markdown_table(["cyclic garbage collector", "sweep start s", "teardown after the last atexit function s", "the server's preload s"], rows))
     print(idle.line())
 
 

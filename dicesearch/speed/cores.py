@@ -17,9 +17,12 @@ pieces hand it over:
   the sweep thinks idle, intra-op threads wait for each other at every op: on the 2-core
   machine at load average 5, two threads took 5.1 s a step against one thread's 0.28 s.
   Then it times the steps at the offered count over the next window and keeps them only if
-  a step takes at most ``KEEP_RATIO`` of its own-threads step; else it goes back and does not
-  try that count again. When the offer shrinks (the idle worker claimed a trial), the trial
-  goes back at its next report.
+  a step takes at most ``KEEP_RATIO`` of its own-threads step; else it goes back, and tries
+  that count again only after ``RETRY_WINDOWS`` windows at its own threads, twice as many
+  after each time it did not pay, and under the same idle test. (It used to never try again:
+  one slow window, the end's plots drawn beside it, left the default sweep's full-budget
+  trial at one thread for its last 100 s, 1200 steps at 89 ms against 55 ms.) When the offer
+  shrinks (the idle worker claimed a trial), the trial goes back at its next report.
 
 With more threads a trial trains its batch as that many chunks, one per worker thread of one
 intra-op thread (``dicesearch.speed.chunks``; torch's own intra-op threads wait for each other
@@ -42,9 +45,10 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["IDLE_SLACK", "KEEP_RATIO", "PROBE_S", "IdleCores", "ThreadOffers", "idle_now", "offered_threads"]
+__all__ = ["IDLE_SLACK", "KEEP_RATIO", "PROBE_S", "RETRY_WINDOWS", "IdleCores", "ThreadOffers", "idle_now", "offered_threads"]
 
 KEEP_RATIO = 0.9  # an offer is kept only if a step takes at most this fraction of the own-threads step
+RETRY_WINDOWS = 4  # own-threads windows before a count that did not pay is tried again (doubled after each time)
 IDLE_SLACK = 0.25  # taking k extra threads needs at least k - IDLE_SLACK cores idle over the last window
 PROBE_S = 0.05  # a window busier than that: the cores idle over this long at the report decide
 
@@ -114,7 +118,8 @@ class ThreadOffers:
         self._set_threads, self._clock, self._keep_ratio, self._probe = set_threads, clock, keep_ratio, probe
         self._idle_cores = idle_cores if idle_cores is not None else IdleCores()
         self.seconds_per_step: dict[int, float] = {}  # threads -> the last window's seconds per step
-        self.declined: set[int] = set()  # counts measured no faster than the own threads
+        self.declined: dict[int, int] = {}  # counts measured no faster than the own threads -> own-threads windows before trying again
+        self._next_wait: dict[int, int] = {}  # count -> the wait its next decline sets (doubles)
         self._mark: tuple[float, int] | None = None  # (time, step) of the last report; None after a gap
 
     def at_report(self, step: int, offered: int | None) -> None:
@@ -123,9 +128,11 @@ class ThreadOffers:
         window = self._mark is not None and step > self._mark[1]  # training steps only since the last mark
         if window:
             self.seconds_per_step[self.current] = (now - self._mark[0]) / (step - self._mark[1])
+            if self.current == self.base:
+                self._count_down()
         self._mark = (now, step)
         if self.current != self.base and not self._pays(self.current):
-            self.declined.add(self.current)
+            self._decline(self.current)
             self._use(self.base)
             return
         want = self.base if offered is None else max(self.base, offered)
@@ -145,6 +152,17 @@ class ThreadOffers:
             return True
         now = self._probe()
         return now is not None and now >= extra
+
+    def _decline(self, threads: int) -> None:
+        wait = self._next_wait.get(threads, RETRY_WINDOWS)
+        self.declined[threads], self._next_wait[threads] = wait, 2 * wait
+
+    def _count_down(self) -> None:
+        """One more window at the own threads: declined counts are a window nearer their retry."""
+        for threads in list(self.declined):
+            self.declined[threads] -= 1
+            if self.declined[threads] <= 0:
+                del self.declined[threads]
 
     def gap(self) -> None:
         """Something other than training steps ran since the last report (a rung's sampling and

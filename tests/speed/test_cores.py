@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from dicesearch.data import load_dataset
-from dicesearch.speed.cores import IDLE_SLACK, KEEP_RATIO, IdleCores, ThreadOffers, offered_threads
+from dicesearch.speed.cores import IDLE_SLACK, KEEP_RATIO, RETRY_WINDOWS, IdleCores, ThreadOffers, offered_threads
 from dicesearch.sweep.space.search_space import load_search_space
 from dicesearch.train import TrainConfig, train
 
@@ -62,7 +62,7 @@ def test_an_offer_is_taken_after_an_own_threads_window_and_kept_while_it_pays():
     assert offers.current == 1 and m.set == [2, 1]
 
 
-def test_an_offer_that_does_not_pay_is_left_at_once_and_not_tried_again():
+def test_an_offer_that_does_not_pay_is_left_at_once_and_tried_again_only_after_a_wait_that_doubles():
     m = _Machine()
     offers = m.offers()
     offers.at_report(25, 2)
@@ -70,7 +70,27 @@ def test_an_offer_that_does_not_pay_is_left_at_once_and_not_tried_again():
     assert offers.current == 2
     m.steps(offers, 50, 1, 0.10 * KEEP_RATIO * 1.05, offered=2)  # barely faster: not enough
     assert offers.current == 1 and 2 in offers.declined
-    m.steps(offers, 75, 4, 0.10, offered=2)
+    m.steps(offers, 75, RETRY_WINDOWS - 1, 0.10, offered=2)  # waiting, the core idle all along
+    assert offers.current == 1 and m.set == [2, 1]
+    m.steps(offers, 75 + 25 * (RETRY_WINDOWS - 1), 1, 0.10, offered=2)  # the wait is over: tried again
+    assert offers.current == 2 and m.set == [2, 1, 2]
+    step = 100 + 25 * (RETRY_WINDOWS - 1)
+    m.steps(offers, step, 1, 0.10, offered=2)  # no faster again: back, and twice the wait
+    assert offers.current == 1 and offers.declined[2] == 2 * RETRY_WINDOWS
+    m.steps(offers, step + 25, 2 * RETRY_WINDOWS - 1, 0.10, offered=2)
+    assert offers.current == 1
+    m.steps(offers, step + 25 * 2 * RETRY_WINDOWS, 1, 0.06, offered=2)
+    assert offers.current == 2 and m.set == [2, 1, 2, 1, 2]
+
+
+def test_a_count_that_did_not_pay_is_not_tried_again_while_the_cores_are_busy():
+    m = _Machine()
+    offers = m.offers()
+    offers.at_report(25, 2)
+    m.steps(offers, 25, 1, 0.10, offered=2)
+    m.steps(offers, 50, 1, 0.10, offered=2)  # declined
+    m.idle, m.idle_now = 0.2, 0.2  # another job on the core meanwhile
+    m.steps(offers, 75, 3 * RETRY_WINDOWS, 0.10, offered=2)
     assert offers.current == 1 and m.set == [2, 1]
 
 
