@@ -3,11 +3,11 @@
 A sweep's start imports torch, diffusers, MLflow and Optuna, loads and checks the space and
 opens the stores: about a million Python objects, nearly all of which live as long as the
 process. The cyclic collector runs over and over while they are made, each full pass over
-all of them, and finds nothing to free: on the 2-core machine the default sweep's start
-reached its first trial about 1.3 s sooner with the collector off (6.4 s against 7.9 s,
-the median of 4 runs each, interleaved). At the exit, after the last line, the interpreter
-spent about 1.9 s of CPU tearing down, most of it collector passes over the same objects;
-0.2 s once they are frozen first.
+all of them, and finds nothing to free. On the 2-core machine (``benchmarks/sweep_speed.py
+--only collector``, median of 5): the default sweep's start, up to its stores opened, 5.56 s
+with the collector off against 6.72 s; the interpreter's teardown after its last atexit
+function 0.17 s with every object frozen first against 1.48 s, most of it collector passes
+over the same objects.
 
 * :func:`paused` (a context) turns the collector off for a command; :func:`resume`, where
   its start ends (a sweep's workers about to begin), or else the context's end, freezes what
@@ -41,9 +41,13 @@ def paused() -> Iterator[None]:
 
 
 def pause() -> None:
-    """The collector off until :func:`resume` (a no-op if it was off already: then it stays off)."""
+    """The collector off until :func:`resume` (a no-op if it was off already: then it stays off).
+    What is garbage already is collected first, so that :func:`resume` freezes only what the
+    start made (a command's process has little by then; a long-lived one, such as a test
+    session running many sweeps, would otherwise keep its earlier garbage for good)."""
     global _paused
     if gc.isenabled():
+        gc.collect()
         gc.disable()
         _paused = True
 

@@ -80,3 +80,16 @@ atexit.register(lambda: print("before it, frozen:", gc.get_freeze_count() > 0))
     lines = out.stdout.splitlines()
     assert lines[0] == "registered 1"  # once, however often asked
     assert lines[1:] == ["before it, frozen: False", "at the end, frozen: True"]
+
+
+def test_garbage_from_before_the_pause_is_collected_not_frozen():
+    """A long-lived process (a test session, a notebook) running many sweeps keeps no earlier garbage."""
+    import weakref
+
+    gc.enable()
+    node = _Node()
+    gone = weakref.ref(node)
+    del node  # garbage now, in a cycle: only the collector frees it
+    with collector.paused():
+        assert gone() is None
+    gc.unfreeze()
