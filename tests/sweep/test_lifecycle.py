@@ -549,19 +549,26 @@ def _network_already_loaded(queue) -> None:
     queue.put((len(inception._CACHE), inception_eager.eager_inception.cache_info().currsize))
 
 
-def test_trial_processes_fork_with_the_fid_network_loaded():
-    """The preloading server loads the default network and builds its eager version once
-    (``preload_inception``): a trial process finds both in their caches."""
+def _in_a_forked_child(target):
+    """What ``target(queue)`` puts, run in a process forked from the preloading server as a
+    trial's is (skipped where trial processes are spawned)."""
     from dicesearch.sweep.lifecycle.process import trial_context
 
     context = trial_context()
     if context.get_start_method() != "forkserver":
         pytest.skip("trial processes are spawned here, not forked from a preloading server")
     queue = context.Queue()
-    child = context.Process(target=_network_already_loaded, args=(queue,))
+    child = context.Process(target=target, args=(queue,))
     child.start()
-    loaded, built = queue.get(timeout=120)
+    result = queue.get(timeout=120)
     child.join()
+    return result
+
+
+def test_trial_processes_fork_with_the_fid_network_loaded():
+    """The preloading server loads the default network and builds its eager version once
+    (``preload_inception``): a trial process finds both in their caches."""
+    loaded, built = _in_a_forked_child(_network_already_loaded)
     assert loaded >= 1 and built >= 1
 
 
@@ -575,15 +582,6 @@ def test_trial_processes_fork_with_the_servers_objects_frozen_and_the_collector_
     """The server imports with the cyclic collector off (``preload_begins``), then freezes what it
     made and turns it back on (``preload_inception``): a forked process collects as ever, and its
     collections skip the server's objects."""
-    from dicesearch.sweep.lifecycle.process import trial_context
-
-    context = trial_context()
-    if context.get_start_method() != "forkserver":
-        pytest.skip("trial processes are spawned here, not forked from a preloading server")
-    queue = context.Queue()
-    child = context.Process(target=_collector_state, args=(queue,))
-    child.start()
-    enabled, frozen = queue.get(timeout=120)
-    child.join()
+    enabled, frozen = _in_a_forked_child(_collector_state)
     assert enabled
     assert frozen > 100_000  # torch, diffusers, the objective and the network: out of the child's collections

@@ -103,14 +103,21 @@ def _default_threads() -> int:
     return int(value) if value.isdigit() and int(value) > 0 else torch.get_num_threads()
 
 
+def child_starts(environment: dict[str, str] | None) -> None:
+    """First thing in a process forked from the preloading server: the sweep's environment as
+    it is now (``environment``; the server was started earlier), and the cyclic collector on,
+    whatever the server's preload left (``preload_begins``)."""
+    if environment is not None:
+        os.environ.clear()
+        os.environ.update(environment)
+    gc.enable()
+
+
 def trial_child(conn, request: TrialRequest, environment: dict[str, str] | None = None) -> None:
     """Entry point of the trial process: ("report", step, loss)* and ("rung", index, steps,
     metrics)*, then ("result", Evaluation), ("pruned", step) or ("failed", kind, reason, traceback).
     ``environment``: the parent's, for a child forked from the forkserver (started earlier)."""
-    if environment is not None:
-        os.environ.clear()
-        os.environ.update(environment)
-    gc.enable()  # whatever the server's preload left (preload_begins)
+    child_starts(environment)
     try:
         import warnings
 

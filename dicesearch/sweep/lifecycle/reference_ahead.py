@@ -18,7 +18,6 @@ goes wrong here is left for the trials to meet and report: the process never fai
 
 from __future__ import annotations
 
-import gc
 import os
 import threading
 from collections.abc import Iterable
@@ -26,11 +25,10 @@ from collections.abc import Iterable
 
 def _compute(data, budget, seeds: tuple[int, ...], environment: dict[str, str]) -> None:
     """The child: each reference seed's statistics, into the cache (one thread), under the
-    sweep's environment as it is now (the server was started earlier: the cache folder may
-    have been set since)."""
-    os.environ.clear()
-    os.environ.update(environment)
-    gc.enable()  # whatever the server's preload left (preload_begins)
+    sweep's environment as it is now (the cache folder may have been set since the server started)."""
+    from dicesearch.sweep.lifecycle.process import child_starts
+
+    child_starts(environment)
     try:
         import torch
 
