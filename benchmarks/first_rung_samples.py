@@ -1,12 +1,13 @@
-"""Fewer images at the first rung: does the first rung rank the configurations as at N = 128?
+"""Fewer images at a rung: does the rung rank the configurations as at N = 128?
 
-    PYTHONPATH=. python benchmarks/first_rung_samples.py --from DIR [--samples 16 32 48 64 96] [--jobs 2]
+    PYTHONPATH=. python benchmarks/first_rung_samples.py --from DIR [--samples 16 32 48 64 96] [--rung 1] [--jobs 2]
 
 ``DIR`` is a folder where the search space's sweep ran (its ``optuna.db``; the main command
 run in a clean clone is one). For every configuration that sweep scored, this trains the
 first rung again exactly as the sweep did (same seed, steps, batch and kernels, one torch
 thread per process, ``--jobs`` processes at a time), samples the budget's N images from the
-sweep's fixed per-image seeds, and extracts their Inception features once. A sweep that
+sweep's fixed per-image seeds (``--rung 2``: the same for the second rung, every configuration
+trained to its steps whether or not the sweep sent it on), and extracts their Inception features once. A sweep that
 scores n < N images at the first rung samples the first n of those same N (image i's noise
 and label depend only on i), so the first n features are what it would score. For each n it
 prints:
@@ -19,8 +20,9 @@ prints:
 * what one scoring at n costs (sampling n images, Inception, every score), timed on the
   first ``--timed`` configurations, the n taking turns.
 
-The N-image FIDs computed here are checked against the sweep's own first-rung scores (the
-same bits up to batch rounding): the benchmark reproduces the sweep before it varies n.
+The N-image FIDs computed here are checked against the sweep's own scores at the rung, for the
+configurations it scored there at N (the same bits up to batch rounding): the benchmark
+reproduces the sweep before it varies n.
 The machine and its load are printed with the figures.
 """
 
@@ -99,6 +101,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, nargs="+", default=[16, 32, 48, 64, 96], help="first-rung image counts n to try")
     parser.add_argument("--jobs", type=int, default=2, help="configurations at a time (one thread each)")
     parser.add_argument("--timed", type=int, default=4, help="configurations whose scorings at each n are timed")
+    parser.add_argument("--rung", type=int, default=1, help="the rung (1 = the first) whose image count is varied")
     args = parser.parse_args()
 
     from dicesearch.metrics.evaluate import MIN_IMAGES
@@ -112,30 +115,32 @@ def main() -> None:
     config = space.config
     if config.fidelity is None:
         raise SystemExit(f"{args.space}: no fidelity section; this benchmark varies the first rung's image count")
-    budget, full, steps = config.budget, config.budget.fid_samples, config.fidelity.rungs[0]
+    if not 1 <= args.rung <= len(config.fidelity.rungs):
+        raise SystemExit(f"--rung {args.rung}: {args.space} has rungs 1 to {len(config.fidelity.rungs)}")
+    budget, full, steps = config.budget, config.budget.fid_samples, config.fidelity.rungs[args.rung - 1]
     counts = sorted({n for n in args.samples if MIN_IMAGES <= n < full})
     key = config.metric_keys[0]
     print(reporting.machine_line("cpu") + " (at the start)")
     out = Path(args.from_dir).absolute()
     study = SweepStudy.open(config.resolved_study_name, f"sqlite:///{out}/optuna.db", config.objective.directions, config.seed).study
     tried = sweep_configurations(study.get_trials())
-    if config.rung_samples[0] != full:
-        raise SystemExit(f"{args.space}: its first rung already scores {config.rung_samples[0]} images; run this on a sweep whose first rung scores the budget's N")
-    recorded = {t.number: next(r[key] for r in t.user_attrs[ATTR_RUNGS] if r["steps"] == steps) for t in tried}
+    scored_full = config.rung_samples[args.rung - 1] == full  # the sweep's own scores at this rung are at N: a reproduction check
+    recorded = {t.number: r[key] for t in tried for r in t.user_attrs[ATTR_RUNGS] if r["steps"] == steps and key in r} if scored_full else {}
     jobs = [
         (t.number, t.user_attrs[ATTR_SPEC], config.data, budget, config.seed, steps, counts, i < args.timed)
         for i, t in enumerate(tried)
     ]
-    print(f"{len(jobs)} configurations of {out}: the first rung ({steps} steps) again, N = {full}, {args.jobs} at a time", flush=True)
+    print(f"{len(jobs)} configurations of {out}: rung {args.rung} ({steps} steps) again, N = {full}, {args.jobs} at a time", flush=True)
     start = time.monotonic()
     with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
         results = []
         for result in pool.imap_unordered(_first_rung, jobs):
             results.append(result)
-            print(f"  trial {result['number']}: {key} {result['fid'][full]:.4f} (the sweep: {recorded[result['number']]:.4f})", flush=True)
+            sweep = f" (the sweep: {recorded[result['number']]:.4f})" if result["number"] in recorded else ""
+            print(f"  trial {result['number']}: {key} {result['fid'][full]:.4f}{sweep}", flush=True)
     minutes = (time.monotonic() - start) / 60
     here = {r["number"]: r["fid"][full] for r in results}
-    drift = max(abs(here[n] - recorded[n]) / recorded[n] for n in here)
+    drift = max((abs(here[n] - recorded[n]) / recorded[n] for n in recorded), default=None)
     numbers = sorted(here)
     rows = []
     for n in [*counts, full]:
@@ -147,12 +152,15 @@ def main() -> None:
             timed = [r["seconds"][n] for r in results if r["seconds"]]
             rows.append([
                 n, label, f"{agreement.spearman:.3f} [{agreement.spearman_lo:.2f}, {agreement.spearman_hi:.2f}]",
-                f"{agreement.kendall:.3f}", _kept(scores, here, config.fidelity.keep),
+                f"{agreement.kendall:.3f}", _kept(scores, here, config.fidelity.keep), _kept(scores, here, 0),
                 f"{statistics.median(timed):.1f}" if timed else "", f"{min(scores.values()):.1f}-{max(scores.values()):.1f}",
             ])  # fmt: skip
-    print(f"\n{len(results)} configurations in {minutes:.1f} min; the N = {full} scores here against the sweep's: largest relative difference {drift:.1e}\n")
-    headers = ["first-rung n", "reference images", f"Spearman's rho vs n = {full}", "Kendall's tau", f"best {config.fidelity.keep:g} kept", "s per scoring", "FID range"]
+    against = f"the N = {full} scores here against the sweep's {len(recorded)}: largest relative difference {drift:.1e}" if drift is not None else "the sweep scored none at N here"
+    print(f"\n{len(results)} configurations in {minutes:.1f} min; {against}\n")
+    headers = [f"rung-{args.rung} n", "reference images", f"Spearman's rho vs n = {full}", "Kendall's tau", f"best {config.fidelity.keep:g} kept", "the best kept", "s per scoring", "FID range"]
     print(reporting.markdown_table(headers, rows))
+    ordered = sorted(numbers, key=here.get)  # each configuration's FID at every n against the budget's reference, best at N first
+    print("\n" + reporting.markdown_table(["trial", *(f"n = {n}" for n in [*counts, full])], [[k, *(f"{r['fid'][n]:.2f}" for n in [*counts, full])] for k in ordered for r in results if r["number"] == k]))
     print(f"\nat the end: {reporting.load_line()}")
 
 
