@@ -250,9 +250,12 @@ class _Replicate:
         sampling_seconds = time.perf_counter() - start
         self.seconds["sampling_seconds"] += sampling_seconds
         start = time.perf_counter()
-        reference = budget_reference(self.dataset, self.data, budget, self.reference_seed, progress=self.progress_bar)
         classifier_path = logits_network_path()
         classifier = load_logits_network(classifier_path) if classifier_path else None
+
+        def reference():  # asked for after the images' features: the first trials on a new machine wait less for a reference being computed
+            return budget_reference(self.dataset, self.data, budget, self.reference_seed, progress=self.progress_bar)
+
         scores = image_scores(images, reference, n, classifier=classifier, seed=self.seed, progress=self.progress_bar, fast=budget.fast_kernels)
         self.seconds["fid_seconds"] += time.perf_counter() - start
         scores["samples_per_second"] = n / sampling_seconds

@@ -21,7 +21,7 @@ bootstrap interval ``fid_N_lo`` .. ``fid_N_hi``, ``metrics.bootstrap``), ``kid_N
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +89,7 @@ def image_metrics(
 
 def image_scores(
     generated: Images,
-    reference: ReferenceStats,
+    reference: ReferenceStats | Callable[[], ReferenceStats],
     n: int,
     *,
     network: InceptionNetwork | None = None,
@@ -106,9 +106,18 @@ def image_scores(
     generated images, 95 %), ``kid_<n>`` and ``kid_<n>_sd`` (over subsets), and with
     ``classifier`` ``is_<n>`` and ``is_<n>_sd`` (over 10 splits). ``seed`` seeds the
     resamples and subsets, so the same images always give the same numbers. ``fast``: the
-    eager Inception (``extract_features``).
+    eager Inception (``extract_features``). ``reference`` may be a function that returns the
+    statistics: it is called once the generated images' features are extracted, so that a
+    reference another process is still computing (``metrics.reference``: the first trials of
+    a sweep on a new machine) has those seconds to finish before this process waits for it.
     """
-    feats = _features(generated, reference, n, network, k, batch_size, progress, classifier, fast)
+    if callable(reference):
+        net = network if network is not None else load_inception()
+        feats = _extract(generated, n, net, net.has_spatial, k, batch_size, progress, classifier, fast)
+        reference = reference()
+        _check_network(reference, net)
+    else:
+        feats = _features(generated, reference, n, network, k, batch_size, progress, classifier, fast)
     with blas_threads_like_torch():
         return _scores_with_uncertainty(feats, reference, n, k, seed)
 
@@ -139,18 +148,23 @@ def blas_threads_like_torch():
 
 
 def _features(generated, reference, n, network, k, batch_size, progress, classifier=None, fast=True) -> InceptionFeatures:
+    net = network if network is not None else load_inception()
+    _check_network(reference, net)
+    return _extract(generated, n, net, reference.spatial is not None, k, batch_size, progress, classifier, fast)
+
+
+def _extract(generated, n, net, spatial, k, batch_size, progress, classifier, fast) -> InceptionFeatures:
     if n < max(2, k + 1):
         raise DataError(f"image metrics need at least {max(2, k + 1)} images, got n={n}")
-    net = network if network is not None else load_inception()
+    return extract_features(generated, net, n=n, spatial=spatial, batch_size=batch_size, progress=progress, classifier=classifier, fast=fast)
+
+
+def _check_network(reference: ReferenceStats, net: InceptionNetwork) -> None:
     if reference.key.network != net.fingerprint:
         raise DataError(
             f"reference statistics were computed with network {reference.key.network}, "
             f"not {net.fingerprint} ({net.path}); recompute them with this network"
         )
-    return extract_features(
-        generated, net, n=n, spatial=reference.spatial is not None, batch_size=batch_size, progress=progress, classifier=classifier,
-        fast=fast,
-    )
 
 
 def _point_scores(feats: InceptionFeatures, reference: ReferenceStats, n: int, k: int) -> dict[str, float]:

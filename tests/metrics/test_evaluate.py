@@ -12,6 +12,7 @@ from dicesearch.errors import DataError
 from dicesearch.metrics.evaluate import (
     count_suffix,
     image_metrics,
+    image_scores,
     metric_names,
     reference_stats_from_dataset,
     subsample_indices,
@@ -95,3 +96,31 @@ def test_reference_network_mismatch_is_a_clear_error(inception_network):
     ok = ReferenceStats.from_features(replace(key, network=inception_network.fingerprint), feats)
     with pytest.raises(DataError, match="at least 4 images"):
         image_metrics(torch.zeros(3, 3, 8, 8), ok, 3, network=inception_network)
+
+
+def test_a_reference_asked_for_after_the_features_scores_the_same(inception_network, tmp_path, monkeypatch):
+    """image_scores given a function for the reference extracts the generated images' features
+    first and only then asks for the statistics (the first trials on a new machine wait less
+    for a reference another process computes), and scores exactly as with the statistics."""
+    import dicesearch.metrics.evaluate as evaluate
+
+    dataset = _toy_dataset(10)
+    ref = reference_stats_from_dataset(dataset, 4, "toy-fields", seed=0, network=inception_network, cache_dir=tmp_path)
+    generated = torch.stack([dataset[i][0] for i in range(5, 10)]) * 0.8  # (5, 3, 32, 32), not the reference's images
+    want = image_scores(generated, ref, 5, network=inception_network, seed=1, progress=False)
+
+    events = []
+    extract = evaluate.extract_features
+    monkeypatch.setattr(evaluate, "extract_features", lambda *a, **k: events.append("features") or extract(*a, **k))
+
+    def later():
+        events.append("reference")
+        return ref
+
+    got = image_scores(generated, later, 5, network=inception_network, seed=1, progress=False)
+    assert events == ["features", "reference"]
+    assert got == want and "sfid_5" in got  # every score, the spatial one included, to the bit
+
+    other = ReferenceStats.from_features(replace(ref.key, network="sha1-other"), InceptionFeatures(pool=ref.pool_features, spatial=None))
+    with pytest.raises(DataError, match="computed with network sha1-other"):
+        image_scores(generated, lambda: other, 5, network=inception_network, progress=False)
