@@ -58,7 +58,8 @@ mean something only where a core is free.
   first rung at one thread and scoring it, as the default sweep's first trials do. Each trial
   computing the reference statistics itself (before), the cache's lock (one computes, the
   other waits), and the statistics computed beside them by the process a sweep starts
-  (``dicesearch.sweep.lifecycle.reference_ahead``, now), the trials started 2 s after the
+  (``dicesearch.sweep.lifecycle.reference_ahead``), the trials asking for them before their
+  images' features (as before) or after them (now), the trials started 2 s after the
   sweep's checks as in the sweep (its stores and first gates): the wall until both are scored,
   each trial's scoring seconds, and whether their scores are the same bits every way.
 * ``collector``: a sweep's start (the imports, loading and checking the default space, the
@@ -747,9 +748,10 @@ def start_table(args) -> None:
     print(idle.line())
 
 
-def _first_rung(conn, args, cache: str, locked: bool) -> None:
+def _first_rung(conn, args, cache: str, locked: bool, reference_first: bool = False) -> None:
     """A trial-like process: the space's base model to the first rung at one thread, scored
-    against the budget's reference statistics in ``cache``; sends (wall s, scoring s, scores)."""
+    against the budget's reference statistics in ``cache``; sends (wall s, scoring s, scores).
+    ``reference_first``: the statistics asked for before the images' features (as before)."""
     import contextlib
 
     start = time.perf_counter()
@@ -758,6 +760,11 @@ def _first_rung(conn, args, cache: str, locked: bool) -> None:
         from dicesearch.metrics import reference
 
         reference._computing = lambda path: contextlib.nullcontext()
+    if reference_first:
+        from dicesearch import metrics
+
+        scores_after = metrics.image_scores
+        metrics.image_scores = lambda images, reference, *a, **k: scores_after(images, reference() if callable(reference) else reference, *a, **k)
     from dicesearch.objective import evaluate
 
     torch.set_num_threads(1)
@@ -785,7 +792,10 @@ def reference_table(args) -> None:
     context = trial_context()
     start_trial_server()  # up before the first row, as it is before a sweep's first trial
     _in_a_trial_process(os.getpid)
-    ways = ("each trial computes it (before)", "the lock: one computes, the other waits", "computed beside them (now)")
+    ways = (
+        "each trial computes it (before)", "the lock: one computes, the other waits", "computed beside them, asked for before the features",
+        "computed beside them, asked for after the features (now)",
+    )  # fmt: skip
     wall, scoring, scores = {w: [] for w in ways}, {w: [] for w in ways}, {}
     with _Idle() as idle:
         for r in range(args.rounds):
@@ -793,12 +803,12 @@ def reference_table(args) -> None:
                 with tempfile.TemporaryDirectory() as cache:
                     os.environ["DICESEARCH_CACHE_DIR"] = cache  # what the reference process takes
                     start = time.perf_counter()
-                    ahead = ReferenceAhead.start(data, budget, [space.config.seed], "cpu") if way == ways[2] else None
+                    ahead = ReferenceAhead.start(data, budget, [space.config.seed], "cpu") if way in ways[2:] else None
                     time.sleep(SWEEP_START_S)  # the sweep's stores and first gates, between its checks and its first trial
                     pipes = []
                     for _ in range(2):
                         here, there = context.Pipe()
-                        context.Process(target=_first_rung, args=(there, args, cache, way != ways[0])).start()
+                        context.Process(target=_first_rung, args=(there, args, cache, way != ways[0], way != ways[3])).start()
                         there.close()
                         pipes.append(here)
                     results = [pipe.recv() for pipe in pipes]
