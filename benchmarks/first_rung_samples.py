@@ -152,15 +152,16 @@ def main() -> None:
             timed = [r["seconds"][n] for r in results if r["seconds"]]
             rows.append([
                 n, label, f"{agreement.spearman:.3f} [{agreement.spearman_lo:.2f}, {agreement.spearman_hi:.2f}]",
-                f"{agreement.kendall:.3f}", _kept(scores, here, config.fidelity.keep), _kept(scores, here, 0),
+                f"{agreement.kendall:.3f}", _kept(scores, here, config.fidelity.keep), _kept(scores, here, 0),  # keep 0: just the one best
                 f"{statistics.median(timed):.1f}" if timed else "", f"{min(scores.values()):.1f}-{max(scores.values()):.1f}",
             ])  # fmt: skip
     against = f"the N = {full} scores here against the sweep's {len(recorded)}: largest relative difference {drift:.1e}" if drift is not None else "the sweep scored none at N here"
     print(f"\n{len(results)} configurations in {minutes:.1f} min; {against}\n")
     headers = [f"rung-{args.rung} n", "reference images", f"Spearman's rho vs n = {full}", "Kendall's tau", f"best {config.fidelity.keep:g} kept", "the best kept", "s per scoring", "FID range"]
     print(reporting.markdown_table(headers, rows))
-    ordered = sorted(numbers, key=here.get)  # each configuration's FID at every n against the budget's reference, best at N first
-    print("\n" + reporting.markdown_table(["trial", *(f"n = {n}" for n in [*counts, full])], [[k, *(f"{r['fid'][n]:.2f}" for n in [*counts, full])] for k in ordered for r in results if r["number"] == k]))
+    by_number = {r["number"]: r for r in results}  # each configuration's FID at every n against the budget's reference, best at N first
+    per_configuration = [[k, *(f"{by_number[k]['fid'][n]:.2f}" for n in [*counts, full])] for k in sorted(numbers, key=here.get)]
+    print("\n" + reporting.markdown_table(["trial", *(f"n = {n}" for n in [*counts, full])], per_configuration))
     print(f"\nat the end: {reporting.load_line()}")
 
 

@@ -82,7 +82,7 @@ def image_metrics(
     left out when the reference has no spatial statistics. ``fast``: the eager Inception
     (``extract_features``).
     """
-    feats = _features(generated, reference, n, network, k, batch_size, progress, fast=fast)
+    feats, reference = _features(generated, reference, n, network, k, batch_size, progress, fast=fast)
     with blas_threads_like_torch():
         return _point_scores(feats, reference, n, k)
 
@@ -111,13 +111,7 @@ def image_scores(
     reference another process is still computing (``metrics.reference``: the first trials of
     a sweep on a new machine) has those seconds to finish before this process waits for it.
     """
-    if callable(reference):
-        net = network if network is not None else load_inception()
-        feats = _extract(generated, n, net, net.has_spatial, k, batch_size, progress, classifier, fast)
-        reference = reference()
-        _check_network(reference, net)
-    else:
-        feats = _features(generated, reference, n, network, k, batch_size, progress, classifier, fast)
+    feats, reference = _features(generated, reference, n, network, k, batch_size, progress, classifier, fast)
     with blas_threads_like_torch():
         return _scores_with_uncertainty(feats, reference, n, k, seed)
 
@@ -147,16 +141,22 @@ def blas_threads_like_torch():
     return threadpool_limits(limits=torch.get_num_threads(), user_api="blas")
 
 
-def _features(generated, reference, n, network, k, batch_size, progress, classifier=None, fast=True) -> InceptionFeatures:
-    net = network if network is not None else load_inception()
-    _check_network(reference, net)
-    return _extract(generated, n, net, reference.spatial is not None, k, batch_size, progress, classifier, fast)
-
-
-def _extract(generated, n, net, spatial, k, batch_size, progress, classifier, fast) -> InceptionFeatures:
+def _features(generated, reference, n, network, k, batch_size, progress, classifier=None, fast=True) -> tuple[InceptionFeatures, ReferenceStats]:
+    """The generated images' features and the reference statistics. ``reference`` given as a
+    function is called after the extraction (the network's spatial features then decide sFID,
+    as they decided the reference's own)."""
     if n < max(2, k + 1):
         raise DataError(f"image metrics need at least {max(2, k + 1)} images, got n={n}")
-    return extract_features(generated, net, n=n, spatial=spatial, batch_size=batch_size, progress=progress, classifier=classifier, fast=fast)
+    net = network if network is not None else load_inception()
+    later = callable(reference)
+    if not later:
+        _check_network(reference, net)
+    spatial = net.has_spatial if later else reference.spatial is not None
+    feats = extract_features(generated, net, n=n, spatial=spatial, batch_size=batch_size, progress=progress, classifier=classifier, fast=fast)
+    if later:
+        reference = reference()
+        _check_network(reference, net)
+    return feats, reference
 
 
 def _check_network(reference: ReferenceStats, net: InceptionNetwork) -> None:
