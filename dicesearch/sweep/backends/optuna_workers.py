@@ -38,6 +38,7 @@ from dicesearch.sweep.lifecycle import rungs
 from dicesearch.sweep.lifecycle.messages import Candidate, TrialOutcome, TrialSettings
 from dicesearch.sweep.lifecycle.session import SweepResult, SweepSession, sweep_params
 from dicesearch.sweep.lifecycle.trial import TrialLifecycle
+from dicesearch.sweep.store.draw_order import ENQUEUED, DrawHistory, await_history
 from dicesearch.sweep.space.samplers import make_sampler
 from dicesearch.sweep.store.locations import SweepLocations
 from dicesearch.sweep.store.schema import ATTR_CONTINUES, ATTR_RETRY_OF, ATTR_WORKER, STATUS_SURPLUS, TrialRecord
@@ -106,7 +107,7 @@ class OptunaSweep:
         study = self.session.study
         view = study.view()
         held = [t.params for t in (*view.counted(), *view.running())]
-        held += [t.system_attrs.get("fixed_params", {}) for t in view.trials if t.state == optuna.trial.TrialState.WAITING]
+        held += [t.system_attrs.get(ENQUEUED, {}) for t in view.trials if t.state == optuna.trial.TrialState.WAITING]
         for params in fixed():
             if params not in held:
                 study.study.enqueue_trial(params, skip_if_exists=False)
@@ -143,11 +144,45 @@ class OptunaSweep:
         return trial
 
     def _propose(self, trial: optuna.trial.Trial):
-        """The trial's proposal, drawn by a sampler seeded from (seed, trial number): two sweep
-        processes on one study (or a resumed sweep) never repeat each other's draws."""
+        """The trial's proposal, drawn by a sampler seeded from (seed, trial number), or with
+        ``draw_order: fixed`` from (seed, configurations drawn before it) and a fixed history:
+        two sweep processes on one study (or a resumed sweep) never repeat each other's draws."""
+        history = self._draw_history(trial.number) if self.config.fixed_draw_order else None
         with self._lock:  # the study's sampler is shared by this process's worker threads
-            self.session.study.study.sampler = make_sampler(self.session.directions, self.config.seed + trial.number)
+            if history is None:
+                sampler = make_sampler(self.session.directions, self.config.seed + trial.number)
+            else:
+                sampler = make_sampler(self.session.directions, self.config.seed + history.index, history.trials)
+            self.session.study.study.sampler = sampler
             return self.space.propose(trial)
+
+    def _draw_history(self, number: int) -> DrawHistory | None:
+        """What trial ``number`` draws from (:mod:`dicesearch.sweep.store.draw_order`), once the
+        configurations of it that this process runs have their first-rung results (meanwhile its
+        cores go to the running trials); None for a trial whose values were given."""
+        first_rung = self.config.fidelity.rungs[0] if self.config.fidelity else None
+
+        def waits(numbers: list[int]):
+            shown = ", ".join(map(str, numbers))
+            self.console.print(f"trial {number}: draws its configuration once trial {shown} has a first-rung result (draw_order: fixed)", highlight=False, style="dim")
+            return self._idle_while_waiting()
+
+        read = lambda: self.session.study.view().trials  # noqa: E731
+        return await_history(read, number, self.config.parallelism, first_rung, this_worker(), self._stopping, waits)
+
+    def _idle_while_waiting(self):
+        """Lend this worker's cores to the running trials (idle_cores: share) until the returned call."""
+        me = threading.get_ident()
+        with self._lock:
+            self._active -= 1
+            self._idle.add(me)
+
+        def back() -> None:
+            with self._lock:
+                self._idle.discard(me)
+                self._active += 1
+
+        return back
 
     def _worker_loop(self) -> None:
         me = threading.get_ident()

@@ -108,6 +108,16 @@ class SweepConfig(FileModel):
             "keep: every trial on its own threads, reruns identical (a comparison always keeps)."
         ),
     )
+    draw_order: Literal["fixed", "finishing"] = Field(
+        "fixed",
+        description=(
+            "fixed (default): the k-th configuration is drawn from the first-rung results of those drawn before it but the "
+            "last parallelism - 1, waiting for any still in its first rung, so that one space and seed draw the same "
+            "configurations whatever order trials finish in. finishing: from every trial finished so far (Optuna's own way; "
+            "no wait, but the path depends on which trial finishes first). The Optuna backend with one objective; "
+            "with several objectives or the Ray backend configurations are drawn as trials finish."
+        ),
+    )
     storage: str | None = Field(None, description="Optuna storage URL; default sqlite:///optuna.db in the working directory (or --storage).")
     study_name: str | None = None
     seed: int = 42
@@ -144,6 +154,20 @@ class SweepConfig(FileModel):
         except ValidationError as exc:
             raise SpecFieldError(("budget", "sampling_steps"), f"{exc.errors()[0]['msg']} (got {self.budget.sampling_steps})") from None
         return self
+
+    @model_validator(mode="after")
+    def _draw_order_known(self):
+        if self.draw_order == "fixed" and "draw_order" in self.model_fields_set:
+            if self.backend == "ray":
+                raise SpecFieldError(("draw_order",), "fixed is the Optuna backend's (Ray Tune's searcher draws as trials finish); remove draw_order or use backend: optuna")
+            if len(self.objective.metrics) > 1:
+                raise SpecFieldError(("draw_order",), "fixed draws with TPE for one objective; NSGA-II draws a Pareto front by generations; remove draw_order")
+        return self
+
+    @property
+    def fixed_draw_order(self) -> bool:
+        """Whether configurations are drawn from a fixed history (:mod:`dicesearch.sweep.store.draw_order`)."""
+        return self.draw_order == "fixed" and self.backend == "optuna" and len(self.objective.metrics) == 1
 
     @field_validator("parameters")
     @classmethod

@@ -3,12 +3,43 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import optuna
+from optuna.distributions import BaseDistribution
+from optuna.trial import FrozenTrial, TrialState
+
+STARTUP_TRIALS = 3  # TPE's random draws before it models the history
 
 
-def make_sampler(directions: Sequence[str], seed: int) -> optuna.samplers.BaseSampler:
-    """TPE (three random trials first) for one objective, NSGA-II for a Pareto front, seeded."""
+def make_sampler(directions: Sequence[str], seed: int, history: Sequence[FrozenTrial] | None = None) -> optuna.samplers.BaseSampler:
+    """TPE (three random trials first) for one objective, NSGA-II for a Pareto front, seeded.
+    With ``history`` (one objective), TPE draws from those trials instead of the study's
+    (:mod:`dicesearch.sweep.store.draw_order`)."""
     if len(directions) > 1:
         return optuna.samplers.NSGAIISampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=3)
+    if history is None:
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=STARTUP_TRIALS)
+    # nothing of the history is running: no constant liar (which would also write to the history's trials)
+    tpe = optuna.samplers.TPESampler(seed=seed, n_startup_trials=STARTUP_TRIALS, constant_liar=False)
+    return FromHistory(tpe, directions[0], history)
+
+
+class FromHistory(optuna.samplers.BaseSampler):
+    """``sampler`` drawing every value from ``history`` (finished trials), whatever the study
+    holds: the study's trial only receives the values. The history lives in a study of its own
+    in memory, which is what a sampler reads its trials from."""
+
+    def __init__(self, sampler: optuna.samplers.BaseSampler, direction: str, history: Sequence[FrozenTrial]):
+        self.sampler = sampler
+        self.history = optuna.create_study(storage=optuna.storages.InMemoryStorage(), direction=direction)
+        self.history.add_trials([t for t in history if t.state in (TrialState.COMPLETE, TrialState.PRUNED)])
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        return self.sampler.infer_relative_search_space(self.history, trial)
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        return self.sampler.sample_relative(self.history, trial, search_space)
+
+    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution) -> Any:
+        return self.sampler.sample_independent(self.history, trial, param_name, param_distribution)
