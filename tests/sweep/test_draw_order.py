@@ -16,6 +16,7 @@ from dicesearch.sweep.space.samplers import make_sampler
 from dicesearch.sweep.store.schema import (
     ATTR_CONTINUES,
     ATTR_DUPLICATE_OF,
+    ATTR_PARAMS,
     ATTR_RETRY_OF,
     ATTR_STATUS,
     ATTR_WORKER,
@@ -54,8 +55,8 @@ def test_a_draw_sees_the_first_rung_scores_of_all_but_the_last_parallelism_minus
         a_trial(0, rungs={FIRST: 50.0, 400: 40.0}),  # went on: seen by its first-rung score all the same
         a_trial(1, rungs={FIRST: 70.0}, channels=96),
         a_trial(2, rungs={FIRST: 50.0, 400: 45.0}, user={ATTR_CONTINUES: 0}, system={ENQUEUED: {}}),  # drew nothing
-        running(3, rungs={FIRST: 60.0}, channels=128),  # straight on from its first rung: seen
-        running(4),  # the last drawn before 5: may still run beside it (parallelism 2)
+        running(3, rungs={FIRST: 60.0}, channels=128, user={ATTR_PARAMS: {}}),  # straight on from its first rung: seen
+        running(4, channels=96, user={ATTR_PARAMS: {}}),  # the last drawn before 5: may still run beside it (parallelism 2)
     ]
     history = history_for(trials, 5, parallelism=2, first_rung=FIRST)
     assert history.index == 4  # trials 0, 1, 3 and 4 drew; the continuation did not
@@ -63,10 +64,18 @@ def test_a_draw_sees_the_first_rung_scores_of_all_but_the_last_parallelism_minus
         (TrialState.COMPLETE, 50.0, 64),
         (TrialState.COMPLETE, 70.0, 96),
         (TrialState.COMPLETE, 60.0, 128),
+        (TrialState.RUNNING, None, 96),  # a constant liar's running trial, whatever it has scored by now
     ]
     assert history.pending == []
-    assert len(history_for(trials, 5, parallelism=1, first_rung=FIRST).pending) == 1  # one at a time: trial 4 is waited for
-    assert [t.value for t in history_for(trials, 5, parallelism=3, first_rung=FIRST).trials] == [50.0, 70.0]
+    assert [t.number for t in history_for(trials, 5, parallelism=1, first_rung=FIRST).pending] == [4]  # one at a time: waited for
+    three = history_for(trials, 5, parallelism=3, first_rung=FIRST)
+    assert [(t.state, t.value) for t in three.trials] == [(TrialState.COMPLETE, 50.0), (TrialState.COMPLETE, 70.0), (TrialState.RUNNING, None), (TrialState.RUNNING, None)]
+    assert history_for(trials, 5, parallelism=1, first_rung=FIRST, reads_from=5).pending == []  # too short to be read: nothing to wait for
+
+
+def test_a_configuration_beside_the_draw_is_waited_for_until_it_is_drawn():
+    trials = [a_trial(0, rungs={FIRST: 50.0}), running(1, channels=96)]  # trial 1 asked, its values not all written yet
+    assert [t.number for t in history_for(trials, 2, parallelism=2, first_rung=FIRST).pending] == [1]
 
 
 def test_a_rejected_trial_is_seen_as_recorded_a_duplicate_as_its_original_and_a_failure_not_at_all():
@@ -106,7 +115,7 @@ def test_a_draw_waits_for_this_processs_trial_in_its_first_rung_and_lends_its_co
     ended: list[bool] = []
 
     def read():
-        return [a_trial(0, rungs={FIRST: 50.0}), running(1, rungs={FIRST: 52.0} if scored.is_set() else None), running(2), running(3)]
+        return [a_trial(0, rungs={FIRST: 50.0}), running(1, rungs={FIRST: 52.0} if scored.is_set() else None), running(2, user={ATTR_PARAMS: {}}), running(3)]
 
     def waits(numbers):
         waited.append(numbers)
@@ -117,7 +126,7 @@ def test_a_draw_waits_for_this_processs_trial_in_its_first_rung_and_lends_its_co
     history = await_history(read, 3, parallelism=2, first_rung=FIRST, worker="here:1", stop=threading.Event(), waits=waits, poll_s=0.02)
     assert time.perf_counter() - started >= 0.25
     assert waited == [[1]] and ended == [True]  # said once, and its cores taken back once
-    assert [t.value for t in history.trials] == [50.0, 52.0]
+    assert [t.value for t in history.trials] == [50.0, 52.0, None]
 
 
 def test_another_processs_trial_is_not_waited_for_and_a_stopping_sweep_stops_the_wait():
@@ -155,12 +164,13 @@ def simulated_sweep(durations_seed: int, fixed: bool, configurations: int = 14, 
     clock, scorings, claimed, drawn = 0.0, [], [], {}  # scorings: (time it scores, trial number); claimed: not drawn yet
     while len(drawn) < configurations or scorings:
         for trial in list(claimed):
-            history = history_for(study.get_trials(deepcopy=False), trial.number, parallelism, FIRST) if fixed else None
+            history = history_for(study.get_trials(deepcopy=False), trial.number, parallelism, FIRST, reads_from=3) if fixed else None
             if history is not None and history.pending:
                 continue  # waits for a first rung still running
             seed = 42 + (history.index if fixed else trial.number)
             study.sampler = make_sampler(["minimize"], seed, history.trials if fixed else None)
             values = {name: trial._suggest(name, distribution) for name, distribution in DISTRIBUTIONS.items()}
+            trial.set_user_attr(ATTR_PARAMS, values)
             drawn[trial.number] = (values["channels"], round(values["lambda"], 9), values["kind"])
             heapq.heappush(scorings, (clock + durations.uniform(5.0, 20.0), trial.number))
             claimed.remove(trial)

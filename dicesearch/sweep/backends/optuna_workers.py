@@ -39,7 +39,7 @@ from dicesearch.sweep.lifecycle.messages import Candidate, TrialOutcome, TrialSe
 from dicesearch.sweep.lifecycle.session import SweepResult, SweepSession, sweep_params
 from dicesearch.sweep.lifecycle.trial import TrialLifecycle
 from dicesearch.sweep.store.draw_order import ENQUEUED, DrawHistory, await_history
-from dicesearch.sweep.space.samplers import make_sampler
+from dicesearch.sweep.space.samplers import STARTUP_TRIALS, make_sampler
 from dicesearch.sweep.store.locations import SweepLocations
 from dicesearch.sweep.store.schema import ATTR_CONTINUES, ATTR_RETRY_OF, ATTR_WORKER, STATUS_SURPLUS, TrialRecord
 from dicesearch.sweep.store.studies import make_pruner, this_worker
@@ -168,7 +168,7 @@ class OptunaSweep:
             return self._idle_while_waiting()
 
         read = lambda: self.session.study.view().trials  # noqa: E731
-        return await_history(read, number, self.config.parallelism, first_rung, this_worker(), self._stopping, waits)
+        return await_history(read, number, self.config.parallelism, first_rung, this_worker(), self._stopping, waits, reads_from=STARTUP_TRIALS)
 
     def _idle_while_waiting(self):
         """Lend this worker's cores to the running trials (idle_cores: share) until the returned call."""

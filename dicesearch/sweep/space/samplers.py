@@ -18,28 +18,28 @@ def make_sampler(directions: Sequence[str], seed: int, history: Sequence[FrozenT
     (:mod:`dicesearch.sweep.store.draw_order`)."""
     if len(directions) > 1:
         return optuna.samplers.NSGAIISampler(seed=seed)
-    if history is None:
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=STARTUP_TRIALS)
-    # nothing of the history is running: no constant liar (which would also write to the history's trials)
-    tpe = optuna.samplers.TPESampler(seed=seed, n_startup_trials=STARTUP_TRIALS, constant_liar=False)
-    return FromHistory(tpe, directions[0], history)
+    tpe = optuna.samplers.TPESampler(seed=seed, n_startup_trials=STARTUP_TRIALS)
+    return tpe if history is None else FromHistory(tpe, directions[0], history)
 
 
 class FromHistory(optuna.samplers.BaseSampler):
-    """``sampler`` drawing every value from ``history`` (finished trials), whatever the study
-    holds: the study's trial only receives the values. The history lives in a study of its own
-    in memory, which is what a sampler reads its trials from."""
+    """``sampler`` drawing every value from ``history`` (finished trials, and running ones for a
+    constant liar), whatever the study holds: the study's trial only receives the values. The
+    history is a study of its own in memory, what a sampler reads trials from, with a trial
+    of its own that stands for the one drawn for (where a sampler writes what it drew)."""
 
     def __init__(self, sampler: optuna.samplers.BaseSampler, direction: str, history: Sequence[FrozenTrial]):
         self.sampler = sampler
         self.history = optuna.create_study(storage=optuna.storages.InMemoryStorage(), direction=direction)
-        self.history.add_trials([t for t in history if t.state in (TrialState.COMPLETE, TrialState.PRUNED)])
+        self.history.add_trials([t for t in history if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)])
+        self.history.ask()
+        self.stand_in = self.history.get_trials(deepcopy=False)[-1]
 
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
-        return self.sampler.infer_relative_search_space(self.history, trial)
+        return self.sampler.infer_relative_search_space(self.history, self.stand_in)
 
     def sample_relative(self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
-        return self.sampler.sample_relative(self.history, trial, search_space)
+        return self.sampler.sample_relative(self.history, self.stand_in, search_space)
 
     def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution) -> Any:
-        return self.sampler.sample_independent(self.history, trial, param_name, param_distribution)
+        return self.sampler.sample_independent(self.history, self.stand_in, param_name, param_distribution)

@@ -8,11 +8,14 @@ the configuration the others picked (docs/benchmarks.md, "The second rung at 64 
 
 With ``draw_order: fixed`` the k-th configuration a sweep draws (k = 0, 1, ...; continuations
 and retries draw none) is drawn by a sampler seeded from (seed, k) from a fixed history: the
-first-rung results of the configurations drawn before it, all but the last P - 1 (P the sweep's
-parallelism: those may still run beside it). Neither depends on the order trials finish in, so
-one space and seed draw the same configurations on every run (up to the rounding of trials
-that borrowed an idle core). A configuration of the history still in its first rung in this
-process is waited for; one running in another process is left out until it has a result.
+first-rung results of the configurations drawn before it, except the last P - 1 (P the sweep's
+parallelism): those may still run beside it, and the sampler sees them as running trials (as
+Optuna's constant liar sees running trials, so that it does not draw next to them). Neither
+depends on the order trials finish in, so one space and seed draw the same configurations on
+every run (up to the rounding of trials that borrowed an idle core). A configuration of the
+history still in its first rung in this process is waited for (not while the history is too
+short for the sampler to read: it draws at random then); one running in another process is
+left out until it has a result.
 
 A configuration's *first-rung result* is what is known of it after its first rung, whatever
 happened to it later: its score there (without rungs, its result), as a complete trial; a
@@ -29,7 +32,7 @@ from dataclasses import dataclass, field
 
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
-from dicesearch.sweep.store.schema import ATTR_DUPLICATE_OF, ATTR_RETRY_OF, ATTR_STATUS, ATTR_WORKER, STATUS_INTERRUPTED, STATUS_SURPLUS
+from dicesearch.sweep.store.schema import ATTR_DUPLICATE_OF, ATTR_PARAMS, ATTR_RETRY_OF, ATTR_STATUS, ATTR_WORKER, STATUS_INTERRUPTED, STATUS_SURPLUS
 
 ENQUEUED = "fixed_params"  # Optuna's system attribute of a trial whose values were given, not drawn
 
@@ -48,13 +51,16 @@ def drew(trial: FrozenTrial) -> bool:
     return ENQUEUED not in trial.system_attrs and trial.user_attrs.get(ATTR_STATUS) != STATUS_SURPLUS
 
 
-def history_for(trials: Sequence[FrozenTrial], number: int, parallelism: int, first_rung: int | None) -> DrawHistory:
+def history_for(trials: Sequence[FrozenTrial], number: int, parallelism: int, first_rung: int | None, reads_from: int = 0) -> DrawHistory:
     """The history trial ``number`` draws its configuration from. ``trials``: the study's (oldest
-    first); ``first_rung``: the first rung's steps (None without rungs)."""
+    first); ``first_rung``: the first rung's steps (None without rungs); ``reads_from``: the
+    fewest results the sampler reads (with fewer it draws at random whatever they are, and
+    nothing is waited for)."""
     by_number = {t.number: t for t in trials}
     retried = {t.user_attrs[ATTR_RETRY_OF]: t for t in trials if ATTR_RETRY_OF in t.user_attrs}
     earlier = [t for t in trials if t.number < number and drew(t)]
-    window = earlier[: max(0, len(earlier) - (parallelism - 1))]
+    cut = max(0, len(earlier) - (parallelism - 1))
+    window, beside = earlier[:cut], earlier[cut:]
     history, pending = [], []
     for trial in window:
         result, awaited = _first_result(trial, by_number, retried, first_rung)
@@ -62,7 +68,12 @@ def history_for(trials: Sequence[FrozenTrial], number: int, parallelism: int, fi
             history.append(result)
         if awaited is not None:
             pending.append(awaited)
-    return DrawHistory(len(earlier), history, pending)
+    for trial in beside:  # may still run: running trials to the sampler (Optuna's constant liar), once drawn
+        if ATTR_PARAMS in trial.user_attrs:  # its proposal is complete (its params are written one by one)
+            history.append(create_trial(state=TrialState.RUNNING, params=trial.params, distributions=trial.distributions))
+        elif trial.state in (TrialState.RUNNING, TrialState.WAITING):
+            pending.append(trial)  # not drawn yet: waited for (a moment, or while it waits for its own history)
+    return DrawHistory(len(earlier), history, pending if len(window) >= reads_from else [])
 
 
 def await_history(
@@ -73,6 +84,7 @@ def await_history(
     worker: str,
     stop: threading.Event,
     waits: Callable[[list[int]], Callable[[], None]],
+    reads_from: int = 0,
     poll_s: float = 0.25,
 ) -> DrawHistory | None:
     """Trial ``number``'s history once every configuration of it that ``worker`` (this process)
@@ -86,7 +98,7 @@ def await_history(
             trials = read()
             if not drew(next(t for t in trials if t.number == number)):
                 return None
-            history = history_for(trials, number, parallelism, first_rung)
+            history = history_for(trials, number, parallelism, first_rung, reads_from)
             ours = [t.number for t in history.pending if t.state == TrialState.RUNNING and t.user_attrs.get(ATTR_WORKER) == worker]
             if not ours:
                 return history
