@@ -38,8 +38,8 @@ from dicesearch.sweep.lifecycle import rungs
 from dicesearch.sweep.lifecycle.messages import Candidate, TrialOutcome, TrialSettings
 from dicesearch.sweep.lifecycle.session import SweepResult, SweepSession, sweep_params
 from dicesearch.sweep.lifecycle.trial import TrialLifecycle
-from dicesearch.sweep.store.draw_order import ENQUEUED, DrawHistory, await_history
 from dicesearch.sweep.space.samplers import STARTUP_TRIALS, make_sampler
+from dicesearch.sweep.store.draw_order import ENQUEUED, DrawHistory, await_history
 from dicesearch.sweep.store.locations import SweepLocations
 from dicesearch.sweep.store.schema import ATTR_CONTINUES, ATTR_RETRY_OF, ATTR_WORKER, STATUS_SURPLUS, TrialRecord
 from dicesearch.sweep.store.studies import make_pruner, this_worker
@@ -161,10 +161,11 @@ class OptunaSweep:
         configurations of it that this process runs have their first-rung results (meanwhile its
         cores go to the running trials); None for a trial whose values were given."""
         first_rung = self.config.fidelity.rungs[0] if self.config.fidelity else None
+        result = "a first-rung result" if first_rung else "a result"
 
         def waits(numbers: list[int]):
             shown = ", ".join(map(str, numbers))
-            self.console.print(f"trial {number}: draws its configuration once trial {shown} has a first-rung result (draw_order: fixed)", highlight=False, style="dim")
+            self.console.print(f"trial {number}: draws its configuration once trial {shown} has {result} (draw_order: fixed)", highlight=False, style="dim")
             return self._idle_while_waiting()
 
         read = lambda: self.session.study.view().trials  # noqa: E731

@@ -111,8 +111,8 @@ class SweepConfig(FileModel):
     draw_order: Literal["fixed", "finishing"] = Field(
         "fixed",
         description=(
-            "fixed (default): the k-th configuration is drawn from the first-rung results of those drawn before it but the "
-            "last parallelism - 1, waiting for any still in its first rung, so that one space and seed draw the same "
+            "fixed (default): the k-th configuration is drawn from the first-rung results of those drawn before it (the "
+            "last parallelism - 1 as running trials), waiting for any still in its first rung, so that one space and seed draw the same "
             "configurations whatever order trials finish in. finishing: from every trial finished so far (Optuna's own way; "
             "no wait, but the path depends on which trial finishes first). The Optuna backend with one objective; "
             "with several objectives or the Ray backend configurations are drawn as trials finish."
