@@ -381,3 +381,45 @@ def test_the_live_line_shows_step_rung_loss_and_time_left(monkeypatch):
     assert shown.line(trial) == f"trial 3: step 80/240, rung 2/2, loss 0.0400, 30 s, ~{160 * 30 / 80 + 10:.0f} s left"
     shown.end(3)
     assert not shown._running  # noqa: SLF001
+
+
+def test_a_trial_worse_at_the_next_rung_gives_its_place_up_and_the_next_best_goes_on():
+    """A default sweep (seed 2) sent its best at 400 steps (112.2) to the full budget, where its
+    loss spiked near step 1300 and it scored 240.7: got worse past the rung that chose it, it
+    no longer holds that rung's one place, and the next best paused there goes on instead."""
+    from dicesearch.sweep.lifecycle.rungs import by_promotion, promotable_paused, standing
+    from dicesearch.sweep.store.schema import ATTR_STATUS, STATUS_PAUSED
+    from dicesearch.sweep.store.view import StudyView
+
+    study = optuna.create_study()
+    x = optuna.distributions.FloatDistribution(0, 1)
+
+    def trial(values, state=TrialState.PRUNED, status=STATUS_PAUSED, value=None):
+        study.add_trial(optuna.trial.create_trial(state=state, params={"x": len(study.trials) / 100}, distributions={"x": x}, value=value,
+                                                  intermediate_values=values, user_attrs={ATTR_STATUS: status}))  # fmt: skip
+
+    trial({100: 186.6, 400: 112.2, 1600: 240.7}, TrialState.COMPLETE, "complete", 240.7)  # 0: the spike
+    trial({100: 181.8, 400: 117.8})  # 1: the next best at 400
+    trial({100: 186.7, 400: 114.1})  # 2: better than 1 at 400 but ...
+    trial({100: 194.0, 400: 130.7})  # 3
+    for k in range(14):  # 4-17: paused at 100
+        trial({100: 190.0 + k})
+    rungs, keep = [100, 400, 1600], 1 / 4
+    view = StudyView(study.trials)
+    assert view.regressed_after(400, "minimize") == {0} and view.regressed_after(100, "minimize") == set()  # 186.6 -> 112.2 learned
+    entries, promoted = standing(view, 400, "minimize")
+    assert sorted(n for n, _ in entries) == [1, 2, 3] and promoted == set()
+    assert promotable_paused(view, rungs, keep, "minimize", final=True).number == 2  # the best of the rest at 400 goes on
+    assert promotable_paused(view, rungs, keep, "minimize", final=False) is None  # floor(3/4) = 0 before the end, as before
+    # a trial that got better keeps its place: with trial 0 at 60.0 nothing more goes on
+    study2 = optuna.create_study()
+    for t in study.trials:
+        values = dict(t.intermediate_values)
+        if t.number == 0:
+            values[1600] = 60.0
+        study2.add_trial(optuna.trial.create_trial(state=t.state, params=t.params, distributions=t.distributions, value=values.get(1600) if t.number == 0 else None,
+                                                   intermediate_values=values, user_attrs=t.user_attrs))  # fmt: skip
+    assert promotable_paused(StudyView(study2.trials), rungs, keep, "minimize", final=True) is None
+    # and a trial deciding at 400 does not count the spiked one as gone on from there
+    decision = by_promotion(view, 3, 1, 400, 130.7, keep, "minimize", "fid_64", final=True)
+    assert not decision.go_on  # 2 is the one place's best

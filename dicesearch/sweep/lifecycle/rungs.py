@@ -30,6 +30,8 @@ otherwise           *paused* with its checkpoint; continued     *pruned*: stoppe
                     by a new trial before any new configuration
                     is drawn if later trials make it promotable
                     (:func:`promotable_paused`, :func:`take_over`)
+worse at the next   gives its place at the rung up: the next     (no change)
+rung                best there may go on (:func:`standing`)
 the first trial     paused (floor(1 * k) = 0 go on)              goes on
 cost                at most floor(n * k) go on from a rung of    every trial that is best so far goes on
                     n, whatever order the sampler finds them     (early trials go far)
@@ -76,7 +78,7 @@ def by_promotion(view, number: int, index: int, steps: int, score: float | None,
     ``final`` whether the sweep has drawn all its configurations."""
     if score is None:
         return no_score(index, steps, key)
-    entries, promoted = view.entries_at(steps), view.promoted_from(steps, number)
+    entries, promoted = standing(view, steps, direction, number)
     if number in promotable(entries, keep, direction, final, promoted):
         return RungDecision(True)
     return RungDecision(False, STATUS_PAUSED, pause_reason(index, steps, key, score, len(entries), keep, final, len(promoted)))
@@ -106,10 +108,10 @@ def promotable_paused(view, rungs: Sequence[int], keep: float, direction: str, f
         return None
     for index in reversed(range(len(rungs) - 1)):
         steps = rungs[index]
-        entries = view.entries_at(steps)
+        entries, promoted = standing(view, steps, direction)
         if final and promotion_count(len(entries), keep, False) == 0 and others_may_reach(view, steps, rungs[:index], keep, direction, final):
             continue  # the sweep's end sends one on from a rung too small for its fraction: the best of all that reach it
-        for number in promotable(entries, keep, direction, final, view.promoted_from(steps)):
+        for number in promotable(entries, keep, direction, final, promoted):
             if number in paused and max(paused[number].intermediate_values) == steps:
                 return paused[number]
     return None
@@ -127,8 +129,24 @@ def others_may_reach(view, steps: int, lower: Sequence[int], keep: float, direct
     return any(
         number in paused and max(paused[number].intermediate_values) == low
         for low in lower
-        for number in promotable(view.entries_at(low), keep, direction, final, view.promoted_from(low))
+        for number in _promotable_at(view, low, keep, direction, final)
     )
+
+
+def standing(view, steps: int, direction: str, deciding: int | None = None) -> tuple[list[tuple[int, float]], set[int]]:
+    """(number, score) of the trials that hold a place at the rung at ``steps``, and those of
+    them that went on from it (``deciding``: the trial whose rung this is, not gone yet). A
+    trial that went on and scored worse at the next rung than at this one gives its place up:
+    it got nothing from the steps it was sent on for (a full-budget trial whose training spiked
+    after the rung that chose it), and the next best there may go on in its place."""
+    regressed = view.regressed_after(steps, direction)
+    entries = [(number, score) for number, score in view.entries_at(steps) if number not in regressed]
+    return entries, view.promoted_from(steps, deciding) - regressed
+
+
+def _promotable_at(view, steps: int, keep: float, direction: str, final: bool) -> list[int]:
+    entries, promoted = standing(view, steps, direction)
+    return promotable(entries, keep, direction, final, promoted)
 
 
 def take_over(study, number: int, earlier, earlier_run: Path, run_dir: Path, rungs: Sequence[int]) -> int:

@@ -87,6 +87,18 @@ class StudyView:
             if (t.state == TrialState.RUNNING and t.number not in self._continuations) or t.number in self._stand_ins
         )
 
+    def regressed_after(self, step: int, direction: str) -> set[int]:
+        """Trials scored at the rung at ``step`` whose score at the next rung they reached is
+        worse (``direction``: the objective's): they went on from it and got worse past it."""
+        worse = (lambda later, here: later > here) if direction == "minimize" else (lambda later, here: later < here)
+        regressed = set()
+        for t in self._at_rungs:
+            values = t.intermediate_values
+            later = [s for s in values if s > step]
+            if step in values and later and worse(values[min(later)], values[step]):
+                regressed.add(t.number)
+        return regressed
+
     def promoted_from(self, step: int, deciding: int | None = None) -> set[int]:
         """Counted or running trials that went on from the rung at ``step``: scored beyond it,
         or running on from it (``deciding``, the trial whose rung this is, has not gone yet).
