@@ -148,12 +148,9 @@ class OptunaSweep:
         ``draw_order: fixed`` from (seed, configurations drawn before it) and a fixed history:
         two sweep processes on one study (or a resumed sweep) never repeat each other's draws."""
         history = self._draw_history(trial.number) if self.config.fixed_draw_order else None
+        offset, trials = (trial.number, None) if history is None else (history.index, history.trials)
         with self._lock:  # the study's sampler is shared by this process's worker threads
-            if history is None:
-                sampler = make_sampler(self.session.directions, self.config.seed + trial.number)
-            else:
-                sampler = make_sampler(self.session.directions, self.config.seed + history.index, history.trials)
-            self.session.study.study.sampler = sampler
+            self.session.study.study.sampler = make_sampler(self.session.directions, self.config.seed + offset, trials)
             return self.space.propose(trial)
 
     def _draw_history(self, number: int) -> DrawHistory | None:
@@ -168,8 +165,7 @@ class OptunaSweep:
             self.console.print(f"trial {number}: draws its configuration once trial {shown} has {result} (draw_order: fixed)", highlight=False, style="dim")
             return self._idle_while_waiting()
 
-        read = lambda: self.session.study.view().trials  # noqa: E731
-        return await_history(read, number, self.config.parallelism, first_rung, this_worker(), self._stopping, waits, reads_from=STARTUP_TRIALS)
+        return await_history(self.session.study.trials, number, self.config.parallelism, first_rung, this_worker(), self._stopping, waits, reads_from=STARTUP_TRIALS)
 
     def _idle_while_waiting(self):
         """Lend this worker's cores to the running trials (idle_cores: share) until the returned call."""
